@@ -1,0 +1,707 @@
+//! The TOML configuration: parsing, validation and the typed result.
+//!
+//! Parsing is strict (unknown keys are errors, with their line). Validation
+//! collects *every* problem it finds, each with the file and line it comes
+//! from, so `portcullis check` can print them all at once. TLS material is
+//! loaded and checked here too (via [`crate::tls`]), so a config that passes
+//! validation can be served.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default SIGTERM drain deadline.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline for the whole connection phase (accept → backend auth
+/// done). Long enough for a slow WAN TLS handshake, short enough that
+/// silent clients cannot pin slots for long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default backend connect timeout: the backend is normally local, so a
+/// connect that takes seconds means it is gone.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default per-listener cap on concurrent sessions.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default cap on one connection-phase packet. The server accepts up to 64 KiB
+/// of connect attributes; user, schema and auth data add a little to that.
+pub const DEFAULT_MAX_HANDSHAKE_PACKET: usize = 96 * 1024;
+
+// ---------------------------------------------------------------------------
+// Raw (as written) structures
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    shutdown_timeout: Option<Spanned<String>>,
+    #[serde(default, rename = "backend")]
+    backends: Vec<Spanned<RawBackend>>,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<Spanned<RawListener>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    connect_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    route: Spanned<String>,
+    #[serde(default)]
+    allow_plaintext: bool,
+    handshake_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    max_handshake_packet: Option<Spanned<usize>>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    ca: Option<Spanned<String>>,
+    #[serde(default)]
+    crl: Vec<Spanned<String>>,
+    #[serde(default)]
+    client_auth: Option<Spanned<ClientAuth>>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated structures
+// ---------------------------------------------------------------------------
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for reloads and messages).
+    pub path: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub backends: Vec<BackendConfig>,
+    pub listeners: Vec<ListenerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: BackendAddr,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: ListenAddr,
+    /// Name of the backend this listener routes to.
+    pub route: String,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    pub max_handshake_packet: usize,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Paths of a listener's TLS material, resolved against the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a TLS listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A certificate that verifies against the CA and CRLs is mandatory.
+    Required,
+    /// A certificate is asked for; if one is sent it must verify.
+    Optional,
+    /// No certificate is asked for.
+    None,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+            ClientAuth::None => "none",
+        }
+    }
+}
+
+/// Where a listener accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Where a backend is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    /// `host:port`, an IPv4 literal, or a bracketed IPv6 literal; resolved
+    /// at connect time so DNS changes are followed.
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddr::Tcp(a) => f.write_str(a),
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.line {
+                Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, p.message)?,
+                None => write!(f, "{}: {}", self.path.display(), p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while validating.
+struct Problems<'a> {
+    src: &'a str,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = self.src[..span.start.min(self.src.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1;
+        self.list.push(ConfigProblem {
+            line: Some(line),
+            message: message.into(),
+        });
+    }
+
+    fn global(&mut self, message: impl Into<String>) {
+        self.list.push(ConfigProblem {
+            line: None,
+            message: message.into(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+impl Config {
+    /// Reads, parses and validates the file at `path`, including loading its
+    /// TLS material.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![ConfigProblem {
+                line: None,
+                message: format!("cannot read config file: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&src, path, base)
+    }
+
+    /// Parses and validates `src` as if read from `path`; relative paths in
+    /// it resolve against `base_dir`.
+    pub fn from_toml(src: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let line = e.span().map(|s| {
+                src[..s.start.min(src.len())]
+                    .bytes()
+                    .filter(|&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            fail(vec![ConfigProblem {
+                line,
+                message: e.message().to_string(),
+            }])
+        })?;
+        let mut p = Problems {
+            src,
+            list: Vec::new(),
+        };
+        let config = validate(raw, path, base_dir, &mut p);
+        if p.list.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(p.list))
+        }
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> Config {
+    let shutdown_timeout = duration_or(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT, p);
+
+    let mut backend_names = HashSet::new();
+    let mut backends = Vec::new();
+    for b in raw.backends {
+        let b = b.into_inner();
+        if !valid_name(b.name.get_ref()) {
+            p.at(
+                b.name.span(),
+                format!(
+                    "backend name {:?} must be 1-64 characters of letters, digits, '-', '_' or '.'",
+                    b.name.get_ref()
+                ),
+            );
+        } else if !backend_names.insert(b.name.get_ref().clone()) {
+            p.at(
+                b.name.span(),
+                format!("duplicate backend name {:?}", b.name.get_ref()),
+            );
+        }
+        let address = match parse_backend_addr(b.address.get_ref(), base) {
+            Ok(a) => a,
+            Err(e) => {
+                p.at(b.address.span(), e);
+                BackendAddr::Tcp(String::new())
+            }
+        };
+        backends.push(BackendConfig {
+            name: b.name.into_inner(),
+            address,
+            connect_timeout: duration_or(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, p),
+        });
+    }
+
+    let mut listener_names = HashSet::new();
+    let mut listen_addrs = HashSet::new();
+    let mut listeners = Vec::new();
+    if raw.listeners.is_empty() {
+        p.global("no [[listener]] is configured: portcullis would accept nothing");
+    }
+    for l in raw.listeners {
+        let l_span = l.span();
+        let l = l.into_inner();
+        if !valid_name(l.name.get_ref()) {
+            p.at(l.name.span(), format!("listener name {:?} must be 1-64 characters of letters, digits, '-', '_' or '.'", l.name.get_ref()));
+        } else if !listener_names.insert(l.name.get_ref().clone()) {
+            p.at(
+                l.name.span(),
+                format!("duplicate listener name {:?}", l.name.get_ref()),
+            );
+        }
+        let address = match parse_listen_addr(l.address.get_ref(), base) {
+            Ok(a) => {
+                if !listen_addrs.insert(a.clone()) {
+                    p.at(
+                        l.address.span(),
+                        format!("address {a} is used by two listeners"),
+                    );
+                }
+                Some(a)
+            }
+            Err(e) => {
+                p.at(l.address.span(), e);
+                None
+            }
+        };
+        if !backend_names.contains(l.route.get_ref()) {
+            p.at(
+                l.route.span(),
+                format!(
+                    "route {:?} names no [[backend]] (known: {})",
+                    l.route.get_ref(),
+                    if backend_names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        let mut v: Vec<_> = backend_names.iter().cloned().collect();
+                        v.sort();
+                        v.join(", ")
+                    }
+                ),
+            );
+        }
+        let tls = l.tls.map(|t| validate_tls(t, base, p));
+        if let (Some(ListenAddr::Tcp(sa)), None) = (&address, &tls) {
+            if !sa.ip().is_loopback() && !l.allow_plaintext {
+                p.at(
+                    l_span.clone(),
+                    format!(
+                        "listener {:?} on non-loopback address {sa} has no [listener.tls]: clients would send passwords and data in clear; add TLS or set allow_plaintext = true",
+                        l.name.get_ref()
+                    ),
+                );
+            }
+        }
+        let max_connections = match &l.max_connections {
+            Some(m) if *m.get_ref() == 0 => {
+                p.at(m.span(), "max_connections must be at least 1");
+                1
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
+        let max_handshake_packet = match &l.max_handshake_packet {
+            Some(m) if *m.get_ref() < 1024 || *m.get_ref() > 16 * 1024 * 1024 => {
+                p.at(
+                    m.span(),
+                    "max_handshake_packet must be between 1024 and 16777216 bytes",
+                );
+                DEFAULT_MAX_HANDSHAKE_PACKET
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_MAX_HANDSHAKE_PACKET,
+        };
+        listeners.push(ListenerConfig {
+            name: l.name.into_inner(),
+            address: address.unwrap_or(ListenAddr::Unix(PathBuf::new())),
+            route: l.route.into_inner(),
+            handshake_timeout: duration_or(&l.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, p),
+            max_connections,
+            max_handshake_packet,
+            tls,
+        });
+    }
+    Config {
+        path: path.to_path_buf(),
+        shutdown_timeout,
+        backends,
+        listeners,
+    }
+}
+
+fn validate_tls(t: Spanned<RawTls>, base: &Path, p: &mut Problems<'_>) -> TlsConfig {
+    let span = t.span();
+    let t = t.into_inner();
+    let client_auth = t
+        .client_auth
+        .as_ref()
+        .map(|c| *c.get_ref())
+        .unwrap_or(ClientAuth::Required);
+    let mut file = |s: &Spanned<String>, what: &str| -> PathBuf {
+        let path = resolve(s.get_ref(), base);
+        if let Err(e) = std::fs::metadata(&path) {
+            p.at(s.span(), format!("{what} {}: {e}", path.display()));
+        }
+        path
+    };
+    let cert = file(&t.cert, "certificate");
+    let key = file(&t.key, "private key");
+    let ca = t.ca.as_ref().map(|c| file(c, "CA bundle"));
+    let crl: Vec<PathBuf> = t.crl.iter().map(|c| file(c, "CRL")).collect();
+    if ca.is_none() && client_auth != ClientAuth::None {
+        p.at(
+            span.clone(),
+            format!(
+                "client_auth = \"{}\" needs `ca` (the trust anchors client certificates are checked against)",
+                client_auth.as_str()
+            ),
+        );
+    }
+    if !crl.is_empty() && client_auth == ClientAuth::None {
+        p.at(span.clone(), "crl is set but client_auth = \"none\": no client certificate would be checked against it");
+    }
+    let cfg = TlsConfig {
+        cert,
+        key,
+        ca,
+        crl,
+        client_auth,
+    };
+    if p.list.is_empty() {
+        // Files exist: load and build the whole TLS config now, so a config
+        // that validates can be served.
+        if let Err(e) = crate::tls::ServerTls::load(&cfg) {
+            p.at(span, e.to_string());
+        }
+    }
+    cfg
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn resolve(p: &str, base: &Path) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn duration_or(v: &Option<Spanned<String>>, default: Duration, p: &mut Problems<'_>) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match parse_duration(s.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                p.at(s.span(), e);
+                default
+            }
+        },
+    }
+}
+
+/// Parses durations written as `"500ms"`, `"10s"`, `"5m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| {
+        format!(
+            "invalid duration {s:?}: expected a number and a unit, like \"500ms\", \"10s\", \"5m\""
+        )
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+fn parse_listen_addr(s: &str, base: &Path) -> Result<ListenAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return unix_path(path, base).map(ListenAddr::Unix);
+    }
+    s.parse::<SocketAddr>().map(ListenAddr::Tcp).map_err(|_| {
+        format!("invalid listen address {s:?}: expected \"[::]:3307\", \"0.0.0.0:3307\" or \"unix:/path.sock\" (listen addresses must be IP literals)")
+    })
+}
+
+fn parse_backend_addr(s: &str, base: &Path) -> Result<BackendAddr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        return unix_path(path, base).map(BackendAddr::Unix);
+    }
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(BackendAddr::Tcp(s.to_string()));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains(':')
+                && port.parse::<u16>().is_ok_and(|p| p != 0) =>
+        {
+            Ok(BackendAddr::Tcp(s.to_string()))
+        }
+        _ => Err(format!("invalid backend address {s:?}: expected \"unix:/path\", \"127.0.0.1:3306\", \"[::1]:3306\" or \"host:port\" (IPv6 literals need brackets)")),
+    }
+}
+
+/// Unix socket paths are limited to 108 bytes including the NUL by
+/// `sockaddr_un`; refuse longer ones here rather than at bind time.
+const MAX_UNIX_PATH: usize = 107;
+
+fn unix_path(path: &str, base: &Path) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err("empty Unix socket path after \"unix:\"".into());
+    }
+    let p = resolve(path, base);
+    if p.as_os_str().len() > MAX_UNIX_PATH {
+        return Err(format!(
+            "Unix socket path {} is {} bytes long; the limit is {MAX_UNIX_PATH}",
+            p.display(),
+            p.as_os_str().len()
+        ));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(src, Path::new("test.toml"), Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1d").is_err());
+    }
+
+    #[test]
+    fn minimal_plaintext_unix_listener() {
+        let c = parse(
+            r#"
+[[backend]]
+name = "local"
+address = "unix:/run/mysqld/mysqld.sock"
+
+[[listener]]
+name = "sock"
+address = "unix:/tmp/p.sock"
+route = "local"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.listeners[0].address,
+            ListenAddr::Unix("/tmp/p.sock".into())
+        );
+        assert_eq!(
+            c.backends[0].address,
+            BackendAddr::Unix("/run/mysqld/mysqld.sock".into())
+        );
+        assert_eq!(c.listeners[0].handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert!(c.listeners[0].tls.is_none());
+    }
+
+    #[test]
+    fn unknown_key_has_line() {
+        let e =
+            parse("[[backend]]\nname = \"a\"\naddress = \"unix:/x\"\nadress = 1\n").unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert_eq!(e.problems[0].line, Some(4));
+        assert!(
+            e.problems[0].message.contains("adress"),
+            "{}",
+            e.problems[0].message
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let e = parse(
+            r#"shutdown_timeout = "forever"
+[[backend]]
+name = "local"
+address = "db:notaport"
+
+[[listener]]
+name = "public"
+address = "[::]:3307"
+route = "nowhere"
+"#,
+        )
+        .unwrap_err();
+        let lines: Vec<_> = e.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(1), Some(4), Some(9), Some(6)], "{e}");
+        assert!(
+            e.to_string()
+                .contains("test.toml:9: route \"nowhere\" names no [[backend]]"),
+            "{e}"
+        );
+        assert!(e.problems[3].message.contains("allow_plaintext"), "{e}");
+    }
+
+    #[test]
+    fn plaintext_on_public_address_needs_opt_in() {
+        let src = |extra: &str| {
+            format!("[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:3306\"\n[[listener]]\nname = \"l\"\naddress = \"0.0.0.0:3307\"\nroute = \"b\"\n{extra}")
+        };
+        assert!(parse(&src("")).is_err());
+        assert!(parse(&src("allow_plaintext = true")).is_ok());
+    }
+
+    #[test]
+    fn missing_tls_files_are_named() {
+        let e = parse(
+            r#"[[backend]]
+name = "b"
+address = "[::1]:3306"
+[[listener]]
+name = "l"
+address = "[::1]:3307"
+route = "b"
+[listener.tls]
+cert = "server.pem"
+key = "server-key.pem"
+ca = "ca.pem"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 3, "{e}");
+        assert!(
+            e.problems[0].message.contains("/nonexistent/server.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backend_addresses() {
+        let b = Path::new("/");
+        assert!(parse_backend_addr("db2.example.net:3307", b).is_ok());
+        assert!(parse_backend_addr("[::1]:3306", b).is_ok());
+        assert!(parse_backend_addr("::1:3306", b).is_err());
+        assert!(parse_backend_addr("host", b).is_err());
+        assert!(parse_backend_addr("unix:", b).is_err());
+        assert_eq!(
+            parse_backend_addr("unix:rel.sock", Path::new("/etc/p")).unwrap(),
+            BackendAddr::Unix("/etc/p/rel.sock".into())
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Listening sockets and the per-listener runtime state sessions read.
+//!
+//! Sockets are bound with socket2 before anything else starts, so a port
+//! conflict is reported at startup, not on the first connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::config::{BackendConfig, ListenAddr, ListenerConfig};
+use crate::tls::ServerTls;
+
+/// Backlog for listening sockets: enough to absorb a reconnect storm after
+/// a failover while the accept loop catches up.
+const BACKLOG: i32 = 1024;
+
+/// What sessions of one listener read: its config, its backend, its live
+/// TLS config (swapped atomically on reload; readers take one snapshot per
+/// connection and never lock), and its connection slots.
+pub struct ListenerRuntime {
+    pub config: ListenerConfig,
+    pub backend: BackendConfig,
+    pub tls: Option<ArcSwap<ServerTls>>,
+    pub slots: Arc<Semaphore>,
+}
+
+/// A bound socket of either family.
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// An accepted connection.
+pub enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("listener {name:?}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub name: String,
+    pub addr: String,
+    pub source: io::Error,
+}
+
+impl Bound {
+    /// Binds `cfg`'s address. TCP on IPv6 sets `IPV6_V6ONLY`, so `[::]` and
+    /// `0.0.0.0` listeners can coexist and mean exactly what they say.
+    pub fn bind(cfg: &ListenerConfig) -> Result<Bound, BindError> {
+        let err = |source| BindError {
+            name: cfg.name.clone(),
+            addr: cfg.address.to_string(),
+            source,
+        };
+        match &cfg.address {
+            ListenAddr::Tcp(addr) => bind_tcp(*addr).map(Bound::Tcp).map_err(err),
+            ListenAddr::Unix(path) => bind_unix(path).map(Bound::Unix).map_err(err),
+        }
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> io::Result<ListenAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
+            Bound::Unix(l) => {
+                let a = l.local_addr()?;
+                Ok(ListenAddr::Unix(
+                    a.as_pathname().map(Path::to_path_buf).unwrap_or_default(),
+                ))
+            }
+        }
+    }
+
+    pub async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Bound::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                // Request/response traffic: never delay small writes.
+                s.set_nodelay(true)?;
+                // Notice dead peers on idle links (replication, pools)
+                // without any application-level timeout.
+                let ka = TcpKeepalive::new()
+                    .with_time(std::time::Duration::from_secs(60))
+                    .with_interval(std::time::Duration::from_secs(10));
+                let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&ka);
+                Ok(Accepted::Tcp(s, peer))
+            }
+            Bound::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    TcpListener::from_std(s.into())
+}
+
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    // A socket file left by a previous run would make bind fail; remove it,
+    // but only if it is a socket nobody answers on.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another process is listening on this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}

@@ -1,0 +1,137 @@
+//! The `portcullis` binary: parse the command line, set up logging, load the
+//! config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use portcullis::{Config, Proxy, Shutdown};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// A MySQL/MariaDB-protocol TLS-terminating proxy with mutual certificate
+/// authentication.
+///
+/// portcullis sits in front of a mariadbd, performs the MySQL STARTTLS
+/// upgrade (greeting → SSLRequest → TLS on the same socket), checks client
+/// certificates against a CA and its CRLs, and relays authentication to the
+/// database untouched: users and passwords stay in MariaDB.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, long_about)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    /// The level filter is read from PORTCULLIS_LOG (default "info"),
+    /// e.g. PORTCULLIS_LOG=portcullis=debug.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve: bind every listener and proxy until stopped.
+    ///
+    /// Signals: SIGTERM drains (stops accepting, lets sessions finish up to
+    /// `shutdown_timeout`, then closes the rest; a second SIGTERM or a
+    /// SIGINT closes at once); SIGINT exits at once.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file, including its TLS material, and exit.
+    ///
+    /// Exits 0 when the config is valid; otherwise prints every problem
+    /// as FILE:LINE: MESSAGE and exits 1.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} listener(s), {} backend(s))",
+                    config.display(),
+                    c.listeners.len(),
+                    c.backends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("{} problem(s) found", e.problems.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("portcullis: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portcullis")
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let proxy = Proxy::bind(config).context("cannot start")?;
+        let (tx, rx) = tokio::sync::watch::channel(Shutdown::Run);
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: draining");
+                    let _ = tx.send(Shutdown::Drain);
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    let _ = tx.send(Shutdown::Now);
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("second signal: closing all sessions now");
+            let _ = tx.send(Shutdown::Now);
+        });
+        proxy.run(rx).await;
+        Ok(())
+    })
+}

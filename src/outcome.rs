@@ -1,0 +1,160 @@
+//! How a connection ended: one enum, stable labels, and whose fault it was.
+//!
+//! This is the one place that maps an outcome to a log level and a metric
+//! label. Labels are part of the public interface (logs, metrics): never
+//! change one once released.
+
+use std::io;
+
+use crate::backend::ConnectError;
+use crate::packet_io::ReadError;
+
+/// Whose fault a failed connection was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client did something wrong or went away.
+    Client,
+    /// The backend is down or misbehaved.
+    Backend,
+    /// portcullis itself (shutdown, limits).
+    Proxy,
+}
+
+/// A connection that did not reach (or did not finish) the relay phase.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client did not ask for TLS on a listener that requires it")]
+    TlsRequired,
+    #[error("client started TLS without the MySQL SSLRequest (a raw TLS client?)")]
+    TlsWithoutSslRequest,
+    #[error("client asked for TLS on a listener that offers none")]
+    TlsNotOffered,
+    #[error("TLS handshake failed ({reason}): {source}")]
+    TlsHandshake {
+        reason: &'static str,
+        source: io::Error,
+    },
+    #[error("client protocol error: {0}")]
+    ClientProtocol(String),
+    #[error("client sent a packet too large for the connection phase: {0}")]
+    ClientPacketTooLarge(ReadError),
+    #[error("client closed the connection during the connection phase")]
+    ClientClosed,
+    #[error("client I/O error: {0}")]
+    ClientIo(io::Error),
+    #[error("connection phase not finished within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(#[from] ConnectError),
+    #[error("backend refused the connection with error {code}: {message}")]
+    BackendRefused { code: u16, message: String },
+    #[error("backend protocol error: {0}")]
+    BackendProtocol(String),
+    #[error("backend closed the connection during the connection phase")]
+    BackendClosed,
+    #[error("backend I/O error: {0}")]
+    BackendIo(io::Error),
+    #[error("listener is at max_connections ({0})")]
+    TooManyConnections(usize),
+    #[error("closed by portcullis shutdown")]
+    Shutdown,
+}
+
+impl SessionError {
+    /// Stable outcome label for logs and the `outcome` metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionError::TlsRequired => "tls_required",
+            SessionError::TlsWithoutSslRequest => "tls_without_sslrequest",
+            SessionError::TlsNotOffered => "tls_not_offered",
+            SessionError::TlsHandshake { .. } => "tls_handshake_failed",
+            SessionError::ClientProtocol(_) => "client_protocol_error",
+            SessionError::ClientPacketTooLarge(_) => "client_packet_too_large",
+            SessionError::ClientClosed => "client_closed",
+            SessionError::ClientIo(_) => "client_io_error",
+            SessionError::HandshakeTimeout(_) => "handshake_timeout",
+            SessionError::BackendUnavailable(_) => "backend_unavailable",
+            SessionError::BackendRefused { .. } => "backend_refused",
+            SessionError::BackendProtocol(_) => "backend_protocol_error",
+            SessionError::BackendClosed => "backend_closed",
+            SessionError::BackendIo(_) => "backend_io_error",
+            SessionError::TooManyConnections(_) => "too_many_connections",
+            SessionError::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            SessionError::BackendUnavailable(_)
+            | SessionError::BackendRefused { .. }
+            | SessionError::BackendProtocol(_)
+            | SessionError::BackendClosed
+            | SessionError::BackendIo(_) => Fault::Backend,
+            SessionError::TooManyConnections(_) | SessionError::Shutdown => Fault::Proxy,
+            _ => Fault::Client,
+        }
+    }
+
+    /// The TLS failure reason, when this was a TLS handshake failure.
+    pub fn tls_reason(&self) -> Option<&'static str> {
+        match self {
+            SessionError::TlsHandshake { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Maps a client-side read failure.
+    pub fn from_client_read(e: ReadError) -> SessionError {
+        match e {
+            ReadError::Closed => SessionError::ClientClosed,
+            ReadError::Truncated => {
+                SessionError::ClientProtocol("connection closed in the middle of a packet".into())
+            }
+            e @ ReadError::TooLarge { .. } => SessionError::ClientPacketTooLarge(e),
+            ReadError::LooksLikeTls => SessionError::TlsWithoutSslRequest,
+            ReadError::Io(e) => SessionError::ClientIo(e),
+        }
+    }
+
+    /// Maps a backend-side read failure.
+    pub fn from_backend_read(e: ReadError) -> SessionError {
+        match e {
+            ReadError::Closed => SessionError::BackendClosed,
+            ReadError::Truncated => {
+                SessionError::BackendProtocol("connection closed in the middle of a packet".into())
+            }
+            e @ (ReadError::TooLarge { .. } | ReadError::LooksLikeTls) => {
+                SessionError::BackendProtocol(e.to_string())
+            }
+            ReadError::Io(e) => SessionError::BackendIo(e),
+        }
+    }
+}
+
+/// How a session that got through the connection phase ended.
+#[derive(Debug)]
+pub enum Finished {
+    /// Authenticated and relayed until one side closed.
+    Relayed,
+    /// The backend rejected authentication (its ERR was relayed).
+    AuthRejected { code: u16 },
+    /// Relay ended by an I/O error on one side.
+    RelayError { fault: Fault, error: io::Error },
+    /// Closed by portcullis (shutdown deadline).
+    Closed,
+}
+
+impl Finished {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Finished::Relayed => "relayed",
+            Finished::AuthRejected { .. } => "auth_rejected",
+            Finished::RelayError {
+                fault: Fault::Backend,
+                ..
+            } => "relay_backend_error",
+            Finished::RelayError { .. } => "relay_client_error",
+            Finished::Closed => "closed_by_proxy",
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The running proxy: binds every listener, accepts, spawns one task per
+//! session, and shuts down when told to through a value passed in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ListenAddr};
+use crate::listener::{Accepted, BindError, Bound, ListenerRuntime};
+use crate::outcome::{Fault, Finished, SessionError};
+use crate::session::{self, SessionInfo};
+use crate::tls::{ServerTls, TlsLoadError};
+
+/// What the proxy should be doing; sent through a `watch` channel so a
+/// signal handler and a test drive it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Serve.
+    Run,
+    /// Stop accepting; let sessions finish up to `shutdown_timeout`, then
+    /// close what is left.
+    Drain,
+    /// Close everything now.
+    Now,
+}
+
+/// Connections over a listener's `max_connections` still get a readable
+/// "Too many connections" ERR, but only this many at a time across the
+/// process; beyond that they are closed without a word, since answering
+/// costs a TLS handshake.
+const MAX_CONCURRENT_REFUSALS: usize = 256;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        source: Box<TlsLoadError>,
+    },
+    #[error("listener {listener:?} routes to unknown backend {route:?}")]
+    Route { listener: String, route: String },
+}
+
+/// A proxy whose sockets are bound, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    config: Config,
+    listeners: Vec<(Arc<ListenerRuntime>, Bound)>,
+}
+
+impl Proxy {
+    /// Loads TLS material and binds every listener. Must be called inside a
+    /// tokio runtime.
+    pub fn bind(config: Config) -> Result<Proxy, StartError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let backend = config
+                .backend(&l.route)
+                .ok_or_else(|| StartError::Route {
+                    listener: l.name.clone(),
+                    route: l.route.clone(),
+                })?
+                .clone();
+            let tls = match &l.tls {
+                Some(t) => Some(ArcSwap::from_pointee(ServerTls::load(t).map_err(
+                    |source| StartError::Tls {
+                        listener: l.name.clone(),
+                        source: Box::new(source),
+                    },
+                )?)),
+                None => None,
+            };
+            let bound = Bound::bind(l)?;
+            let rt = ListenerRuntime {
+                config: l.clone(),
+                backend,
+                tls,
+                slots: Arc::new(Semaphore::new(l.max_connections)),
+            };
+            listeners.push((Arc::new(rt), bound));
+        }
+        Ok(Proxy { config, listeners })
+    }
+
+    /// The addresses actually bound, by listener name (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<(String, ListenAddr)> {
+        self.listeners
+            .iter()
+            .map(|(rt, b)| {
+                (
+                    rt.config.name.clone(),
+                    b.local_addr().unwrap_or_else(|_| rt.config.address.clone()),
+                )
+            })
+            .collect()
+    }
+
+    /// Serves until `shutdown` leaves [`Shutdown::Run`].
+    pub async fn run(self, mut shutdown: watch::Receiver<Shutdown>) {
+        let sessions = TaskTracker::new();
+        let stop_accepting = CancellationToken::new();
+        let close_sessions = CancellationToken::new();
+        let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
+        let mut accept_loops = tokio::task::JoinSet::new();
+        for (rt, bound) in self.listeners {
+            tracing::info!(listener = %rt.config.name, address = %bound.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                tls = rt.tls.is_some(), backend = %rt.backend.name, "listening");
+            accept_loops.spawn(accept_loop(
+                rt,
+                bound,
+                sessions.clone(),
+                stop_accepting.clone(),
+                close_sessions.clone(),
+                refusals.clone(),
+            ));
+        }
+
+        let mode = loop {
+            let m = *shutdown.borrow_and_update();
+            if m != Shutdown::Run {
+                break m;
+            }
+            if shutdown.changed().await.is_err() {
+                // Sender gone: nobody can ever ask us to stop; keep serving.
+                std::future::pending::<()>().await;
+            }
+        };
+        stop_accepting.cancel();
+        while accept_loops.join_next().await.is_some() {}
+        sessions.close();
+        let active = sessions.len();
+        match mode {
+            Shutdown::Drain => {
+                tracing::info!(
+                    active,
+                    deadline = ?self.config.shutdown_timeout,
+                    "draining: no longer accepting; waiting for sessions to finish"
+                );
+                let deadline = self.config.shutdown_timeout;
+                let now_requested = async {
+                    while *shutdown.borrow_and_update() != Shutdown::Now {
+                        if shutdown.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::timeout(deadline, sessions.wait()) => {}
+                    _ = now_requested => {}
+                }
+                if !sessions.is_empty() {
+                    tracing::warn!(
+                        remaining = sessions.len(),
+                        "shutdown: closing sessions that are still open"
+                    );
+                }
+            }
+            _ => tracing::info!(active, "shutting down now"),
+        }
+        close_sessions.cancel();
+        sessions.wait().await;
+        for (name, addr) in self.config.listeners.iter().map(|l| (&l.name, &l.address)) {
+            if let ListenAddr::Unix(p) = addr {
+                if let Err(e) = std::fs::remove_file(p) {
+                    tracing::debug!(listener = %name, error = %e, "could not remove socket file");
+                }
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    rt: Arc<ListenerRuntime>,
+    bound: Bound,
+    sessions: TaskTracker,
+    stop: CancellationToken,
+    close: CancellationToken,
+    refusals: Arc<Semaphore>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = bound.accept() => a,
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning,
+                // and say why.
+                tracing::warn!(listener = %rt.config.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let rt = rt.clone();
+        let token = close.child_token();
+        match rt.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                sessions.spawn(async move {
+                    match accepted {
+                        Accepted::Tcp(s, peer) => run_session(s, Some(peer), &rt, &token).await,
+                        Accepted::Unix(s) => run_session(s, None, &rt, &token).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let Ok(refusal) = refusals.clone().try_acquire_owned() else {
+                    tracing::warn!(listener = %rt.config.name, "at max_connections and too many refusals in flight: closing without an answer");
+                    continue;
+                };
+                sessions.spawn(async move {
+                    match accepted {
+                        Accepted::Tcp(s, peer) => refuse_full(s, Some(peer), &rt).await,
+                        Accepted::Unix(s) => refuse_full(s, None, &rt).await,
+                    }
+                    drop(refusal);
+                });
+            }
+        }
+    }
+}
+
+async fn run_session<S: session::ClientIo>(
+    stream: S,
+    peer: Option<SocketAddr>,
+    rt: &ListenerRuntime,
+    token: &CancellationToken,
+) {
+    let started = Instant::now();
+    let mut info = SessionInfo::default();
+    let result = session::serve(stream, rt, &mut info, token).await;
+    log_outcome(rt, peer, &info, &result, started.elapsed());
+}
+
+async fn refuse_full<S: session::ClientIo>(
+    stream: S,
+    peer: Option<SocketAddr>,
+    rt: &ListenerRuntime,
+) {
+    let started = Instant::now();
+    let mut info = SessionInfo::default();
+    let err = session::too_many_connections();
+    let answer = session::refuse(stream, rt, &mut info, &err);
+    let result = match tokio::time::timeout(rt.config.handshake_timeout, answer).await {
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) | Err(_) => Err(SessionError::TooManyConnections(rt.config.max_connections)),
+    };
+    log_outcome(rt, peer, &info, &result, started.elapsed());
+}
+
+/// The one log event per connection.
+fn log_outcome(
+    rt: &ListenerRuntime,
+    peer: Option<SocketAddr>,
+    info: &SessionInfo,
+    result: &Result<Finished, SessionError>,
+    duration: Duration,
+) {
+    let peer = peer.map_or_else(|| "unix".to_string(), |p| p.to_string());
+    let subject = info.client_cert.as_ref().map(|c| c.subject.as_str());
+    let serial = info.client_cert.as_ref().map(|c| c.serial.as_str());
+    macro_rules! event {
+        ($level:expr, $outcome:expr, $err:expr, $tls_reason:expr) => {
+            tracing::event!(
+                target: "portcullis::session",
+                $level,
+                outcome = $outcome,
+                peer = %peer,
+                listener = %rt.config.name,
+                tls = info.tls_version.unwrap_or("none"),
+                tls_failure = $tls_reason,
+                subject,
+                serial,
+                user = info.user.as_deref(),
+                database = info.database.as_deref(),
+                backend = info.backend.as_deref(),
+                bytes_up = info.transferred.up,
+                bytes_down = info.transferred.down,
+                duration_ms = duration.as_millis() as u64,
+                error = $err,
+                "connection closed"
+            )
+        };
+    }
+    match result {
+        Ok(f) => {
+            let err = match f {
+                Finished::RelayError { error, .. } => Some(error.to_string()),
+                Finished::AuthRejected { code } => {
+                    Some(format!("backend rejected authentication with error {code}"))
+                }
+                _ => None,
+            };
+            match f {
+                Finished::RelayError {
+                    fault: Fault::Backend,
+                    ..
+                } => {
+                    event!(
+                        tracing::Level::WARN,
+                        f.label(),
+                        err.as_deref(),
+                        None::<&str>
+                    )
+                }
+                _ => event!(
+                    tracing::Level::INFO,
+                    f.label(),
+                    err.as_deref(),
+                    None::<&str>
+                ),
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            match e.fault() {
+                Fault::Client => event!(
+                    tracing::Level::INFO,
+                    e.label(),
+                    Some(msg.as_str()),
+                    e.tls_reason()
+                ),
+                _ => event!(
+                    tracing::Level::WARN,
+                    e.label(),
+                    Some(msg.as_str()),
+                    e.tls_reason()
+                ),
+            }
+        }
+    }
+}

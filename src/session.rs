@@ -1,0 +1,419 @@
+//! One client connection, from accept to close.
+//!
+//! The connection phase runs as named steps, each a function below:
+//!
+//! ```text
+//! Greeting ─► SslRequested ─► TlsEstablished ─► ResponseRead ─► Authenticating ─► Relaying ─► Closed
+//!     └─ (no backend: own greeting) ─► ... ─► ResponseRead ─► Refused (ERR) ─► Closed
+//! ```
+//!
+//! Sequence ids: the client leg counts the SSLRequest and the backend leg
+//! does not (or the other way round with outbound TLS), so until the
+//! backend's OK/ERR ends authentication every packet's id is shifted by
+//! `backend_tls - client_tls` going client → backend, and back going
+//! backend → client.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{self, BackendStream};
+use crate::listener::ListenerRuntime;
+use crate::outcome::{Finished, SessionError};
+use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
+use crate::protocol::err::OK_HEADER;
+use crate::protocol::greeting::{self, Greeting};
+use crate::protocol::response::{self, HandshakeResponse};
+use crate::protocol::{ErrPacket, ERR_HEADER};
+use crate::relay::{self, Transferred};
+use crate::tls::{self, CertInfo};
+
+/// Any byte stream a client can arrive on (TCP, Unix socket, in-memory).
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+
+/// The client stream after the optional TLS upgrade.
+type ClientStream<S> = Either<S, Box<tokio_rustls::server::TlsStream<S>>>;
+
+/// Error code sent when the backend cannot be reached. ER_UNKNOWN_ERROR
+/// (1105, SQLSTATE HY000): a server-side error clients display as is.
+/// Codes 2000–2999 and 5000–5999 are client-side codes that connectors treat
+/// as a malformed server answer, so they must not be used.
+pub const ERR_BACKEND_UNAVAILABLE: u16 = 1105;
+/// ER_ACCESS_DENIED_ERROR, for a client that skips TLS on a TLS listener.
+pub const ERR_TLS_REQUIRED: u16 = 1045;
+/// ER_CON_COUNT_ERROR, "Too many connections".
+pub const ERR_TOO_MANY_CONNECTIONS: u16 = 1040;
+/// ER_HANDSHAKE_ERROR, "Bad handshake".
+pub const ERR_BAD_HANDSHAKE: u16 = 1043;
+
+/// Everything known about a session, for its log line and metrics.
+#[derive(Debug, Default)]
+pub struct SessionInfo {
+    pub tls_version: Option<&'static str>,
+    pub client_cert: Option<CertInfo>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub backend: Option<String>,
+    pub transferred: Transferred,
+    /// When the connection phase ended (relay started), for the handshake
+    /// latency metric.
+    pub handshake_done: Option<Duration>,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve<S: ClientIo>(
+    client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    cancel: &CancellationToken,
+) -> Result<Finished, SessionError> {
+    let started = tokio::time::Instant::now();
+    let deadline = listener.config.handshake_timeout;
+    let phase = tokio::time::timeout(deadline, connection_phase(client, listener, info));
+    let (mut client, mut backend) = tokio::select! {
+        r = phase => match r {
+            Ok(Ok(Phase::Ready { client, backend })) => (client, backend),
+            Ok(Ok(Phase::AuthRejected { code })) => return Ok(Finished::AuthRejected { code }),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(SessionError::HandshakeTimeout(deadline)),
+        },
+        _ = cancel.cancelled() => return Err(SessionError::Shutdown),
+    };
+    info.handshake_done = Some(started.elapsed());
+    let (finished, transferred) = tokio::select! {
+        r = relay::relay(&mut client, &mut backend) => r,
+        _ = cancel.cancelled() => (Finished::Closed, Transferred::default()),
+    };
+    info.transferred = transferred;
+    Ok(finished)
+}
+
+enum Phase<S: ClientIo> {
+    Ready {
+        client: ClientStream<S>,
+        backend: BackendStream,
+    },
+    AuthRejected {
+        code: u16,
+    },
+}
+
+async fn connection_phase<S: ClientIo>(
+    mut client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+) -> Result<Phase<S>, SessionError> {
+    let limit = listener.config.max_handshake_packet;
+    info.backend = Some(listener.backend.name.clone());
+
+    // Greeting: connect and read the backend's greeting. Without one, the
+    // client still gets TLS and then a readable ERR (never an ERR before
+    // TLS: Connector/C 3.3.9+ turns that into error 2002).
+    let mut backend = match backend::connect(&listener.backend).await {
+        Ok(b) => b,
+        Err(e) => {
+            let err = backend_unavailable(listener);
+            refuse(client, listener, info, &err).await?;
+            return Err(e.into());
+        }
+    };
+    let mut backend_reader = PacketReader::new();
+    let mut greeting_pkt = backend_reader
+        .read(&mut backend, limit)
+        .await
+        .map_err(SessionError::from_backend_read)?;
+    if greeting_pkt.payload().first() == Some(&ERR_HEADER) {
+        // e.g. "Host is blocked" or "Too many connections": relay as is.
+        let e = ErrPacket::parse(greeting_pkt.payload())
+            .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
+        client
+            .write_all(&greeting_pkt.bytes)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        let _ = client.flush().await;
+        return Err(SessionError::BackendRefused {
+            code: e.code,
+            message: e.message,
+        });
+    }
+    let mut greeting = match Greeting::parse(greeting_pkt.payload()) {
+        Ok(g) => g,
+        Err(e) => {
+            refuse(client, listener, info, &backend_unavailable(listener)).await?;
+            return Err(SessionError::BackendProtocol(format!("bad greeting: {e}")));
+        }
+    };
+    let tls = listener.tls.as_ref().map(|t| t.load_full());
+    greeting.set_ssl(greeting_pkt.payload_mut(), tls.is_some());
+    client
+        .write_all(&greeting_pkt.bytes)
+        .await
+        .map_err(SessionError::ClientIo)?;
+
+    // SslRequested / TlsEstablished.
+    let (mut client, first) = upgrade(
+        client,
+        listener,
+        info,
+        tls.as_deref(),
+        greeting_pkt.header.seq,
+    )
+    .await?;
+    let client_tls = matches!(client, Either::Right(_));
+
+    // ResponseRead: the HandshakeResponse, over TLS or (plaintext listener)
+    // the first packet already read.
+    let mut client_reader = PacketReader::new();
+    let mut resp = match first {
+        Some(p) => p,
+        None => client_reader
+            .read(&mut client, limit)
+            .await
+            .map_err(SessionError::from_client_read)?,
+    };
+    let parsed = match HandshakeResponse::parse(resp.payload()) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = ErrPacket::new(ERR_BAD_HANDSHAKE, b"08S01", "Bad handshake");
+            let _ =
+                write_own_packet(&mut client, resp.header.seq.wrapping_add(1), &err.encode()).await;
+            return Err(SessionError::ClientProtocol(format!(
+                "handshake response: {e}"
+            )));
+        }
+    };
+    info.user = Some(parsed.user);
+    info.database = parsed.database;
+
+    // Authenticating: relay the response with CLIENT_SSL cleared (the backend
+    // leg is plaintext; a set bit would make the server start a TLS accept),
+    // then every auth round trip until the backend's OK or ERR.
+    let backend_tls = false;
+    response::set_ssl(resp.payload_mut(), backend_tls);
+    let to_backend = |seq: u8| {
+        seq.wrapping_add(u8::from(backend_tls))
+            .wrapping_sub(u8::from(client_tls))
+    };
+    let to_client = |seq: u8| {
+        seq.wrapping_add(u8::from(client_tls))
+            .wrapping_sub(u8::from(backend_tls))
+    };
+    resp.set_seq(to_backend(resp.header.seq));
+    backend
+        .write_all(&resp.bytes)
+        .await
+        .map_err(SessionError::BackendIo)?;
+
+    let mut backend_continues = false;
+    loop {
+        enum Ev {
+            Client(Result<Packet, ReadError>),
+            Backend(Result<Packet, ReadError>),
+        }
+        let ev = tokio::select! {
+            r = client_reader.read(&mut client, limit) => Ev::Client(r),
+            r = backend_reader.read(&mut backend, limit) => Ev::Backend(r),
+        };
+        match ev {
+            Ev::Client(r) => {
+                let mut p = r.map_err(SessionError::from_client_read)?;
+                p.set_seq(to_backend(p.header.seq));
+                backend
+                    .write_all(&p.bytes)
+                    .await
+                    .map_err(SessionError::BackendIo)?;
+            }
+            Ev::Backend(r) => {
+                let mut p = r.map_err(SessionError::from_backend_read)?;
+                // During authentication the server sends OK (00), ERR (ff),
+                // auth switch (fe) or more data (01); a packet that continues
+                // a 16 MiB chunk starts with payload bytes, not a type.
+                let kind = if backend_continues {
+                    None
+                } else {
+                    p.payload().first().copied()
+                };
+                backend_continues = p.header.continues();
+                p.set_seq(to_client(p.header.seq));
+                client
+                    .write_all(&p.bytes)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+                client.flush().await.map_err(SessionError::ClientIo)?;
+                match kind {
+                    Some(OK_HEADER) => break,
+                    Some(ERR_HEADER) => {
+                        let code = ErrPacket::parse(p.payload()).map(|e| e.code).unwrap_or(0);
+                        return Ok(Phase::AuthRejected { code });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Anything read past the OK belongs to the command phase: pass it on.
+    let rest = client_reader.take_leftover();
+    if !rest.is_empty() {
+        backend
+            .write_all(&rest)
+            .await
+            .map_err(SessionError::BackendIo)?;
+    }
+    let rest = backend_reader.take_leftover();
+    if !rest.is_empty() {
+        client
+            .write_all(&rest)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        client.flush().await.map_err(SessionError::ClientIo)?;
+    }
+    Ok(Phase::Ready { client, backend })
+}
+
+/// Reads the client's first packet with exact reads and, on a TLS listener,
+/// runs the TLS handshake on the same socket. Returns the (possibly
+/// upgraded) stream and, on a plaintext listener, the HandshakeResponse
+/// already read.
+async fn upgrade<S: ClientIo>(
+    mut client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    tls: Option<&tls::ServerTls>,
+    greeting_seq: u8,
+) -> Result<(ClientStream<S>, Option<Packet>), SessionError> {
+    let limit = listener.config.max_handshake_packet;
+    let first = read_packet_exact(&mut client, limit, true)
+        .await
+        .map_err(|e| match e {
+            ReadError::LooksLikeTls => SessionError::TlsWithoutSslRequest,
+            e => SessionError::from_client_read(e),
+        })?;
+    if first.header.seq != greeting_seq.wrapping_add(1) {
+        return Err(SessionError::ClientProtocol(format!(
+            "first packet has sequence id {}, expected {}",
+            first.header.seq,
+            greeting_seq.wrapping_add(1)
+        )));
+    }
+    let wants_tls = response::is_ssl_request(first.payload());
+    match (tls, wants_tls) {
+        (Some(tls), true) => {
+            let acceptor = TlsAcceptor::from(tls.config.clone());
+            let stream =
+                acceptor
+                    .accept(client)
+                    .await
+                    .map_err(|source| SessionError::TlsHandshake {
+                        reason: tls::failure_reason(&source),
+                        source,
+                    })?;
+            let conn = stream.get_ref().1;
+            info.tls_version = conn.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "other",
+            });
+            info.client_cert = conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| CertInfo::from_der(c).ok());
+            Ok((Either::Right(Box::new(stream)), None))
+        }
+        (Some(_), false) => {
+            if let Ok(r) = HandshakeResponse::parse(first.payload()) {
+                info.user = Some(r.user);
+            }
+            let err = tls_required(listener);
+            let _ = write_own_packet(&mut client, first.header.seq.wrapping_add(1), &err.encode())
+                .await;
+            Err(SessionError::TlsRequired)
+        }
+        (None, true) => Err(SessionError::TlsNotOffered),
+        (None, false) => Ok((Either::Left(client), Some(first))),
+    }
+}
+
+/// Answers a client that cannot be served (no backend, too many
+/// connections) with portcullis's own greeting, TLS as the listener
+/// requires, then `err` after the HandshakeResponse.
+pub async fn refuse<S: ClientIo>(
+    mut client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    err: &ErrPacket,
+) -> Result<(), SessionError> {
+    let tls = listener.tls.as_ref().map(|t| t.load_full());
+    let scramble = own_scramble();
+    let g = greeting::build_own(&scramble, 0, tls.is_some());
+    write_own_packet(&mut client, 0, &g)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let (mut client, first) = upgrade(client, listener, info, tls.as_deref(), 0).await?;
+    let resp = match first {
+        Some(p) => p,
+        None => PacketReader::new()
+            .read(&mut client, listener.config.max_handshake_packet)
+            .await
+            .map_err(SessionError::from_client_read)?,
+    };
+    if let Ok(r) = HandshakeResponse::parse(resp.payload()) {
+        info.user = Some(r.user);
+        info.database = r.database;
+    }
+    write_own_packet(&mut client, resp.header.seq.wrapping_add(1), &err.encode())
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let _ = client.shutdown().await;
+    Ok(())
+}
+
+/// A random 20-byte scramble without NUL bytes (the greeting carries it as
+/// a NUL-terminated field).
+fn own_scramble() -> [u8; 20] {
+    let mut s = [0u8; 20];
+    rand::fill(&mut s);
+    for b in &mut s {
+        *b = 1 + (*b % 126);
+    }
+    s
+}
+
+fn backend_unavailable(l: &ListenerRuntime) -> ErrPacket {
+    ErrPacket::new(
+        ERR_BACKEND_UNAVAILABLE,
+        b"HY000",
+        format!(
+            "portcullis: listener '{}': database unavailable (backend '{}' cannot be reached; try again later)",
+            l.config.name, l.backend.name
+        ),
+    )
+}
+
+fn tls_required(l: &ListenerRuntime) -> ErrPacket {
+    let needs_cert = l
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Required);
+    let message = if needs_cert {
+        format!(
+            "portcullis: listener '{}' requires TLS with a client certificate; connect with --ssl and --ssl-cert/--ssl-key",
+            l.config.name
+        )
+    } else {
+        format!(
+            "portcullis: listener '{}' requires TLS; connect with --ssl",
+            l.config.name
+        )
+    };
+    ErrPacket::new(ERR_TLS_REQUIRED, b"28000", message)
+}
+
+/// The ERR for a client over a listener's connection limit.
+pub fn too_many_connections() -> ErrPacket {
+    ErrPacket::new(ERR_TOO_MANY_CONNECTIONS, b"08004", "Too many connections")
+}
