@@ -1,0 +1,11 @@
+//! Shared integration-test harness (DESIGN.md §8).
+//!
+//! Every integration test file uses it with `mod common;`. Not every test file uses every
+//! helper, hence `dead_code` is allowed for the whole module.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod mariadb;
+pub mod pki;
+pub mod proxy;
+pub mod raw;
