@@ -16,6 +16,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::failover::{FailoverMode, FailoverSettings};
+
 /// Default SIGTERM drain deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for the whole connection phase (accept → backend auth
@@ -30,6 +32,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default cap on one connection-phase packet. The server accepts up to 64 KiB
 /// of connect attributes; user, schema and auth data add a little to that.
 pub const DEFAULT_MAX_HANDSHAKE_PACKET: usize = 96 * 1024;
+/// Default admin address when `[admin]` is present without one: loopback
+/// only, the port MaxScale-style keepalived checks are usually pointed at.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9306";
+/// Shortest admin token accepted: 16 characters of a random token are
+/// beyond online guessing; anything shorter is probably a placeholder.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 // ---------------------------------------------------------------------------
 // Raw (as written) structures
@@ -43,6 +51,14 @@ struct RawConfig {
     backends: Vec<Spanned<RawBackend>>,
     #[serde(default, rename = "listener")]
     listeners: Vec<Spanned<RawListener>>,
+    admin: Option<Spanned<RawAdmin>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    address: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +80,12 @@ struct RawListener {
     handshake_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
     max_handshake_packet: Option<Spanned<usize>>,
+    #[serde(default)]
+    admin: bool,
+    failover: Option<Spanned<FailoverMode>>,
+    failover_target: Option<Spanned<String>>,
+    failover_message: Option<Spanned<String>>,
+    failover_error_code: Option<Spanned<u16>>,
     tls: Option<Spanned<RawTls>>,
 }
 
@@ -91,6 +113,19 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub backends: Vec<BackendConfig>,
     pub listeners: Vec<ListenerConfig>,
+    /// The admin HTTP endpoint; `None` (no `[admin]` section) serves none.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The `[admin]` section: where the admin HTTP API listens and who may use
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Loopback TCP or a Unix socket, unless a token is configured.
+    pub address: ListenAddr,
+    /// File holding the bearer token every request except `GET /health`
+    /// must carry.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +144,10 @@ pub struct ListenerConfig {
     pub handshake_timeout: Duration,
     pub max_connections: usize,
     pub max_handshake_packet: usize,
+    /// An operators' listener: exempt from `failover = "on"`.
+    pub admin: bool,
+    /// Initial failover settings (changeable at runtime).
+    pub failover: FailoverSettings,
     pub tls: Option<TlsConfig>,
 }
 
@@ -348,7 +387,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> C
         }
         let address = match parse_listen_addr(l.address.get_ref(), base) {
             Ok(a) => {
-                if !listen_addrs.insert(a.clone()) {
+                // Port 0 (any free port, used by tests) never collides.
+                let any_port = matches!(&a, ListenAddr::Tcp(sa) if sa.port() == 0);
+                if !any_port && !listen_addrs.insert(a.clone()) {
                     p.at(
                         l.address.span(),
                         format!("address {a} is used by two listeners"),
@@ -408,6 +449,42 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> C
             Some(m) => *m.get_ref(),
             None => DEFAULT_MAX_HANDSHAKE_PACKET,
         };
+        let failover = FailoverSettings {
+            mode: l
+                .failover
+                .as_ref()
+                .map(|m| *m.get_ref())
+                .unwrap_or_default(),
+            target: l.failover_target.as_ref().map(|t| t.get_ref().clone()),
+            message: l.failover_message.as_ref().map(|t| t.get_ref().clone()),
+            error_code: l
+                .failover_error_code
+                .as_ref()
+                .map(|c| *c.get_ref())
+                .unwrap_or(crate::failover::DEFAULT_ERROR_CODE),
+        };
+        if let Err(e) = failover.validate() {
+            // Point at the most specific key present.
+            let span = [
+                l.failover_target.as_ref().map(|t| t.span()),
+                l.failover_message.as_ref().map(|t| t.span()),
+                l.failover_error_code.as_ref().map(|t| t.span()),
+                l.failover.as_ref().map(|t| t.span()),
+            ]
+            .into_iter()
+            .flatten()
+            .find(|_| true)
+            .unwrap_or(l_span.clone());
+            p.at(span, e);
+        } else if let (Some(t), Some(a)) = (&failover.target, &address) {
+            if crate::failover::points_at(t, a) {
+                tracing::warn!(
+                    listener = %l.name.get_ref(),
+                    target = %t,
+                    "failover_target looks like this listener's own address: redirected clients would come back here (redirect loop)"
+                );
+            }
+        }
         listeners.push(ListenerConfig {
             name: l.name.into_inner(),
             address: address.unwrap_or(ListenAddr::Unix(PathBuf::new())),
@@ -415,15 +492,98 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> C
             handshake_timeout: duration_or(&l.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, p),
             max_connections,
             max_handshake_packet,
+            admin: l.admin,
+            failover,
             tls,
         });
     }
+    let admin = raw.admin.map(|a| validate_admin(a, &listen_addrs, base, p));
     Config {
         path: path.to_path_buf(),
         shutdown_timeout,
         backends,
         listeners,
+        admin,
     }
+}
+
+fn validate_admin(
+    a: Spanned<RawAdmin>,
+    listen_addrs: &HashSet<ListenAddr>,
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> AdminConfig {
+    let span = a.span();
+    let a = a.into_inner();
+    let token_file = a.token_file.as_ref().map(|t| {
+        let path = resolve(t.get_ref(), base);
+        if let Err(e) = read_admin_token(&path) {
+            p.at(t.span(), e.to_string());
+        }
+        path
+    });
+    let (text, at) = match &a.address {
+        Some(s) => (s.get_ref().as_str(), s.span()),
+        None => (DEFAULT_ADMIN_ADDRESS, span),
+    };
+    let address = match parse_listen_addr(text, base) {
+        Ok(addr) => addr,
+        Err(_) => {
+            p.at(
+                at,
+                format!("invalid admin address {text:?}: expected \"127.0.0.1:9306\", \"[::1]:9306\" or \"unix:/run/portcullis/admin.sock\""),
+            );
+            return AdminConfig {
+                address: ListenAddr::Unix(PathBuf::new()),
+                token_file,
+            };
+        }
+    };
+    match &address {
+        ListenAddr::Tcp(sa) if !sa.ip().is_loopback() && token_file.is_none() => p.at(
+            at.clone(),
+            format!("admin address {sa} is not loopback: anyone who reaches it could read the status and change the proxy at runtime; set token_file, or listen on 127.0.0.1, [::1] or a unix: socket"),
+        ),
+        ListenAddr::Tcp(sa) if sa.port() == 0 => {}
+        _ if listen_addrs.contains(&address) => p.at(
+            at.clone(),
+            format!("admin address {address} is also a [[listener]] address"),
+        ),
+        _ => {}
+    }
+    AdminConfig {
+        address,
+        token_file,
+    }
+}
+
+/// Why the admin token could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read admin token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin token in {path} must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters without spaces (found {len})")]
+    Weak { path: PathBuf, len: usize },
+}
+
+/// Reads the admin bearer token: the file's content without surrounding
+/// whitespace (so a trailing newline does not count).
+pub fn read_admin_token(path: &Path) -> Result<String, TokenError> {
+    let data = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = data.trim();
+    if token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TokenError::Weak {
+            path: path.to_path_buf(),
+            len: token.chars().count(),
+        });
+    }
+    Ok(token.to_string())
 }
 
 fn validate_tls(t: Spanned<RawTls>, base: &Path, p: &mut Problems<'_>) -> TlsConfig {
@@ -688,6 +848,128 @@ ca = "ca.pem"
         assert!(
             e.problems[0].message.contains("/nonexistent/server.pem"),
             "{e}"
+        );
+    }
+
+    fn with_admin(admin: &str) -> String {
+        format!("[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:3306\"\n[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:3307\"\nroute = \"b\"\n{admin}")
+    }
+
+    #[test]
+    fn admin_is_off_without_a_section() {
+        assert_eq!(parse(&with_admin("")).unwrap().admin, None);
+    }
+
+    #[test]
+    fn admin_defaults_to_loopback_9306() {
+        let c = parse(&with_admin("[admin]\n")).unwrap();
+        assert_eq!(
+            c.admin,
+            Some(AdminConfig {
+                address: ListenAddr::Tcp("127.0.0.1:9306".parse().unwrap()),
+                token_file: None,
+            })
+        );
+    }
+
+    #[test]
+    fn admin_accepts_loopback_and_unix_without_token() {
+        for (text, want) in [
+            ("[::1]:9306", ListenAddr::Tcp("[::1]:9306".parse().unwrap())),
+            (
+                "127.0.0.1:0",
+                ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+            ),
+            (
+                "unix:/run/portcullis/admin.sock",
+                ListenAddr::Unix("/run/portcullis/admin.sock".into()),
+            ),
+        ] {
+            let c = parse(&with_admin(&format!("[admin]\naddress = \"{text}\"\n"))).unwrap();
+            assert_eq!(c.admin.unwrap().address, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_a_token() {
+        // Lines: 1-7 backend and listener, 8 [admin], 9 address.
+        let e = parse(&with_admin("[admin]\naddress = \"0.0.0.0:9306\"\n")).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].line, Some(9), "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "test.toml:9: admin address 0.0.0.0:9306 is not loopback: anyone who reaches it"
+            ),
+            "{e}"
+        );
+        let e = parse(&with_admin("[admin]\naddress = \"[::]:9306\"\n")).unwrap_err();
+        assert_eq!(e.problems[0].line, Some(9), "{e}");
+    }
+
+    #[test]
+    fn non_loopback_admin_with_a_token_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").unwrap();
+        let c = Config::from_toml(
+            &with_admin("[admin]\naddress = \"0.0.0.0:9306\"\ntoken_file = \"admin.token\"\n"),
+            Path::new("test.toml"),
+            dir.path(),
+        )
+        .unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!(admin.token_file, Some(dir.path().join("admin.token")));
+        assert_eq!(
+            read_admin_token(admin.token_file.as_ref().unwrap()).unwrap(),
+            "0123456789abcdef0123"
+        );
+    }
+
+    #[test]
+    fn admin_token_problems_have_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short.token"), "secret\n").unwrap();
+        let src = with_admin("[admin]\ntoken_file = \"short.token\"\n[admin.extra]\n");
+        // Unknown keys are refused first, with their line.
+        let e = Config::from_toml(&src, Path::new("test.toml"), dir.path()).unwrap_err();
+        assert_eq!(e.problems[0].line, Some(10), "{e}");
+        let src = with_admin("[admin]\ntoken_file = \"short.token\"\n");
+        let e = Config::from_toml(&src, Path::new("test.toml"), dir.path()).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].line, Some(9), "{e}");
+        assert!(
+            e.problems[0]
+                .message
+                .contains("at least 16 printable ASCII characters")
+                && e.problems[0].message.contains("(found 6)"),
+            "{e}"
+        );
+        let src = with_admin("[admin]\ntoken_file = \"missing.token\"\n");
+        let e = Config::from_toml(&src, Path::new("test.toml"), dir.path()).unwrap_err();
+        assert_eq!(e.problems[0].line, Some(9), "{e}");
+        assert!(
+            e.problems[0]
+                .message
+                .starts_with("cannot read admin token file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn admin_address_problems_have_lines() {
+        let e = parse(&with_admin("[admin]\naddress = \"localhost:9306\"\n")).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(e.problems[0].line, Some(9), "{e}");
+        assert!(
+            e.problems[0]
+                .message
+                .starts_with("invalid admin address \"localhost:9306\""),
+            "{e}"
+        );
+        let e = parse(&with_admin("[admin]\naddress = \"127.0.0.1:3307\"\n")).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert_eq!(
+            e.problems[0].message,
+            "admin address 127.0.0.1:3307 is also a [[listener]] address"
         );
     }
 

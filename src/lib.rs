@@ -13,6 +13,8 @@
 //! - [`session`] — the connection phase of one client: backend greeting,
 //!   SSLRequest, TLS, HandshakeResponse, authentication relay with the
 //!   sequence-id shift.
+//! - [`failover`] — the instant-failover redirect: settings and the ERR
+//!   packet that sends a client to another server.
 //! - [`protocol`] — the wire format as pure functions over bytes (no I/O).
 //! - [`packet_io`] — reading/writing whole packets on async streams during
 //!   the connection phase.
@@ -21,12 +23,19 @@
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
+//! - [`metrics`] — what the proxy counts and reports about itself:
+//!   lifecycle, per-listener counters (atomics only), Prometheus encoding.
+//! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
+//!   its own thread and runtime, apart from the data path.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod failover;
 pub mod listener;
+pub mod metrics;
 pub mod outcome;
 pub mod packet_io;
 pub mod protocol;

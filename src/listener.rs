@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{BackendConfig, ListenAddr, ListenerConfig};
+use crate::failover::FailoverSettings;
 use crate::tls::ServerTls;
 
 /// Backlog for listening sockets: enough to absorb a reconnect storm after
@@ -28,6 +29,15 @@ pub struct ListenerRuntime {
     pub backend: BackendConfig,
     pub tls: Option<ArcSwap<ServerTls>>,
     pub slots: Arc<Semaphore>,
+    /// Failover redirect settings, switchable at runtime; read once per
+    /// connection at accept time.
+    pub failover: ArcSwap<FailoverSettings>,
+}
+
+impl ListenerRuntime {
+    pub fn is_unix(&self) -> bool {
+        matches!(self.config.address, ListenAddr::Unix(_))
+    }
 }
 
 /// A bound socket of either family.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use portcullis::admin::{client, AdminTarget, Status};
 use portcullis::{Config, Proxy, Shutdown};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -55,6 +56,20 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask a running portcullis what it is doing, through its admin API,
+    /// and print listeners, backends, certificates and CRLs as tables.
+    Status {
+        /// The admin address: "127.0.0.1:9306", "[::1]:9306" or
+        /// "unix:/run/portcullis/admin.sock".
+        #[arg(long, default_value = portcullis::config::DEFAULT_ADMIN_ADDRESS)]
+        admin: AdminTarget,
+        /// File holding the admin bearer token (the `[admin] token_file`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +89,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("{e}");
                 eprintln!("{} problem(s) found", e.problems.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status {
+            admin,
+            token_file,
+            json,
+        } => match status(&admin, token_file.as_deref(), json) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis status: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -98,6 +127,40 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+fn status(
+    admin: &AdminTarget,
+    token_file: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let token = token_file
+        .map(portcullis::config::read_admin_token)
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let (code, body) = runtime.block_on(client::request(
+        admin,
+        hyper::Method::GET,
+        "/status",
+        token.as_deref(),
+    ))?;
+    let text = String::from_utf8_lossy(&body);
+    if !code.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        anyhow::bail!("{admin} answered {code}: {message}");
+    }
+    if json {
+        return Ok(text.into_owned());
+    }
+    let status: Status = serde_json::from_str(&text)
+        .with_context(|| format!("{admin} sent a status document this version cannot read"))?;
+    Ok(status.render())
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {

@@ -142,6 +142,8 @@ pub enum Finished {
     RelayError { fault: Fault, error: io::Error },
     /// Closed by portcullis (shutdown deadline).
     Closed,
+    /// Sent elsewhere with the instant-failover ERR packet.
+    Redirected { target: String },
 }
 
 impl Finished {
@@ -155,6 +157,7 @@ impl Finished {
             } => "relay_backend_error",
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
+            Finished::Redirected { .. } => "redirected",
         }
     }
 }

@@ -10,8 +10,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime};
+use crate::metrics::{Lifecycle, ListenerMetrics, ListenerState, ProxyState};
 use crate::outcome::{Fault, Finished, SessionError};
 use crate::session::{self, SessionInfo};
 use crate::tls::{ServerTls, TlsLoadError};
@@ -47,17 +49,23 @@ pub enum StartError {
     },
     #[error("listener {listener:?} routes to unknown backend {route:?}")]
     Route { listener: String, route: String },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// A proxy whose sockets are bound, ready to [`run`](Proxy::run).
 pub struct Proxy {
     config: Config,
-    listeners: Vec<(Arc<ListenerRuntime>, Bound)>,
+    listeners: Vec<(Arc<ListenerState>, Bound)>,
+    state: Arc<ProxyState>,
+    /// Stops (and removes its socket) when dropped, after `run` ends.
+    admin: Option<AdminServer>,
 }
 
 impl Proxy {
-    /// Loads TLS material and binds every listener. Must be called inside a
-    /// tokio runtime.
+    /// Loads TLS material, binds every listener and starts the admin API
+    /// (when configured; it answers 503 on `/health` until [`run`](Proxy::run)).
+    /// Must be called inside a tokio runtime.
     pub fn bind(config: Config) -> Result<Proxy, StartError> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
@@ -83,22 +91,43 @@ impl Proxy {
                 backend,
                 tls,
                 slots: Arc::new(Semaphore::new(l.max_connections)),
+                failover: ArcSwap::from_pointee(l.failover.clone()),
             };
-            listeners.push((Arc::new(rt), bound));
+            let address = bound.local_addr().unwrap_or_else(|_| l.address.clone());
+            listeners.push((Arc::new(ListenerState::new(Arc::new(rt), address)), bound));
         }
-        Ok(Proxy { config, listeners })
+        let state = Arc::new(ProxyState::new(
+            listeners.iter().map(|(l, _)| l.clone()).collect(),
+            config.backends.clone(),
+        ));
+        let admin = config
+            .admin
+            .as_ref()
+            .map(|a| AdminServer::start(a, state.clone()))
+            .transpose()?;
+        Ok(Proxy {
+            config,
+            listeners,
+            state,
+            admin,
+        })
+    }
+
+    /// The admin API's address (port 0 resolved), when `[admin]` is set.
+    pub fn admin_addr(&self) -> Option<ListenAddr> {
+        self.admin.as_ref().map(|a| a.local_addr().clone())
+    }
+
+    /// What the admin API reports: lifecycle, listeners, counters.
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.state.clone()
     }
 
     /// The addresses actually bound, by listener name (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<(String, ListenAddr)> {
         self.listeners
             .iter()
-            .map(|(rt, b)| {
-                (
-                    rt.config.name.clone(),
-                    b.local_addr().unwrap_or_else(|_| rt.config.address.clone()),
-                )
-            })
+            .map(|(l, _)| (l.name().to_string(), l.address.clone()))
             .collect()
     }
 
@@ -109,18 +138,27 @@ impl Proxy {
         let close_sessions = CancellationToken::new();
         let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
         let mut accept_loops = tokio::task::JoinSet::new();
-        for (rt, bound) in self.listeners {
-            tracing::info!(listener = %rt.config.name, address = %bound.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        for (ls, bound) in self.listeners {
+            let rt = &ls.runtime;
+            tracing::info!(listener = %rt.config.name, address = %ls.address,
                 tls = rt.tls.is_some(), backend = %rt.backend.name, "listening");
-            accept_loops.spawn(accept_loop(
-                rt,
+            let accepting = ls.accepting();
+            let accept = accept_loop(
+                ls.clone(),
                 bound,
                 sessions.clone(),
                 stop_accepting.clone(),
                 close_sessions.clone(),
                 refusals.clone(),
-            ));
+            );
+            accept_loops.spawn(async move {
+                accept.await;
+                drop(accepting);
+            });
         }
+        self.state.set_lifecycle(Lifecycle::Serving);
+        // After this line /health answers 200: scripts may wait for it.
+        tracing::info!(listeners = self.state.listeners.len(), "serving");
 
         let mode = loop {
             let m = *shutdown.borrow_and_update();
@@ -132,6 +170,10 @@ impl Proxy {
                 std::future::pending::<()>().await;
             }
         };
+        self.state.set_lifecycle(match mode {
+            Shutdown::Drain => Lifecycle::Draining,
+            _ => Lifecycle::Stopping,
+        });
         stop_accepting.cancel();
         while accept_loops.join_next().await.is_some() {}
         sessions.close();
@@ -164,6 +206,7 @@ impl Proxy {
             }
             _ => tracing::info!(active, "shutting down now"),
         }
+        self.state.set_lifecycle(Lifecycle::Stopping);
         close_sessions.cancel();
         sessions.wait().await;
         for (name, addr) in self.config.listeners.iter().map(|l| (&l.name, &l.address)) {
@@ -173,18 +216,20 @@ impl Proxy {
                 }
             }
         }
+        self.state.set_lifecycle(Lifecycle::Stopped);
         tracing::info!("stopped");
     }
 }
 
 async fn accept_loop(
-    rt: Arc<ListenerRuntime>,
+    ls: Arc<ListenerState>,
     bound: Bound,
     sessions: TaskTracker,
     stop: CancellationToken,
     close: CancellationToken,
     refusals: Arc<Semaphore>,
 ) {
+    let rt = ls.runtime.clone();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -200,14 +245,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        ls.metrics.accepted();
         let rt = rt.clone();
+        let ls = ls.clone();
         let token = close.child_token();
         match rt.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 sessions.spawn(async move {
                     match accepted {
-                        Accepted::Tcp(s, peer) => run_session(s, Some(peer), &rt, &token).await,
-                        Accepted::Unix(s) => run_session(s, None, &rt, &token).await,
+                        Accepted::Tcp(s, peer) => {
+                            run_session(s, Some(peer), &rt, &ls.metrics, &token).await
+                        }
+                        Accepted::Unix(s) => run_session(s, None, &rt, &ls.metrics, &token).await,
                     }
                     drop(permit);
                 });
@@ -219,8 +268,10 @@ async fn accept_loop(
                 };
                 sessions.spawn(async move {
                     match accepted {
-                        Accepted::Tcp(s, peer) => refuse_full(s, Some(peer), &rt).await,
-                        Accepted::Unix(s) => refuse_full(s, None, &rt).await,
+                        Accepted::Tcp(s, peer) => {
+                            refuse_full(s, Some(peer), &rt, &ls.metrics).await
+                        }
+                        Accepted::Unix(s) => refuse_full(s, None, &rt, &ls.metrics).await,
                     }
                     drop(refusal);
                 });
@@ -233,18 +284,22 @@ async fn run_session<S: session::ClientIo>(
     stream: S,
     peer: Option<SocketAddr>,
     rt: &ListenerRuntime,
+    metrics: &ListenerMetrics,
     token: &CancellationToken,
 ) {
     let started = Instant::now();
+    let _active = metrics.session_started();
     let mut info = SessionInfo::default();
     let result = session::serve(stream, rt, &mut info, token).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
+    metrics.record(&info, &result, &rt.backend.name);
 }
 
 async fn refuse_full<S: session::ClientIo>(
     stream: S,
     peer: Option<SocketAddr>,
     rt: &ListenerRuntime,
+    metrics: &ListenerMetrics,
 ) {
     let started = Instant::now();
     let mut info = SessionInfo::default();
@@ -255,6 +310,7 @@ async fn refuse_full<S: session::ClientIo>(
         Ok(Ok(())) | Err(_) => Err(SessionError::TooManyConnections(rt.config.max_connections)),
     };
     log_outcome(rt, peer, &info, &result, started.elapsed());
+    metrics.record(&info, &result, &rt.backend.name);
 }
 
 /// The one log event per connection.
@@ -298,6 +354,7 @@ fn log_outcome(
                 Finished::AuthRejected { code } => {
                     Some(format!("backend rejected authentication with error {code}"))
                 }
+                Finished::Redirected { target } => Some(format!("redirected to {target}")),
                 _ => None,
             };
             match f {

@@ -73,6 +73,24 @@ pub async fn serve<S: ClientIo>(
 ) -> Result<Finished, SessionError> {
     let started = tokio::time::Instant::now();
     let deadline = listener.config.handshake_timeout;
+
+    // Redirect: decided at accept time from one snapshot of the settings,
+    // answered after TLS and the HandshakeResponse, without a backend.
+    let failover = listener.failover.load();
+    if failover.applies(listener.is_unix(), listener.config.admin) {
+        if let (Some(packet), Some(target)) = (failover.packet(), failover.target.clone()) {
+            let answer = refuse(client, listener, info, &packet);
+            return match tokio::select! {
+                r = tokio::time::timeout(deadline, answer) => r,
+                _ = cancel.cancelled() => return Err(SessionError::Shutdown),
+            } {
+                Ok(Ok(())) => Ok(Finished::Redirected { target }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(SessionError::HandshakeTimeout(deadline)),
+            };
+        }
+    }
+
     let phase = tokio::time::timeout(deadline, connection_phase(client, listener, info));
     let (mut client, mut backend) = tokio::select! {
         r = phase => match r {

@@ -131,12 +131,15 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// The certificate in service (leaf).
     pub leaf: CertInfo,
+    /// The CRLs client certificates are checked against, in load order.
+    pub crls: Vec<CrlInfo>,
 }
 
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTls")
             .field("leaf", &self.leaf)
+            .field("crls", &self.crls)
             .finish()
     }
 }
@@ -149,6 +152,7 @@ impl ServerTls {
         let key = load_key(&cfg.key)?;
         let leaf = CertInfo::from_der(&chain[0]).map_err(|e| invalid(&cfg.cert, e))?;
 
+        let mut crl_info = Vec::new();
         let verifier = match cfg.client_auth {
             ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
             auth => {
@@ -163,6 +167,11 @@ impl ServerTls {
                     })?;
                 }
                 let crls = load_crls(&cfg.crl)?;
+                crl_info = crls
+                    .iter()
+                    .map(|c| CrlInfo::from_der(c))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid(ca_path, e))?;
                 let mut b =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .with_crls(crls)
@@ -193,6 +202,7 @@ impl ServerTls {
         Ok(ServerTls {
             config: Arc::new(config),
             leaf,
+            crls: crl_info,
         })
     }
 }
@@ -217,6 +227,31 @@ impl CertInfo {
             issuer: c.issuer().to_string(),
             serial: c.raw_serial_as_string().replace(':', ""),
             not_after: c.validity().not_after.timestamp(),
+        })
+    }
+}
+
+/// What status and metrics show of a loaded CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlInfo {
+    pub issuer: String,
+    /// thisUpdate as seconds since the Unix epoch.
+    pub this_update: i64,
+    /// nextUpdate as seconds since the Unix epoch (optional in X.509).
+    pub next_update: Option<i64>,
+    /// How many certificates it revokes.
+    pub revoked: usize,
+}
+
+impl CrlInfo {
+    pub fn from_der(der: &[u8]) -> Result<CrlInfo, String> {
+        let (_, crl) =
+            x509_parser::parse_x509_crl(der).map_err(|e| format!("CRL does not parse: {e}"))?;
+        Ok(CrlInfo {
+            issuer: crl.issuer().to_string(),
+            this_update: crl.last_update().timestamp(),
+            next_update: crl.next_update().map(|t| t.timestamp()),
+            revoked: crl.iter_revoked_certificates().count(),
         })
     }
 }

@@ -95,23 +95,49 @@ async fn wrong_password_and_unknown_database_pass_through_unchanged() {
     let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
     let port = proxy.port("public");
 
-    let err = Conn::new(tls_opts("::1", port, NATIVE_USER, "wrong", &pki.ca, Some(&pki.app)))
-        .await
-        .expect_err("wrong password must fail");
+    let err = Conn::new(tls_opts(
+        "::1",
+        port,
+        NATIVE_USER,
+        "wrong",
+        &pki.ca,
+        Some(&pki.app),
+    ))
+    .await
+    .expect_err("wrong password must fail");
     assert_eq!(server_error_code(&err), Some(1045), "{err}");
-    assert!(err.to_string().contains("Access denied for user 'app_native'"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("Access denied for user 'app_native'"),
+        "{err}"
+    );
 
-    let err = Conn::new(tls_opts("::1", port, ED_USER, "wrong", &pki.ca, Some(&pki.app)))
-        .await
-        .expect_err("wrong ed25519 password must fail");
+    let err = Conn::new(tls_opts(
+        "::1",
+        port,
+        ED_USER,
+        "wrong",
+        &pki.ca,
+        Some(&pki.app),
+    ))
+    .await
+    .expect_err("wrong ed25519 password must fail");
     assert_eq!(server_error_code(&err), Some(1045), "{err}");
 
     let mut args = cli_tcp_args("::1", port, NATIVE_USER, NATIVE_PASS);
     args.extend(cli_tls_args(&pki.ca, Some(&pki.app)));
-    args.extend(["--database=no_such_db".into(), "-e".into(), "SELECT 1".into()]);
+    args.extend([
+        "--database=no_such_db".into(),
+        "-e".into(),
+        "SELECT 1".into(),
+    ]);
     let out = mariadb_cli(&args).await;
     assert_eq!(out.status, Some(1), "{out:?}");
-    assert!(out.stderr.contains("ERROR 1049 (42000): Unknown database 'no_such_db'"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ERROR 1049 (42000): Unknown database 'no_such_db'"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -134,7 +160,10 @@ async fn bad_client_certificates_fail_the_tls_handshake_with_the_right_alert() {
         let out = mariadb_cli(&args).await;
         assert_eq!(out.status, Some(1), "{what}: {out:?}");
         assert!(out.stderr.contains("ERROR 2026"), "{what}: {out:?}");
-        assert!(out.stderr.contains(alert), "{what}: expected {alert:?} in {out:?}");
+        assert!(
+            out.stderr.contains(alert),
+            "{what}: expected {alert:?} in {out:?}"
+        );
     }
     // The good certificate still works on the same listener.
     let mut args = cli_tcp_args("::1", port, NATIVE_USER, NATIVE_PASS);
@@ -160,9 +189,14 @@ async fn plaintext_client_on_tls_listener_gets_a_readable_error() {
         "{out:?}"
     );
 
-    let err = Conn::new(common::client::plain_opts("::1", port, NATIVE_USER, NATIVE_PASS))
-        .await
-        .expect_err("plaintext must be refused");
+    let err = Conn::new(common::client::plain_opts(
+        "::1",
+        port,
+        NATIVE_USER,
+        NATIVE_PASS,
+    ))
+    .await
+    .expect_err("plaintext must be refused");
     assert_eq!(server_error_code(&err), Some(1045), "{err}");
 }
 
@@ -174,12 +208,20 @@ async fn backend_down_gives_an_error_after_tls() {
     let proxy = TestProxy::start(&mtls_config(&pki, &backend)).await;
     let port = proxy.port("public");
 
-    let err = Conn::new(tls_opts("::1", port, NATIVE_USER, NATIVE_PASS, &pki.ca, Some(&pki.app)))
-        .await
-        .expect_err("no backend");
+    let err = Conn::new(tls_opts(
+        "::1",
+        port,
+        NATIVE_USER,
+        NATIVE_PASS,
+        &pki.ca,
+        Some(&pki.app),
+    ))
+    .await
+    .expect_err("no backend");
     assert_eq!(server_error_code(&err), Some(1105), "{err}");
     assert!(
-        err.to_string().contains("portcullis: listener 'public': database unavailable"),
+        err.to_string()
+            .contains("portcullis: listener 'public': database unavailable"),
         "{err}"
     );
 
@@ -188,7 +230,11 @@ async fn backend_down_gives_an_error_after_tls() {
     args.extend(["-e".into(), "SELECT 1".into()]);
     let out = mariadb_cli(&args).await;
     assert_eq!(out.status, Some(1), "{out:?}");
-    assert!(out.stderr.contains("ERROR 1105 (HY000): portcullis: listener 'public': database unavailable"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ERROR 1105 (HY000): portcullis: listener 'public': database unavailable"),
+        "{out:?}"
+    );
 
     // Even then the TLS rules apply: a revoked certificate is still refused
     // at the TLS layer, never told anything about the backend.
@@ -220,10 +266,15 @@ async fn packets_over_16_mib_both_ways() {
         .unwrap();
     // 20 MiB + a few bytes: two full 0xFFFFFF chunks would be 32 MiB, so this
     // spans one full chunk plus a continuation.
-    let blob: Vec<u8> = (0..20 * 1024 * 1024 + 7).map(|i| (i * 31 % 251) as u8).collect();
-    conn.exec_drop("INSERT INTO portcullis_test.big VALUES (1, ?)", (blob.clone(),))
-        .await
-        .unwrap();
+    let blob: Vec<u8> = (0..20 * 1024 * 1024 + 7)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    conn.exec_drop(
+        "INSERT INTO portcullis_test.big VALUES (1, ?)",
+        (blob.clone(),),
+    )
+    .await
+    .unwrap();
     let back: Vec<u8> = conn
         .query_first("SELECT b FROM portcullis_test.big WHERE id = 1")
         .await
@@ -294,7 +345,9 @@ async fn plaintext_unix_socket_listener() {
     );
     let proxy = TestProxy::start(&cfg).await;
     let path = proxy.socket_path("local");
-    let mut conn = Conn::new(socket_opts(&path, ED_USER, ED_PASS)).await.unwrap();
+    let mut conn = Conn::new(socket_opts(&path, ED_USER, ED_PASS))
+        .await
+        .unwrap();
     assert_eq!(current_user(&mut conn).await, "app_ed@%");
     conn.disconnect().await.unwrap();
 
@@ -339,7 +392,14 @@ async fn drain_lets_open_sessions_finish_and_refuses_new_ones() {
     let db = db().await;
     let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
     let port = proxy.port("public");
-    let opts = tls_opts("::1", port, NATIVE_USER, NATIVE_PASS, &pki.ca, Some(&pki.app));
+    let opts = tls_opts(
+        "::1",
+        port,
+        NATIVE_USER,
+        NATIVE_PASS,
+        &pki.ca,
+        Some(&pki.app),
+    );
     let mut conn = Conn::new(opts.clone()).await.unwrap();
     proxy.signal(Shutdown::Drain);
     // The open session keeps working while the proxy drains ...

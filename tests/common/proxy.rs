@@ -15,6 +15,7 @@ use super::pki::Pki;
 
 pub struct TestProxy {
     addrs: Vec<(String, ListenAddr)>,
+    admin: Option<ListenAddr>,
     tx: watch::Sender<Shutdown>,
     handle: Option<JoinHandle<()>>,
     dir: TempDir,
@@ -32,10 +33,12 @@ impl TestProxy {
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
         let proxy = Proxy::bind(config.clone()).expect("bind proxy");
         let addrs = proxy.local_addrs();
+        let admin = proxy.admin_addr();
         let (tx, rx) = watch::channel(Shutdown::Run);
         let handle = tokio::spawn(proxy.run(rx));
         TestProxy {
             addrs,
+            admin,
             tx,
             handle: Some(handle),
             dir,
@@ -74,6 +77,35 @@ impl TestProxy {
             ListenAddr::Unix(p) => p.clone(),
             other => panic!("listener {listener:?} is not a Unix socket: {other}"),
         }
+    }
+
+    /// The bound admin TCP address (needs `[admin]` in the config).
+    pub fn admin_tcp(&self) -> SocketAddr {
+        match &self.admin {
+            Some(ListenAddr::Tcp(a)) => *a,
+            other => panic!("no TCP admin address: {other:?}"),
+        }
+    }
+
+    /// One HTTP/1.1 request to the admin API; returns (status, body).
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.admin_tcp())
+            .await
+            .expect("admin connect");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: portcullis\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().expect("status code");
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// Asks the proxy to drain or stop.

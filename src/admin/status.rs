@@ -1,0 +1,418 @@
+//! The `GET /status` document: what it contains, how it is built from the
+//! running proxy, and the human table `portcullis status` prints from it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{rfc3339, unix_seconds, ProxyState};
+
+/// The whole `/status` answer. Field names are part of the API: add, never
+/// rename.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    /// `starting`, `serving`, `draining`, `stopping` or `stopped`.
+    pub state: String,
+    /// Start time, seconds since the Unix epoch.
+    pub started_at: i64,
+    pub uptime_seconds: u64,
+    /// The proxy's clock when it answered, seconds since the Unix epoch.
+    pub now: i64,
+    pub listeners: Vec<ListenerStatus>,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    /// The address actually bound (port 0 resolved), `unix:/path` for Unix
+    /// sockets.
+    pub address: String,
+    /// The backend it routes to.
+    pub route: String,
+    pub tls: bool,
+    /// `required`, `optional` or `none`; absent without TLS.
+    pub client_auth: Option<String>,
+    /// Whether its accept loop runs.
+    pub accepting: bool,
+    pub active_connections: i64,
+    /// Connections accepted since start.
+    pub total_connections: u64,
+    pub max_connections: usize,
+    /// Instant-failover redirect mode: `off`, `on` or `all`.
+    pub failover_mode: String,
+    /// Finished connections by outcome label (as in
+    /// `portcullis_connections_total`).
+    pub outcomes: BTreeMap<String, u64>,
+    /// The certificate in service; absent without TLS.
+    pub certificate: Option<CertificateStatus>,
+    /// The CRLs client certificates are checked against.
+    pub crls: Vec<CrlStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    pub subject: String,
+    pub issuer: String,
+    /// Lowercase hex without separators.
+    pub serial: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+    /// The same instant as RFC 3339 UTC.
+    pub not_after_utc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlStatus {
+    pub issuer: String,
+    /// Seconds since the Unix epoch.
+    pub this_update: i64,
+    /// Seconds since the Unix epoch; absent when the CRL has none.
+    pub next_update: Option<i64>,
+    pub next_update_utc: Option<String>,
+    /// Number of revoked certificates it lists.
+    pub revoked: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    /// `unmonitored` until the topology monitor exists.
+    pub state: String,
+}
+
+impl Status {
+    /// Reads the running proxy (lock-free loads only).
+    pub fn collect(state: &ProxyState) -> Status {
+        let listeners = state
+            .listeners
+            .iter()
+            .map(|l| {
+                let cfg = &l.runtime.config;
+                let tls = l.runtime.tls.as_ref().map(|t| t.load_full());
+                ListenerStatus {
+                    name: cfg.name.clone(),
+                    address: l.address.to_string(),
+                    route: l.runtime.backend.name.clone(),
+                    tls: tls.is_some(),
+                    client_auth: cfg.tls.as_ref().map(|t| t.client_auth.as_str().to_string()),
+                    accepting: l.is_accepting(),
+                    active_connections: l.metrics.active(),
+                    total_connections: l.metrics.accepted_total(),
+                    max_connections: cfg.max_connections,
+                    failover_mode: l.runtime.failover.load().mode.as_str().to_string(),
+                    outcomes: l
+                        .metrics
+                        .outcomes()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                    certificate: tls.as_ref().map(|t| CertificateStatus {
+                        subject: t.leaf.subject.clone(),
+                        issuer: t.leaf.issuer.clone(),
+                        serial: t.leaf.serial.clone(),
+                        not_after: t.leaf.not_after,
+                        not_after_utc: rfc3339(t.leaf.not_after),
+                    }),
+                    crls: tls
+                        .as_ref()
+                        .map(|t| {
+                            t.crls
+                                .iter()
+                                .map(|c| CrlStatus {
+                                    issuer: c.issuer.clone(),
+                                    this_update: c.this_update,
+                                    next_update: c.next_update,
+                                    next_update_utc: c.next_update.map(rfc3339),
+                                    revoked: c.revoked,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        Status {
+            version: crate::metrics::VERSION.to_string(),
+            state: state.lifecycle().as_str().to_string(),
+            started_at: state.started_at(),
+            uptime_seconds: state.uptime().as_secs(),
+            now: unix_seconds(std::time::SystemTime::now()),
+            listeners,
+            backends: state
+                .backends
+                .iter()
+                .map(|b| BackendStatus {
+                    name: b.name.clone(),
+                    address: b.address.to_string(),
+                    state: "unmonitored".into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The human-readable tables `portcullis status` prints.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "portcullis {}: {}, up {}\n",
+            self.version,
+            self.state,
+            human_duration(self.uptime_seconds)
+        );
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "LISTENER",
+                "ADDRESS",
+                "TLS",
+                "CLIENT AUTH",
+                "ROUTE",
+                "ACTIVE",
+                "TOTAL",
+                "FAILOVER",
+                "ACCEPTING",
+            ],
+            self.listeners
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.name.clone(),
+                        l.address.clone(),
+                        on_off(l.tls).into(),
+                        l.client_auth.clone().unwrap_or_else(|| "-".into()),
+                        l.route.clone(),
+                        l.active_connections.to_string(),
+                        l.total_connections.to_string(),
+                        l.failover_mode.clone(),
+                        if l.accepting { "yes" } else { "no" }.into(),
+                    ]
+                })
+                .collect(),
+        ));
+        out.push('\n');
+        out.push_str(&table(
+            &["BACKEND", "ADDRESS", "STATE"],
+            self.backends
+                .iter()
+                .map(|b| vec![b.name.clone(), b.address.clone(), b.state.clone()])
+                .collect(),
+        ));
+        let certs: Vec<Vec<String>> = self
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                l.certificate.as_ref().map(|c| {
+                    vec![
+                        l.name.clone(),
+                        c.subject.clone(),
+                        c.serial.clone(),
+                        format!("{} ({})", c.not_after_utc, relative(c.not_after - self.now)),
+                    ]
+                })
+            })
+            .collect();
+        if !certs.is_empty() {
+            out.push('\n');
+            out.push_str(&table(
+                &["CERTIFICATE OF", "SUBJECT", "SERIAL", "NOT AFTER"],
+                certs,
+            ));
+        }
+        let crls: Vec<Vec<String>> = self
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.crls.iter().map(|c| {
+                    vec![
+                        l.name.clone(),
+                        c.issuer.clone(),
+                        match (&c.next_update_utc, c.next_update) {
+                            (Some(s), Some(t)) => format!("{s} ({})", relative(t - self.now)),
+                            _ => "-".into(),
+                        },
+                        c.revoked.to_string(),
+                    ]
+                })
+            })
+            .collect();
+        if !crls.is_empty() {
+            out.push('\n');
+            out.push_str(&table(
+                &["CRL OF", "ISSUER", "NEXT UPDATE", "REVOKED"],
+                crls,
+            ));
+        }
+        out
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// `3d 04h05m06s`, `05m06s`.
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h:02}h{m:02}m{s:02}s")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else {
+        format!("{m}m{s:02}s")
+    }
+}
+
+/// `in 29d`, `in 5h`, `EXPIRED 2d ago`.
+fn relative(delta: i64) -> String {
+    let abs = delta.unsigned_abs();
+    let amount = if abs >= 86_400 {
+        format!("{}d", abs / 86_400)
+    } else if abs >= 3600 {
+        format!("{}h", abs / 3600)
+    } else {
+        format!("{}m", abs / 60)
+    };
+    if delta >= 0 {
+        format!("in {amount}")
+    } else {
+        format!("EXPIRED {amount} ago")
+    }
+}
+
+/// Left-aligned columns separated by two spaces, no trailing spaces.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let _ = write!(line, "{c:<w$}");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            state: "serving".into(),
+            started_at: 1_700_000_000,
+            uptime_seconds: 93_906,
+            now: 1_700_093_906,
+            listeners: vec![
+                ListenerStatus {
+                    name: "sidecar".into(),
+                    address: "[::]:3307".into(),
+                    route: "local".into(),
+                    tls: true,
+                    client_auth: Some("required".into()),
+                    accepting: true,
+                    active_connections: 3,
+                    total_connections: 1204,
+                    max_connections: 4096,
+                    failover_mode: "off".into(),
+                    outcomes: BTreeMap::from([("relayed".into(), 1201)]),
+                    certificate: Some(CertificateStatus {
+                        subject: "CN=db1.example.net".into(),
+                        issuer: "CN=Fleet CA".into(),
+                        serial: "0a".into(),
+                        not_after: 1_700_093_906 + 29 * 86_400 + 100,
+                        not_after_utc: rfc3339(1_700_093_906 + 29 * 86_400 + 100),
+                    }),
+                    crls: vec![CrlStatus {
+                        issuer: "CN=Fleet CA".into(),
+                        this_update: 1_700_000_000,
+                        next_update: Some(1_700_093_906 - 2 * 86_400),
+                        next_update_utc: Some(rfc3339(1_700_093_906 - 2 * 86_400)),
+                        revoked: 1,
+                    }],
+                },
+                ListenerStatus {
+                    name: "local".into(),
+                    address: "unix:/run/portcullis/mysqld.sock".into(),
+                    route: "local".into(),
+                    tls: false,
+                    client_auth: None,
+                    accepting: true,
+                    active_connections: 0,
+                    total_connections: 7,
+                    max_connections: 4096,
+                    failover_mode: "off".into(),
+                    outcomes: BTreeMap::new(),
+                    certificate: None,
+                    crls: vec![],
+                },
+            ],
+            backends: vec![BackendStatus {
+                name: "local".into(),
+                address: "unix:/run/mysqld/mysqld.sock".into(),
+                state: "unmonitored".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_tables() {
+        assert_eq!(
+            sample().render(),
+            "\
+portcullis 0.1.0: serving, up 1d 02h05m06s
+
+LISTENER  ADDRESS                           TLS  CLIENT AUTH  ROUTE  ACTIVE  TOTAL  FAILOVER  ACCEPTING
+sidecar   [::]:3307                         on   required     local  3       1204   off       yes
+local     unix:/run/portcullis/mysqld.sock  off  -            local  0       7      off       yes
+
+BACKEND  ADDRESS                       STATE
+local    unix:/run/mysqld/mysqld.sock  unmonitored
+
+CERTIFICATE OF  SUBJECT             SERIAL  NOT AFTER
+sidecar         CN=db1.example.net  0a      2023-12-15T00:20:06Z (in 29d)
+
+CRL OF   ISSUER       NEXT UPDATE                            REVOKED
+sidecar  CN=Fleet CA  2023-11-14T00:18:26Z (EXPIRED 2d ago)  1
+"
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let s = sample();
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(59), "0m59s");
+        assert_eq!(human_duration(3600), "1h00m00s");
+        assert_eq!(relative(-30), "EXPIRED 0m ago");
+        assert_eq!(relative(7200), "in 2h");
+    }
+}

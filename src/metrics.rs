@@ -1,0 +1,643 @@
+//! What the running proxy counts and reports about itself: its lifecycle,
+//! per-listener counters and gauges, and their Prometheus encoding.
+//!
+//! Sessions only ever touch atomics here: counters are `AtomicU64`s, and
+//! the few label sets that grow at run time (outcome, TLS failure reason,
+//! backend) live in copy-on-write lists behind an [`ArcSwap`], so adding a
+//! label is a compare-and-swap and reading one is a lock-free load. The
+//! scrape reads the same atomics; nothing a session does can wait on it.
+//!
+//! Metric names and label values are part of the public interface
+//! (dashboards and alerts depend on them): never change one once released.
+//! docs/operations.md lists them all.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::{BackendConfig, ListenAddr};
+use crate::listener::ListenerRuntime;
+use crate::outcome::{Finished, SessionError};
+use crate::session::SessionInfo;
+
+/// The version in `portcullis_build_info` and `/status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Content type of [`ProxyState::encode_metrics`]: OpenMetrics text, which
+/// Prometheus negotiates by default (counters are typed without their
+/// `_total` suffix, and the body ends with `# EOF`).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the handshake latency buckets. The connection
+/// phase spans a backend connect, a TLS handshake and an authentication
+/// round trip: a local sidecar finishes in about a millisecond, a WAN
+/// client in tens of milliseconds, and the default handshake timeout (10 s)
+/// caps the rest.
+pub const HANDSHAKE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Where the proxy is in its life, for `GET /health` and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Sockets bound, accept loops not started yet.
+    Bound,
+    /// Accepting and serving.
+    Serving,
+    /// Told to drain: no longer accepting, sessions finishing.
+    Draining,
+    /// Closing every session now.
+    Stopping,
+    /// Everything closed.
+    Stopped,
+}
+
+impl Lifecycle {
+    /// Stable name, as `/status` reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Bound => "starting",
+            Lifecycle::Serving => "serving",
+            Lifecycle::Draining => "draining",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+        }
+    }
+}
+
+/// Everything the admin API reads about the running proxy. Built by
+/// [`crate::Proxy::bind`]; the data path writes it through atomics only.
+pub struct ProxyState {
+    started: Instant,
+    started_at: SystemTime,
+    lifecycle: watch::Sender<Lifecycle>,
+    pub listeners: Vec<Arc<ListenerState>>,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One listener as the admin API sees it.
+pub struct ListenerState {
+    pub runtime: Arc<ListenerRuntime>,
+    /// The address actually bound (port 0 resolved).
+    pub address: ListenAddr,
+    pub metrics: ListenerMetrics,
+    accepting: AtomicBool,
+}
+
+impl ListenerState {
+    pub fn new(runtime: Arc<ListenerRuntime>, address: ListenAddr) -> ListenerState {
+        ListenerState {
+            runtime,
+            address,
+            metrics: ListenerMetrics::default(),
+            accepting: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.runtime.config.name
+    }
+
+    /// Whether its accept loop is running.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+    }
+
+    /// Marks the accept loop as running until the guard is dropped.
+    pub fn accepting(self: &Arc<Self>) -> AcceptingGuard {
+        self.accepting.store(true, Ordering::Relaxed);
+        AcceptingGuard(self.clone())
+    }
+}
+
+/// Clears a listener's accepting flag when its accept loop ends, however
+/// it ends.
+pub struct AcceptingGuard(Arc<ListenerState>);
+
+impl Drop for AcceptingGuard {
+    fn drop(&mut self) {
+        self.0.accepting.store(false, Ordering::Relaxed);
+    }
+}
+
+impl ProxyState {
+    pub fn new(listeners: Vec<Arc<ListenerState>>, backends: Vec<BackendConfig>) -> ProxyState {
+        ProxyState {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            lifecycle: watch::Sender::new(Lifecycle::Bound),
+            listeners,
+            backends,
+        }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        *self.lifecycle.borrow()
+    }
+
+    pub fn set_lifecycle(&self, l: Lifecycle) {
+        self.lifecycle.send_replace(l);
+    }
+
+    /// Follows lifecycle changes (tests wait on it instead of sleeping).
+    pub fn watch_lifecycle(&self) -> watch::Receiver<Lifecycle> {
+        self.lifecycle.subscribe()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Start time as seconds since the Unix epoch.
+    pub fn started_at(&self) -> i64 {
+        unix_seconds(self.started_at)
+    }
+
+    /// `Ok` while the proxy serves: running, not draining, every listener
+    /// accepting. Otherwise every reason it does not.
+    pub fn health(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        match self.lifecycle() {
+            Lifecycle::Serving => {}
+            Lifecycle::Bound => {
+                reasons.push("starting: listeners bound but not accepting yet".into())
+            }
+            Lifecycle::Draining => reasons.push(
+                "draining: not accepting new connections, waiting for sessions to finish".into(),
+            ),
+            Lifecycle::Stopping => reasons.push("stopping: closing every session".into()),
+            Lifecycle::Stopped => reasons.push("stopped".into()),
+        }
+        if self.listeners.is_empty() {
+            reasons.push("no listener is bound".into());
+        }
+        if self.lifecycle() == Lifecycle::Serving {
+            for l in self.listeners.iter().filter(|l| !l.is_accepting()) {
+                reasons.push(format!(
+                    "listener {:?} is not accepting connections",
+                    l.name()
+                ));
+            }
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode_metrics(self: &Arc<Self>) -> String {
+        let mut registry = Registry::with_prefix("portcullis");
+        registry.register_collector(Box::new(Scrape(self.clone())));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+impl std::fmt::Debug for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyState")
+            .field("lifecycle", &self.lifecycle())
+            .field("listeners", &self.listeners.len())
+            .finish()
+    }
+}
+
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-listener metrics
+// ---------------------------------------------------------------------------
+
+/// Counters of one listener. Every method is lock-free.
+#[derive(Default)]
+pub struct ListenerMetrics {
+    /// Connections accepted (including refused ones), for `/status`.
+    accepted: AtomicU64,
+    /// Sessions in progress (holding a connection slot).
+    active: AtomicI64,
+    /// Finished connections by outcome label.
+    outcomes: LabeledCounters,
+    /// Failed TLS handshakes by reason.
+    tls_failures: LabeledCounters,
+    /// Failed backend connects by backend name.
+    backend_connect_errors: LabeledCounters,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    handshake: AtomicHistogram,
+}
+
+/// Holds one active session; the gauge goes down when it is dropped, so a
+/// cancelled or panicking session task still counts right.
+pub struct ActiveSession<'a>(&'a ListenerMetrics);
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        // Release: whoever sees the gauge drop also sees what the session
+        // recorded before ending (tests wait on exactly that).
+        self.0.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl ListenerMetrics {
+    /// Counts an accepted connection.
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a session as active until the returned guard is dropped.
+    pub fn session_started(&self) -> ActiveSession<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveSession(self)
+    }
+
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    pub fn active(&self) -> i64 {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Records how one connection ended (called once, where it is logged).
+    pub fn record(
+        &self,
+        info: &SessionInfo,
+        result: &Result<Finished, SessionError>,
+        backend: &str,
+    ) {
+        match result {
+            Ok(f) => self.outcomes.inc(f.label()),
+            Err(e) => {
+                self.outcomes.inc(e.label());
+                if let Some(reason) = e.tls_reason() {
+                    self.tls_failures.inc(reason);
+                }
+                if let SessionError::BackendUnavailable(_) = e {
+                    self.backend_connect_errors
+                        .inc(info.backend.as_deref().unwrap_or(backend));
+                }
+            }
+        }
+        if let Some(d) = info.handshake_done {
+            self.handshake.observe(d);
+        }
+        self.bytes_up
+            .fetch_add(info.transferred.up, Ordering::Relaxed);
+        self.bytes_down
+            .fetch_add(info.transferred.down, Ordering::Relaxed);
+    }
+
+    /// Finished connections by outcome label, sorted by label.
+    pub fn outcomes(&self) -> Vec<(Arc<str>, u64)> {
+        self.outcomes.snapshot()
+    }
+}
+
+/// Counters keyed by a label value, without locks: the list is replaced
+/// whole (copy-on-write, compare-and-swap) when a label first appears;
+/// afterwards incrementing is a lock-free load and an atomic add.
+#[derive(Default)]
+struct LabeledCounters {
+    list: ArcSwap<Vec<(Arc<str>, Arc<AtomicU64>)>>,
+}
+
+impl LabeledCounters {
+    fn inc(&self, label: &str) {
+        if let Some(c) = self.find(label) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let fresh = Arc::new(AtomicU64::new(0));
+        self.list.rcu(|cur| {
+            if cur.iter().any(|(l, _)| &**l == label) {
+                // Someone added it meanwhile: keep theirs.
+                Arc::clone(cur)
+            } else {
+                let mut v = Vec::with_capacity(cur.len() + 1);
+                v.extend(cur.iter().cloned());
+                v.push((Arc::from(label), fresh.clone()));
+                Arc::new(v)
+            }
+        });
+        if let Some(c) = self.find(label) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn find(&self, label: &str) -> Option<Arc<AtomicU64>> {
+        self.list
+            .load()
+            .iter()
+            .find(|(l, _)| &**l == label)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn snapshot(&self) -> Vec<(Arc<str>, u64)> {
+        let mut v: Vec<_> = self
+            .list
+            .load()
+            .iter()
+            .map(|(l, c)| (l.clone(), c.load(Ordering::Relaxed)))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// A fixed-bucket histogram of atomics.
+struct AtomicHistogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; HANDSHAKE_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = HANDSHAKE_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(HANDSHAKE_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// (sum in seconds, count, per-bucket counts with upper bounds).
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = HANDSHAKE_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        // Count from the buckets just read, so count and the +Inf bucket
+        // agree even while sessions are being recorded.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus encoding
+// ---------------------------------------------------------------------------
+
+/// Reads every metric at scrape time.
+#[derive(Debug)]
+struct Scrape(Arc<ProxyState>);
+
+type L1<'a> = [(&'static str, &'a str); 1];
+type L2<'a> = [(&'static str, &'a str); 2];
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let listeners = &self.0.listeners;
+
+        let mut m = enc.encode_descriptor(
+            "build",
+            "Build information: the running version.",
+            None,
+            MetricType::Info,
+        )?;
+        m.encode_info(&[("version", VERSION)])?;
+
+        let mut m = enc.encode_descriptor(
+            "connections",
+            "Connections finished, by listener and outcome label.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            for (outcome, n) in l.metrics.outcomes.snapshot() {
+                let labels: L2 = [("listener", l.name()), ("outcome", &outcome)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "active_sessions",
+            "Sessions in progress, by listener.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for l in listeners {
+            let labels: L1 = [("listener", l.name())];
+            m.encode_family(&labels)?
+                .encode_gauge(&l.metrics.active())?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "handshake_duration_seconds",
+            "Time from accept to the backend's authentication OK, for sessions that reached the relay phase.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for l in listeners {
+            let (sum, count, buckets) = l.metrics.handshake.snapshot();
+            let labels: L1 = [("listener", l.name())];
+            m.encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "tls_failures",
+            "Failed TLS handshakes, by listener and reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            for (reason, n) in l.metrics.tls_failures.snapshot() {
+                let labels: L2 = [("listener", l.name()), ("reason", &reason)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "backend_connect_errors",
+            "Failed connects to a backend, by listener and backend.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            for (backend, n) in l.metrics.backend_connect_errors.snapshot() {
+                let labels: L2 = [("listener", l.name()), ("backend", &backend)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "bytes",
+            "Bytes relayed after authentication, by listener and direction, counted when a session ends.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            for (direction, n) in [
+                ("client_to_backend", &l.metrics.bytes_up),
+                ("backend_to_client", &l.metrics.bytes_down),
+            ] {
+                let labels: L2 = [("listener", l.name()), ("direction", direction)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
+            }
+        }
+
+        // Expiry of the TLS material in service: alert well before these.
+        let mut m = enc.encode_descriptor(
+            "certificate_not_after_timestamp_seconds",
+            "Not-after of the certificate each listener serves, as a Unix timestamp.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for l in listeners {
+            if let Some(tls) = &l.runtime.tls {
+                let labels: L1 = [("listener", l.name())];
+                m.encode_family(&labels)?
+                    .encode_gauge(&tls.load().leaf.not_after)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "crl_next_update_timestamp_seconds",
+            "Next-update of each CRL a listener checks client certificates against, as a Unix timestamp.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for l in listeners {
+            if let Some(tls) = &l.runtime.tls {
+                for crl in tls.load().crls.iter() {
+                    if let Some(next) = crl.next_update {
+                        let labels: L2 = [("listener", l.name()), ("issuer", &crl.issuer)];
+                        m.encode_family(&labels)?.encode_gauge(&next)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant), valid for the whole i64 day range we
+    // can meet in certificates.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut s = String::with_capacity(20);
+    let _ = write!(
+        s,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn labeled_counters_add_labels_once() {
+        let c = LabeledCounters::default();
+        c.inc("relayed");
+        c.inc("tls_required");
+        c.inc("relayed");
+        let snap: Vec<(String, u64)> = c
+            .snapshot()
+            .into_iter()
+            .map(|(l, n)| (l.to_string(), n))
+            .collect();
+        assert_eq!(
+            snap,
+            vec![("relayed".to_string(), 2), ("tls_required".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn labeled_counters_from_many_threads() {
+        let c = Arc::new(LabeledCounters::default());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        c.inc(["a", "b", "c", "d"][(i + t) % 4]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let snap: Vec<u64> = c.snapshot().into_iter().map(|(_, n)| n).collect();
+        assert_eq!(snap, vec![2000, 2000, 2000, 2000]);
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        let h = AtomicHistogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(60));
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 4);
+        assert!((sum - 60.0313).abs() < 1e-9, "{sum}");
+        let nonzero: Vec<(f64, u64)> = buckets.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            nonzero,
+            vec![(0.0005, 1), (0.001, 1), (0.05, 1), (f64::INFINITY, 1)]
+        );
+    }
+}

@@ -1,0 +1,996 @@
+//! Operations surface (issue "Operations surface"): the admin HTTP API,
+//! Prometheus metrics and health, against an in-process portcullis and the
+//! real binary, with real mariadbd backends and real clients.
+//!
+//! HTTP is spoken by hand (HTTP/1.1, `Connection: close`) so these tests do
+//! not share a client with the code under test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::client::{plain_opts, server_error_code, socket_opts, tls_opts};
+use common::mariadb::{short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
+use common::pki::{Pki, CA_CN, SERVER_CN};
+use common::proxy::tls_section;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use portcullis::config::ListenAddr;
+use portcullis::metrics::{rfc3339, Lifecycle, ProxyState};
+use portcullis::{Config, Proxy, Shutdown};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+/// The test CA's distinguished name as x509-parser prints it.
+const CA_DN: &str = "CN=Portcullis Test CA, O=portcullis tests";
+
+// ---------------------------------------------------------------------------
+// An in-process proxy with its admin API
+// ---------------------------------------------------------------------------
+
+struct Running {
+    admin: ListenAddr,
+    addrs: Vec<(String, ListenAddr)>,
+    state: Arc<ProxyState>,
+    tx: watch::Sender<Shutdown>,
+    handle: Option<JoinHandle<()>>,
+    dir: TempDir,
+}
+
+impl Running {
+    /// Writes `admin.token` and `portcullis.toml` (with `toml`) into a temp
+    /// dir, binds and serves.
+    async fn start(toml: &str) -> Running {
+        let dir = short_tempdir("adm");
+        std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config =
+            Config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n---\n{toml}"));
+        let proxy = Proxy::bind(config).expect("bind");
+        let admin = proxy.admin_addr().expect("[admin] is configured");
+        let addrs = proxy.local_addrs();
+        let state = proxy.state();
+        let (tx, rx) = watch::channel(Shutdown::Run);
+        let mut lifecycle = state.watch_lifecycle();
+        let handle = tokio::spawn(proxy.run(rx));
+        lifecycle
+            .wait_for(|l| *l == Lifecycle::Serving)
+            .await
+            .expect("proxy serves");
+        Running {
+            admin,
+            addrs,
+            state,
+            tx,
+            handle: Some(handle),
+            dir,
+        }
+    }
+
+    fn addr(&self, listener: &str) -> &ListenAddr {
+        &self.addrs.iter().find(|(n, _)| n == listener).unwrap().1
+    }
+
+    fn port(&self, listener: &str) -> u16 {
+        match self.addr(listener) {
+            ListenAddr::Tcp(a) => a.port(),
+            other => panic!("{listener} is not TCP: {other}"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        http(&self.admin, "GET", path, Some(TOKEN)).await
+    }
+
+    async fn metrics(&self) -> Metrics {
+        let r = self.get("/metrics").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        assert!(r.body.ends_with("# EOF\n"), "{}", r.body);
+        Metrics::parse(&r.body)
+    }
+
+    /// Polls `/metrics` until `done` holds (sessions are recorded when they
+    /// end, just after the client sees its last byte).
+    async fn metrics_when(&self, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = self.metrics().await;
+            if done(&m) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{m:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.tx.send(Shutdown::Now);
+        if let Some(h) = self.handle.take() {
+            h.await.expect("proxy task");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Shutdown::Now);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hand-written HTTP/1.1
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn parse(raw: &[u8]) -> Reply {
+        let text = String::from_utf8(raw.to_vec()).expect("UTF-8 answer");
+        let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|s| s[..3].parse().ok())
+            .unwrap_or_else(|| panic!("status line {status_line:?}"));
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.trim().to_ascii_lowercase(), v.trim().to_string())
+            })
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+}
+
+fn request(method: &str, path: &str, token: Option<&str>) -> String {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        r.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if method == "POST" {
+        r.push_str("Content-Length: 0\r\n");
+    }
+    r.push_str("\r\n");
+    r
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> Reply {
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    Reply::parse(&raw)
+}
+
+async fn http(addr: &ListenAddr, method: &str, path: &str, token: Option<&str>) -> Reply {
+    let req = request(method, path, token);
+    match addr {
+        ListenAddr::Tcp(a) => {
+            exchange(tokio::net::TcpStream::connect(a).await.unwrap(), &req).await
+        }
+        ListenAddr::Unix(p) => {
+            exchange(tokio::net::UnixStream::connect(p).await.unwrap(), &req).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Prometheus text
+// ---------------------------------------------------------------------------
+
+/// Every sample of one scrape: `name{labels}` → value.
+#[derive(Debug)]
+struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        Metrics(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .map(|l| {
+                    let (series, value) = l.rsplit_once(' ').unwrap();
+                    (series.to_string(), value.parse().unwrap())
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, series: &str) -> f64 {
+        self.0.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// Sums every sample of a metric name.
+    fn sum(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(s, _)| s.split('{').next() == Some(name))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Series that changed since `before`, with their change.
+    fn delta(&self, before: &Metrics) -> BTreeMap<String, f64> {
+        self.0
+            .iter()
+            .map(|(s, v)| (s.clone(), v - before.get(s)))
+            .filter(|(_, d)| *d != 0.0)
+            .collect()
+    }
+}
+
+fn unix_backend(db: &MariaDb) -> String {
+    format!("unix:{}", db.socket_path().display())
+}
+
+async fn db() -> MariaDb {
+    let db = MariaDb::start().await;
+    db.create_users().await;
+    db
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    let data = std::fs::read(path).unwrap();
+    x509_parser::pem::parse_x509_pem(&data).unwrap().1.contents
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ca_dn_names_the_test_ca() {
+    assert!(CA_DN.starts_with(&format!("CN={CA_CN},")));
+}
+
+#[tokio::test]
+async fn status_lists_the_listeners_and_errors_have_exact_codes() {
+    let pki = Pki::new();
+    let dir = short_tempdir("st");
+    let sock = dir.path().join("local.sock");
+    let toml = format!(
+        r#"
+[[backend]]
+name = "db"
+address = "unix:{gone}/absent.sock"
+
+[[backend]]
+name = "spare"
+address = "db2.example.net:3306"
+
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{tls}
+[[listener]]
+name = "local"
+address = "unix:{sock}"
+route = "spare"
+max_connections = 12
+
+[admin]
+address = "127.0.0.1:0"
+token_file = "admin.token"
+"#,
+        gone = dir.path().display(),
+        tls = tls_section(&pki, "required"),
+        sock = sock.display(),
+    );
+    let proxy = Running::start(&toml).await;
+
+    // Health needs no token.
+    let r = http(&proxy.admin, "GET", "/health", None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+
+    // Everything else does.
+    for (method, path, token) in [
+        ("GET", "/status", None),
+        ("GET", "/metrics", Some("test-admin-token-012345678X")),
+        ("POST", "/reload", Some("")),
+        ("GET", "/nowhere", None),
+    ] {
+        let r = http(&proxy.admin, method, path, token).await;
+        assert_eq!(r.status, 401, "{method} {path}: {r:?}");
+        assert_eq!(
+            r.json(),
+            json!({"error": "missing or invalid bearer token"})
+        );
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"portcullis\"")
+        );
+    }
+
+    let r = proxy.get("/nowhere").await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /status, /metrics, /reload)"})
+    );
+    let r = http(&proxy.admin, "POST", "/status", Some(TOKEN)).await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")), "{r:?}");
+    assert_eq!(r.json(), json!({"error": "/status accepts GET only"}));
+    let r = http(&proxy.admin, "DELETE", "/reload", Some(TOKEN)).await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")), "{r:?}");
+    let r = http(&proxy.admin, "POST", "/reload", Some(TOKEN)).await;
+    assert_eq!(r.status, 501, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"error": "reload is not implemented yet: TLS material is read at start only; restart portcullis to load new certificates and CRLs"})
+    );
+
+    // Status: exactly the listeners and backends of the config.
+    let r = proxy.get("/status").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut status = r.json();
+    let obj = status.as_object_mut().unwrap();
+    let started_at = obj.remove("started_at").unwrap().as_i64().unwrap();
+    let now = obj.remove("now").unwrap().as_i64().unwrap();
+    let uptime = obj.remove("uptime_seconds").unwrap().as_i64().unwrap();
+    assert!(
+        started_at <= now && uptime <= now - started_at + 1,
+        "{started_at} {now} {uptime}"
+    );
+
+    let cert_der = pem_der(&pki.server.cert);
+    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+    let not_after = cert.validity().not_after.timestamp();
+    let crl_der = pem_der(&pki.crl);
+    let (_, crl) = x509_parser::parse_x509_crl(&crl_der).unwrap();
+    let this_update = crl.last_update().timestamp();
+    let next_update = crl.next_update().unwrap().timestamp();
+    let public = match proxy.addr("public") {
+        ListenAddr::Tcp(a) => a.to_string(),
+        other => panic!("{other}"),
+    };
+    assert!(
+        public.starts_with("[::1]:") && !public.ends_with(":0"),
+        "{public}"
+    );
+    assert_eq!(
+        status,
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "state": "serving",
+            "listeners": [
+                {
+                    "name": "public",
+                    "address": public,
+                    "route": "db",
+                    "tls": true,
+                    "client_auth": "required",
+                    "accepting": true,
+                    "active_connections": 0,
+                    "total_connections": 0,
+                    "max_connections": 4096,
+                    "failover_mode": "off",
+                    "outcomes": {},
+                    "certificate": {
+                        "subject": format!("CN={SERVER_CN}"),
+                        "issuer": CA_DN,
+                        "serial": "0a",
+                        "not_after": not_after,
+                        "not_after_utc": rfc3339(not_after),
+                    },
+                    "crls": [{
+                        "issuer": CA_DN,
+                        "this_update": this_update,
+                        "next_update": next_update,
+                        "next_update_utc": rfc3339(next_update),
+                        "revoked": 1,
+                    }],
+                },
+                {
+                    "name": "local",
+                    "address": format!("unix:{}", sock.display()),
+                    "route": "spare",
+                    "tls": false,
+                    "client_auth": null,
+                    "accepting": true,
+                    "active_connections": 0,
+                    "total_connections": 0,
+                    "max_connections": 12,
+                    "failover_mode": "off",
+                    "outcomes": {},
+                    "certificate": null,
+                    "crls": [],
+                },
+            ],
+            "backends": [
+                {"name": "db", "address": format!("unix:{}/absent.sock", dir.path().display()), "state": "unmonitored"},
+                {"name": "spare", "address": "db2.example.net:3306", "state": "unmonitored"},
+            ],
+        })
+    );
+
+    // Expiry gauges carry the same instants.
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.get(r#"portcullis_certificate_not_after_timestamp_seconds{listener="public"}"#),
+        not_after as f64
+    );
+    assert_eq!(
+        m.get(&format!(
+            r#"portcullis_crl_next_update_timestamp_seconds{{listener="public",issuer="{CA_DN}"}}"#
+        )),
+        next_update as f64
+    );
+    assert_eq!(
+        m.get(&format!(
+            r#"portcullis_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+
+    // `portcullis status` prints the same as tables.
+    let admin = proxy.admin.to_string();
+    let token_file = proxy.dir.path().join("admin.token");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["status", "--admin", &admin, "--token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let row = |first: &str, second: &str| {
+        rows.iter()
+            .find(|r| r.len() > 1 && r[0] == first && r[1] == second)
+            .unwrap_or_else(|| panic!("no row {first} {second} in\n{stdout}"))
+            .clone()
+    };
+    assert!(
+        stdout.starts_with(&format!(
+            "portcullis {}: serving, up ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        row("LISTENER", "ADDRESS"),
+        [
+            "LISTENER",
+            "ADDRESS",
+            "TLS",
+            "CLIENT",
+            "AUTH",
+            "ROUTE",
+            "ACTIVE",
+            "TOTAL",
+            "FAILOVER",
+            "ACCEPTING"
+        ]
+    );
+    assert_eq!(
+        row("public", &public),
+        [
+            "public",
+            public.as_str(),
+            "on",
+            "required",
+            "db",
+            "0",
+            "0",
+            "off",
+            "yes"
+        ]
+    );
+    let local = format!("unix:{}", sock.display());
+    assert_eq!(
+        row("local", &local),
+        [
+            "local",
+            local.as_str(),
+            "off",
+            "-",
+            "spare",
+            "0",
+            "0",
+            "off",
+            "yes"
+        ]
+    );
+    assert_eq!(
+        row("spare", "db2.example.net:3306"),
+        ["spare", "db2.example.net:3306", "unmonitored"]
+    );
+    assert_eq!(
+        row("public", &format!("CN={SERVER_CN}"))[..3],
+        ["public", "CN=localhost", "0a"]
+    );
+
+    // A wrong token makes the command fail with the server's reason.
+    let bad = proxy.dir.path().join("bad.token");
+    std::fs::write(&bad, "not-the-right-token-at-all\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["status", "--admin", &admin, "--token-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("portcullis status: {admin} answered 401 Unauthorized: missing or invalid bearer token\n")
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_move_by_exact_deltas_per_outcome() {
+    let pki = Pki::new();
+    let db = db().await;
+    let dir = short_tempdir("mx");
+    let toml = format!(
+        r#"
+[[backend]]
+name = "db"
+address = "{db}"
+
+[[backend]]
+name = "gone"
+address = "unix:{gone}/absent.sock"
+
+[[listener]]
+name = "plain"
+address = "127.0.0.1:0"
+route = "db"
+
+[[listener]]
+name = "dead"
+address = "127.0.0.1:0"
+route = "gone"
+
+[[listener]]
+name = "mtls"
+address = "[::1]:0"
+route = "db"
+{tls}
+[admin]
+address = "127.0.0.1:0"
+token_file = "admin.token"
+"#,
+        db = unix_backend(&db),
+        gone = dir.path().display(),
+        tls = tls_section(&pki, "required"),
+    );
+    let proxy = Running::start(&toml).await;
+    let before = proxy.metrics().await;
+    assert_eq!(before.sum("portcullis_connections_total"), 0.0);
+
+    // relayed
+    let mut conn = Conn::new(plain_opts(
+        "127.0.0.1",
+        proxy.port("plain"),
+        NATIVE_USER,
+        NATIVE_PASS,
+    ))
+    .await
+    .expect("relay");
+    assert_eq!(
+        conn.query_first::<i64, _>("SELECT 6*7").await.unwrap(),
+        Some(42)
+    );
+    // While it is open it is an active session.
+    let during = proxy.metrics().await;
+    assert_eq!(
+        during.get(r#"portcullis_active_sessions{listener="plain"}"#),
+        1.0
+    );
+    conn.disconnect().await.unwrap();
+
+    // auth_rejected: the backend says no.
+    let err = Conn::new(plain_opts(
+        "127.0.0.1",
+        proxy.port("plain"),
+        NATIVE_USER,
+        "wrong",
+    ))
+    .await
+    .expect_err("wrong password");
+    assert_eq!(server_error_code(&err), Some(1045), "{err}");
+
+    // tls_required: plaintext client on the mTLS listener.
+    let err = Conn::new(plain_opts(
+        "::1",
+        proxy.port("mtls"),
+        NATIVE_USER,
+        NATIVE_PASS,
+    ))
+    .await
+    .expect_err("plaintext refused");
+    assert_eq!(server_error_code(&err), Some(1045), "{err}");
+
+    // tls_handshake_failed twice: no client certificate, a revoked one.
+    let port = proxy.port("mtls");
+    for cert in [None, Some(&pki.revoked)] {
+        let err = Conn::new(tls_opts(
+            "::1",
+            port,
+            NATIVE_USER,
+            NATIVE_PASS,
+            &pki.ca,
+            cert,
+        ))
+        .await
+        .expect_err("bad client certificate");
+        assert_eq!(server_error_code(&err), None, "{err}");
+    }
+
+    // backend_unavailable: the backend's socket does not exist.
+    let err = Conn::new(plain_opts(
+        "127.0.0.1",
+        proxy.port("dead"),
+        NATIVE_USER,
+        NATIVE_PASS,
+    ))
+    .await
+    .expect_err("no backend");
+    assert_eq!(server_error_code(&err), Some(1105), "{err}");
+
+    let after = proxy
+        .metrics_when("six finished connections", |m| {
+            m.sum("portcullis_connections_total") == 6.0
+                && m.sum("portcullis_active_sessions") == 0.0
+        })
+        .await;
+    let mut delta = after.delta(&before);
+    // Byte counts depend on the client's queries; they must move for the
+    // relayed session only.
+    for dir in ["client_to_backend", "backend_to_client"] {
+        let up = delta
+            .remove(&format!(
+                r#"portcullis_bytes_total{{listener="plain",direction="{dir}"}}"#
+            ))
+            .unwrap_or(0.0);
+        assert!(up > 0.0, "{dir}: {up}");
+    }
+    // One handshake observed, on "plain": count, sum and every bucket from
+    // the one it fell in up to +Inf moved.
+    let sum = delta
+        .remove(r#"portcullis_handshake_duration_seconds_sum{listener="plain"}"#)
+        .unwrap_or(0.0);
+    assert!(sum > 0.0 && sum < 20.0, "{sum}");
+    let buckets: Vec<(String, f64)> = delta
+        .iter()
+        .filter(|(s, _)| s.starts_with("portcullis_handshake_duration_seconds_bucket"))
+        .map(|(s, v)| (s.clone(), *v))
+        .collect();
+    assert!(!buckets.is_empty());
+    for (s, v) in buckets {
+        assert!(s.ends_with(r#",listener="plain"}"#), "{s}");
+        assert_eq!(v, 1.0, "{s}");
+        delta.remove(&s);
+    }
+    assert_eq!(
+        delta,
+        BTreeMap::from(
+            [
+                (r#"portcullis_connections_total{listener="plain",outcome="relayed"}"#, 1.0),
+                (r#"portcullis_connections_total{listener="plain",outcome="auth_rejected"}"#, 1.0),
+                (r#"portcullis_connections_total{listener="mtls",outcome="tls_required"}"#, 1.0),
+                (r#"portcullis_connections_total{listener="mtls",outcome="tls_handshake_failed"}"#, 2.0),
+                (r#"portcullis_connections_total{listener="dead",outcome="backend_unavailable"}"#, 1.0),
+                (r#"portcullis_tls_failures_total{listener="mtls",reason="no_client_cert"}"#, 1.0),
+                (r#"portcullis_tls_failures_total{listener="mtls",reason="revoked"}"#, 1.0),
+                (r#"portcullis_backend_connect_errors_total{listener="dead",backend="gone"}"#, 1.0),
+                (r#"portcullis_handshake_duration_seconds_count{listener="plain"}"#, 1.0),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+        )
+    );
+    assert_eq!(
+        after.get(r#"portcullis_handshake_duration_seconds_bucket{le="+Inf",listener="plain"}"#),
+        1.0
+    );
+
+    // /status counts the same connections.
+    let status = proxy.get("/status").await.json();
+    let totals: Vec<(&str, u64, &Value)> = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap(),
+                l["total_connections"].as_u64().unwrap(),
+                &l["outcomes"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        totals,
+        [
+            ("plain", 2, &json!({"auth_rejected": 1, "relayed": 1})),
+            ("dead", 1, &json!({"backend_unavailable": 1})),
+            (
+                "mtls",
+                3,
+                &json!({"tls_handshake_failed": 2, "tls_required": 1})
+            ),
+        ]
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn health_flips_to_503_while_draining() {
+    let db = db().await;
+    let dir = short_tempdir("dr");
+    let toml = format!(
+        r#"
+[[backend]]
+name = "db"
+address = "{db}"
+
+[[listener]]
+name = "local"
+address = "unix:{dir}/p.sock"
+route = "db"
+
+[admin]
+address = "unix:{dir}/admin.sock"
+"#,
+        db = unix_backend(&db),
+        dir = dir.path().display(),
+    );
+    let mut proxy = Running::start(&toml).await;
+    let admin_sock = dir.path().join("admin.sock");
+    assert_eq!(proxy.admin, ListenAddr::Unix(admin_sock.clone()));
+    // The admin socket is for its owner only.
+    let mode = std::fs::metadata(&admin_sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Without a token_file, no token is needed.
+    let r = http(&proxy.admin, "GET", "/health", None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+
+    let mut conn = Conn::new(socket_opts(
+        &dir.path().join("p.sock"),
+        NATIVE_USER,
+        NATIVE_PASS,
+    ))
+    .await
+    .expect("session through the proxy");
+    assert_eq!(
+        conn.query_first::<i64, _>("SELECT 1").await.unwrap(),
+        Some(1)
+    );
+
+    // Exactly what SIGTERM sends.
+    let mut lifecycle = proxy.state.watch_lifecycle();
+    proxy.tx.send(Shutdown::Drain).unwrap();
+    lifecycle
+        .wait_for(|l| *l == Lifecycle::Draining)
+        .await
+        .unwrap();
+
+    let r = http(&proxy.admin, "GET", "/health", None).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"error": "draining: not accepting new connections, waiting for sessions to finish"})
+    );
+    let status = http(&proxy.admin, "GET", "/status", None).await.json();
+    assert_eq!(status["state"], "draining");
+    assert_eq!(status["listeners"][0]["active_connections"], 1);
+
+    // The open session still works, then ends; the proxy stops and takes
+    // its admin socket with it.
+    assert_eq!(
+        conn.query_first::<i64, _>("SELECT 2").await.unwrap(),
+        Some(2)
+    );
+    conn.disconnect().await.unwrap();
+    proxy.handle.take().unwrap().await.unwrap();
+    assert_eq!(proxy.state.lifecycle(), Lifecycle::Stopped);
+    assert!(!admin_sock.exists(), "admin socket left behind");
+}
+
+/// The admin API has its own thread and runtime: with the proxy's runtime
+/// blocked solid, `/health` still answers.
+#[tokio::test(flavor = "current_thread")]
+async fn admin_answers_while_the_proxy_runtime_is_blocked() {
+    let dir = short_tempdir("bl");
+    let toml = format!(
+        r#"
+[[backend]]
+name = "db"
+address = "unix:{dir}/absent.sock"
+
+[[listener]]
+name = "plain"
+address = "127.0.0.1:0"
+route = "db"
+
+[admin]
+address = "127.0.0.1:0"
+"#,
+        dir = dir.path().display(),
+    );
+    let proxy = Running::start(&toml).await;
+    let ListenAddr::Tcp(admin) = proxy.admin.clone() else {
+        panic!("TCP admin expected")
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        s.write_all(request("GET", "/health", None).as_bytes())
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let _ = tx.send(raw);
+    });
+    // Blocks this test's only runtime thread, which also runs every proxy
+    // task, until the admin answers.
+    let raw = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("admin answered while the proxy runtime was blocked");
+    let r = Reply::parse(&raw);
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+    proxy.stop().await;
+}
+
+/// Reads JSON log lines until one whose message starts with `message`.
+async fn wait_for_log(log: &mut tokio::sync::mpsc::UnboundedReceiver<String>, message: &str) {
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = log.recv().await {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "no {message:?} log line before exit or timeout"
+    );
+}
+
+/// Kills the child process if the test fails half-way.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// SIGTERM to the real binary: health turns 503 while a session drains,
+/// and the process exits 0 once it ends.
+#[tokio::test]
+async fn sigterm_drain_seen_by_keepalived_style_health_check() {
+    let db = db().await;
+    let dir = short_tempdir("sg");
+    let d = dir.path().display();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[backend]]\nname = \"db\"\naddress = \"{}\"\n\n[[listener]]\nname = \"local\"\naddress = \"unix:{d}/p.sock\"\nroute = \"db\"\n\n[admin]\naddress = \"unix:{d}/admin.sock\"\n",
+            unix_backend(&db)
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .env("PORTCULLIS_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let pid = child.id().to_string();
+    let mut child = KillOnDrop(Some(child));
+    let (tx, mut log) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Readiness: logged once every accept loop runs.
+    wait_for_log(&mut log, "serving").await;
+    let admin = ListenAddr::Unix(dir.path().join("admin.sock"));
+    let r = http(&admin, "GET", "/health", None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+
+    let mut conn = Conn::new(socket_opts(
+        &dir.path().join("p.sock"),
+        NATIVE_USER,
+        NATIVE_PASS,
+    ))
+    .await
+    .expect("session through the proxy");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // Logged after the proxy has marked itself draining.
+    wait_for_log(&mut log, "draining").await;
+    let r = http(&admin, "GET", "/health", None).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"error": "draining: not accepting new connections, waiting for sessions to finish"})
+    );
+
+    assert_eq!(
+        conn.query_first::<i64, _>("SELECT 3").await.unwrap(),
+        Some(3)
+    );
+    conn.disconnect().await.unwrap();
+    let mut c = child.0.take().unwrap();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || c.wait()),
+    )
+    .await;
+    let Ok(status) = waited else {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        panic!("portcullis did not exit after its last session ended");
+    };
+    let status = status.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!dir.path().join("admin.sock").exists());
+}
