@@ -562,7 +562,7 @@ mod tests {
             (
                 StatusCode::NOT_FOUND,
                 None,
-                "{\n  \"error\": \"no such endpoint: /nope (endpoints: /health, /status, /metrics, /reload)\"\n}\n".into()
+                "{\n  \"error\": \"no such endpoint: /nope (endpoints: /health, /status, /metrics, /reload, /listeners/NAME/failover)\"\n}\n".into()
             )
         );
         assert_eq!(
