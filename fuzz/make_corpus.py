@@ -125,7 +125,9 @@ def main():
             "relay-plain-auth-switch": phase(0, packet(0, g) + packet(2, AUTH_SWITCH) + packet(4, OK),
                                              packet(1, plain_hr) + packet(3, b"\x11" * 20)),
             "relay-plain-backend-err": phase(0, packet(0, err(1040, b"08004", b"Too many connections")), b""),
-            "relay-plain-backend-closes": phase(0x20, packet(0, g), packet(1, plain_hr)),
+            "relay-plain-backend-closes": phase(0, packet(0, g), packet(1, plain_hr)),
+            "relay-plain-backend-stalls": phase(0x20, packet(0, g), packet(1, plain_hr)),
+            "relay-plain-backend-stalls-mid-greeting": phase(0x20, packet(0, g)[:30], b""),
             "relay-plain-mysql8": phase(0, packet(0, mysql8_greeting()) + packet(2, OK), packet(1, plain_hr)),
             # TLS listener
             "tls-raw-no-ssl": phase(4, packet(0, g) + packet(2, OK), packet(1, plain_hr)),

@@ -20,13 +20,17 @@
 //!   greeting, sends an SSLRequest, completes TLS with a client certificate
 //!   and then sends the client bytes inside TLS; 2 the same without a
 //!   client certificate;
-//! - 5 the backend half-closes right after its script (otherwise it keeps
-//!   reading until portcullis closes its side, like a real server).
+//! - 5 the backend stalls: it sends its script and then keeps its side
+//!   open until portcullis closes (a hung or half-written server). Those
+//!   inputs go to listeners with a 20 ms `handshake_timeout`. Otherwise the
+//!   backend half-closes once portcullis has had its script.
 //!
-//! The client always half-closes after its bytes and then reads until
-//! portcullis closes, so every session must end. A session that takes over
-//! 100 ms is re-run with a 2 s limit; one that still has not ended is a hang
-//! and fails the target.
+//! The client always half-closes once portcullis has had its bytes, then
+//! reads until portcullis closes. So a session must end: at once when both
+//! peers closed, within the handshake timeout when the backend stalls. One
+//! that has not ended after 100 ms is a hang and fails the target. Time is
+//! the runtime's paused clock, which only moves when everything waits: a
+//! timeout costs no wall time and does not depend on the machine's speed.
 //!
 //! Invariant checked: the first packet the client receives, when it is a
 //! greeting, advertises CLIENT_SSL exactly when the listener has TLS.
@@ -52,8 +56,11 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-const FIRST_TRY: Duration = Duration::from_millis(100);
-const HANG: Duration = Duration::from_secs(2);
+/// How long a session may take, on the runtime's paused clock (see
+/// `Harness::new`): far past anything that is not a hang.
+const LIMIT: Duration = Duration::from_millis(100);
+/// handshake_timeout of the listeners used when the backend stalls.
+const STALL_TIMEOUT: &str = "20ms";
 
 #[derive(Clone, Copy, Debug)]
 enum ClientKind {
@@ -94,25 +101,27 @@ address = "unix:{d}/nobody-listens-here.sock"
 connect_timeout = "1s"
 "#
         );
-        for kind in ["relay", "failover", "gone"] {
-            for tls in [false, true] {
-                toml += &format!(
-                    r#"
-[[listener]]
-name = "{kind}-{tls}"
-address = "unix:{d}/{kind}-{tls}.sock"
-route = "{route}"
-handshake_timeout = "10s"
-max_handshake_packet = 4096
-"#,
-                    route = if kind == "gone" { "gone" } else { "fake" },
-                );
-                if kind == "failover" {
-                    toml += "failover = \"all\"\nfailover_target = \"db2.example.net:3307\"\n";
-                }
-                if tls {
+        // Order: index = (stall * 3 + kind) * 2 + tls.
+        for (stall, timeout) in [("", "10s"), ("-stall", STALL_TIMEOUT)] {
+            for kind in ["relay", "failover", "gone"] {
+                for tls in [false, true] {
                     toml += &format!(
                         r#"
+[[listener]]
+name = "{kind}-{tls}{stall}"
+address = "unix:{d}/{kind}-{tls}{stall}.sock"
+route = "{route}"
+handshake_timeout = "{timeout}"
+max_handshake_packet = 4096
+"#,
+                        route = if kind == "gone" { "gone" } else { "fake" },
+                    );
+                    if kind == "failover" {
+                        toml += "failover = \"all\"\nfailover_target = \"db2.example.net:3307\"\n";
+                    }
+                    if tls {
+                        toml += &format!(
+                            r#"
 [listener.tls]
 cert = "{c}/server.pem"
 key = "{c}/server-key.pem"
@@ -120,7 +129,8 @@ ca = "{c}/ca.pem"
 crl = ["{c}/crl.pem"]
 client_auth = "required"
 "#
-                    );
+                        );
+                    }
                 }
             }
         }
@@ -132,9 +142,10 @@ client_auth = "required"
             .map(|l| ListenerRuntime {
                 config: l.clone(),
                 backend: config.backend(&l.route).expect("route").clone(),
-                tls: l.tls.as_ref().map(|t| {
-                    ArcSwap::from_pointee(ServerTls::load(t).expect("demo PKI loads"))
-                }),
+                tls: l
+                    .tls
+                    .as_ref()
+                    .map(|t| ArcSwap::from_pointee(ServerTls::load(t).expect("demo PKI loads"))),
                 slots: Arc::new(Semaphore::new(l.max_connections)),
                 failover: ArcSwap::from_pointee(l.failover.clone()),
             })
@@ -163,8 +174,13 @@ client_auth = "required"
             Arc::new(cfg)
         };
 
+        // The clock is paused and only moves when every task waits and no
+        // I/O is ready (all I/O here is in-process, so nothing is in flight
+        // then): timeouts cost no wall time and do not depend on how fast
+        // the machine is, so the same input always times out the same way.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .expect("tokio runtime");
         let backend = {
@@ -200,11 +216,25 @@ async fn read_to_close<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
     out
 }
 
-/// Writes `bytes`, half-closes, and reads until the peer closes.
+/// Lets portcullis and the other peer act on everything already sent
+/// before this peer closes. Without it the outcome would hang on which of
+/// two ready streams portcullis happens to read first (a client that sends
+/// its auth data and closes at once loses the race against the backend's
+/// OK half the time), and libFuzzer would see the same input behave
+/// differently. Each yield lets the runtime poll the I/O driver once.
+async fn settle() {
+    for _ in 0..32 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Writes `bytes`, waits for things to settle, half-closes, and reads until
+/// the peer closes.
 async fn send_and_drain<S: AsyncRead + AsyncWrite + Unpin>(s: S, bytes: &[u8]) -> Vec<u8> {
     let (mut r, mut w) = tokio::io::split(s);
     let write = async {
         let _ = w.write_all(bytes).await;
+        settle().await;
         let _ = w.shutdown().await;
     };
     let (_, got) = tokio::join!(write, read_to_close(&mut r));
@@ -212,14 +242,16 @@ async fn send_and_drain<S: AsyncRead + AsyncWrite + Unpin>(s: S, bytes: &[u8]) -
 }
 
 /// The fake backend: accepts portcullis's connection, sends the script,
-/// and reads whatever portcullis relays. Never completes: it is dropped
-/// when the session ends.
-async fn fake_backend(listener: &UnixListener, script: &[u8], close_early: bool) {
+/// and reads whatever portcullis relays. Unless it stalls, it then
+/// half-closes like the client. Never completes: it is dropped when the
+/// session ends.
+async fn fake_backend(listener: &UnixListener, script: &[u8], stall: bool) {
     if let Ok((mut s, _)) = listener.accept().await {
         let (mut r, mut w) = s.split();
         let write = async {
             let _ = w.write_all(script).await;
-            if close_early {
+            if !stall {
+                settle().await;
                 let _ = w.shutdown().await;
             }
         };
@@ -249,8 +281,8 @@ async fn client(
                 return None;
             };
             let greeting = first.payload().to_vec();
-            let offers_tls = Greeting::parse(&greeting)
-                .is_ok_and(|g| g.capabilities.has(Capabilities::SSL));
+            let offers_tls =
+                Greeting::parse(&greeting).is_ok_and(|g| g.capabilities.has(Capabilities::SSL));
             if !offers_tls {
                 send_and_drain(io, bytes).await;
                 return Some(greeting);
@@ -296,25 +328,49 @@ async fn run_once(
     listener: &ListenerRuntime,
     kind: ClientKind,
     backend_script: &[u8],
-    close_early: bool,
+    stall: bool,
     client_bytes: &[u8],
-    limit: Duration,
 ) -> Option<Option<Vec<u8>>> {
     let (proxy_side, client_side) = tokio::io::duplex(64 * 1024);
     let cancel = CancellationToken::new();
-    let mut info = SessionInfo::default();
     let session = async {
-        tokio::select! {
+        let mut info = SessionInfo::default();
+        let ended = tokio::select! {
             r = serve(proxy_side, listener, &mut info, &cancel) => r,
-            _ = fake_backend(&h.backend, backend_script, close_early) => unreachable!(),
-        }
+            _ = fake_backend(&h.backend, backend_script, stall) => unreachable!(),
+        };
+        (ended, info)
     };
-    let both = async { tokio::join!(session, client(h, client_side, kind, client_bytes)).1 };
-    let out = tokio::time::timeout(limit, both).await.ok();
+    let both = async {
+        let ((ended, info), seen) =
+            tokio::join!(session, client(h, client_side, kind, client_bytes));
+        if debug() {
+            eprintln!(
+                "listener {} client {kind:?} backend stalls {stall}: {} ({ended:?}); user {:?}, tls {:?}, cert {:?}",
+                listener.config.name,
+                match &ended {
+                    Ok(f) => f.label(),
+                    Err(e) => e.label(),
+                },
+                info.user,
+                info.tls_version,
+                info.client_cert.as_ref().map(|c| &c.subject),
+            );
+        }
+        seen
+    };
+    let out = tokio::time::timeout(LIMIT, both).await.ok();
     // A connection portcullis made but the fake backend never accepted
     // would be picked up by the next input: drop any such.
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, h.backend.accept()).await {}
     out
+}
+
+/// `PORTCULLIS_FUZZ_DEBUG=1` prints how each session ended (for checking
+/// what an input reaches: `cargo fuzz run connection_phase <file>`).
+fn debug() -> bool {
+    static D: OnceLock<bool> = OnceLock::new();
+    *D.get_or_init(|| std::env::var_os("PORTCULLIS_FUZZ_DEBUG").is_some())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -336,31 +392,28 @@ fuzz_target!(|data: &[u8]| {
         2 => ClientKind::Tls { with_cert: false },
         _ => ClientKind::Raw,
     };
-    let close_early = mode & 0x20 != 0;
+    let stall = mode & 0x20 != 0;
+    let stall_index = usize::from(stall);
 
     let h = harness();
-    let listener = &h.listeners[listener_kind * 2 + usize::from(tls)];
-    let run = |limit| {
+    let listener = &h.listeners[(stall_index * 3 + listener_kind) * 2 + usize::from(tls)];
+    let seen =
         h.rt.block_on(run_once(
             h,
             listener,
             kind,
             backend_script,
-            close_early,
+            stall,
             client_bytes,
-            limit,
         ))
-    };
-    let seen = match run(FIRST_TRY) {
-        Some(seen) => seen,
-        None => run(HANG).unwrap_or_else(|| {
+        .unwrap_or_else(|| {
             panic!(
-                "session did not end within {HANG:?} although both peers closed \
-                 (listener {}, client {kind:?}, backend closes early: {close_early})",
+                "session did not end within {LIMIT:?} (listener {}, client {kind:?}, \
+                 backend stalls: {stall}): with both peers closed, or past the \
+                 {STALL_TIMEOUT} handshake timeout, it must",
                 listener.config.name
             )
-        }),
-    };
+        });
     if let Some(g) = seen.as_deref().and_then(|p| Greeting::parse(p).ok()) {
         assert_eq!(
             g.capabilities.has(Capabilities::SSL),

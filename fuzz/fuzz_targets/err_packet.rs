@@ -9,10 +9,18 @@ use portcullis::protocol::ErrPacket;
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = ErrPacket::parse(data) {
         let enc = e.encode();
-        assert_eq!(ErrPacket::parse(&enc).as_ref(), Ok(&e), "encode(parse(x)) parses back equal");
-        let canonical = data.len() >= 9 && data[3] == b'#' && std::str::from_utf8(&data[9..]).is_ok();
+        assert_eq!(
+            ErrPacket::parse(&enc).as_ref(),
+            Ok(&e),
+            "encode(parse(x)) parses back equal"
+        );
+        let canonical =
+            data.len() >= 9 && data[3] == b'#' && std::str::from_utf8(&data[9..]).is_ok();
         if canonical {
-            assert_eq!(enc, data, "a 4.1-form ERR with a UTF-8 message encodes back byte-exact");
+            assert_eq!(
+                enc, data,
+                "a 4.1-form ERR with a UTF-8 message encodes back byte-exact"
+            );
         }
     }
 

@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::protocol::response::{client_capabilities, is_ssl_request, set_ssl, SSL_REQUEST_LEN};
+use portcullis::protocol::response::{
+    client_capabilities, is_ssl_request, set_ssl, SSL_REQUEST_LEN,
+};
 use portcullis::protocol::{Capabilities, HandshakeResponse};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(caps.as_ref().is_ok_and(|c| c.has(Capabilities::SSL)));
     }
     if let Ok(r) = &parsed {
-        assert_eq!(Ok(r.capabilities), caps, "parse reads the same capabilities");
+        assert_eq!(
+            Ok(r.capabilities),
+            caps,
+            "parse reads the same capabilities"
+        );
         assert!(r.capabilities.has(Capabilities::PROTOCOL_41));
     }
 
@@ -36,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     match (&parsed, HandshakeResponse::parse(&p)) {
         (Ok(a), Ok(b)) => {
             assert_eq!(b.capabilities.0, a.capabilities.0 & !Capabilities::SSL);
-            assert_eq!((&a.user, &a.database, &a.auth_plugin), (&b.user, &b.database, &b.auth_plugin));
+            assert_eq!(
+                (&a.user, &a.database, &a.auth_plugin),
+                (&b.user, &b.database, &b.auth_plugin)
+            );
         }
         (Err(_), Err(_)) => {}
         (a, b) => panic!("CLIENT_SSL changed whether the response parses: {a:?} vs {b:?}"),
