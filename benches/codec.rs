@@ -8,67 +8,30 @@ use divan::{black_box, Bencher};
 use portcullis::failover::{FailoverMode, FailoverSettings, DEFAULT_ERROR_CODE};
 use portcullis::protocol::packet::split_packet;
 use portcullis::protocol::response::{self, is_ssl_request};
-use portcullis::protocol::{Capabilities, ErrPacket, Greeting, HandshakeResponse};
+use portcullis::protocol::{ErrPacket, Greeting, HandshakeResponse};
 
 fn main() {
     divan::main();
 }
 
-/// A MariaDB 10.11 greeting payload (as in the greeting unit tests).
+// Inputs are the fuzz seed corpus (fuzz/make_corpus.py writes them from
+// MariaDB 10.11 / Connector/C captures), so benches and fuzzing share one
+// set of realistic packets.
+
+/// A MariaDB 10.11 greeting payload.
 fn mariadb_greeting() -> Vec<u8> {
-    let mut p = vec![0x0a];
-    p.extend_from_slice(b"5.5.5-10.11.19-MariaDB-0+deb12u1\0");
-    p.extend_from_slice(&[0x2a, 0, 0, 0]);
-    p.extend_from_slice(b"abcdefgh\0");
-    p.extend_from_slice(&[0xfe, 0xff, 0x2d, 0x02, 0x00, 0xff, 0x81, 0x15]);
-    p.extend_from_slice(&[0; 6]);
-    p.extend_from_slice(&[0x1d, 0, 0, 0]);
-    p.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
-    p
+    include_bytes!("../fuzz/corpus/greeting/mariadb-10.11").to_vec()
 }
 
-/// Capabilities Connector/C 3.3 sends (lower 32 bits), with CLIENT_SSL.
-const CLIENT_CAPS: u32 = 0x81be_aa05 | Capabilities::SSL;
-
-/// An SSLRequest payload: the fixed 32-byte prefix of a HandshakeResponse.
+/// An SSLRequest payload as Connector/C 3.3 sends it.
 fn ssl_request() -> Vec<u8> {
-    let mut p = CLIENT_CAPS.to_le_bytes().to_vec();
-    p.extend_from_slice(&0x0100_0000u32.to_le_bytes()); // max packet 16 MiB
-    p.push(45); // utf8mb4_general_ci
-    p.extend_from_slice(&[0; 19]);
-    p.extend_from_slice(&[0x1d, 0, 0, 0]); // MariaDB extended capabilities
-    p
-}
-
-fn lenenc_str(p: &mut Vec<u8>, s: &[u8]) {
-    assert!(s.len() < 251);
-    p.push(s.len() as u8);
-    p.extend_from_slice(s);
+    include_bytes!("../fuzz/corpus/handshake_response/ssl-request").to_vec()
 }
 
 /// A HandshakeResponse41 as the `mariadb` CLI sends it: user, 20-byte
 /// native-password auth data, schema, plugin name and connect attributes.
 fn handshake_response() -> Vec<u8> {
-    let mut p = ssl_request();
-    p.extend_from_slice(b"app\0");
-    lenenc_str(&mut p, &[0x5a; 20]);
-    p.extend_from_slice(b"shop\0");
-    p.extend_from_slice(b"mysql_native_password\0");
-    let mut attrs = Vec::new();
-    for (k, v) in [
-        (&b"_client_name"[..], &b"libmariadb"[..]),
-        (b"_client_version", b"3.3.8"),
-        (b"_os", b"Linux"),
-        (b"_pid", b"123456"),
-        (b"_platform", b"x86_64"),
-        (b"_server_host", b"db1.example.net"),
-        (b"program_name", b"mariadb"),
-    ] {
-        lenenc_str(&mut attrs, k);
-        lenenc_str(&mut attrs, v);
-    }
-    lenenc_str(&mut p, &attrs);
-    p
+    include_bytes!("../fuzz/corpus/handshake_response/mariadb-cli").to_vec()
 }
 
 /// A framed packet (header + payload) followed by the start of the next.

@@ -473,7 +473,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> C
             ]
             .into_iter()
             .flatten()
-            .find(|_| true)
+            .next()
             .unwrap_or(l_span.clone());
             p.at(span, e);
         } else if let (Some(t), Some(a)) = (&failover.target, &address) {

@@ -119,9 +119,10 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-fn bind_unix(path: &Path) -> io::Result<UnixListener> {
-    // A socket file left by a previous run would make bind fail; remove it,
-    // but only if it is a socket nobody answers on.
+/// Binds a Unix socket. A socket file left by a previous run would make
+/// bind fail, so it is removed — but only if it is a socket nobody answers
+/// on; anything else at the path is an error. Shared with the admin API.
+pub(crate) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {

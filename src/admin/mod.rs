@@ -154,23 +154,8 @@ impl Drop for AdminServer {
 /// API controls the proxy. A stale socket file nobody answers on is
 /// replaced; anything else at the path is an error.
 fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "path exists and is not a socket",
-            ));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "another process is listening on this socket",
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = tokio::net::UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    let l = crate::listener::bind_unix(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }
