@@ -10,208 +10,63 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::client::{plain_opts, server_error_code, socket_opts, tls_opts};
+use common::http::{http, request, Reply};
 use common::mariadb::{short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
 use common::pki::{Pki, CA_CN, SERVER_CN};
-use common::proxy::tls_section;
+use common::proxy::{tls_section, TestProxy};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use portcullis::config::ListenAddr;
-use portcullis::metrics::{rfc3339, Lifecycle, ProxyState};
-use portcullis::{Config, Proxy, Shutdown};
+use portcullis::metrics::{rfc3339, Lifecycle};
+use portcullis::Shutdown;
 use serde_json::{json, Value};
-use tempfile::TempDir;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 /// The test CA's distinguished name as x509-parser prints it.
 const CA_DN: &str = "CN=Portcullis Test CA, O=portcullis tests";
 
-// ---------------------------------------------------------------------------
-// An in-process proxy with its admin API
-// ---------------------------------------------------------------------------
-
-struct Running {
-    admin: ListenAddr,
-    addrs: Vec<(String, ListenAddr)>,
-    state: Arc<ProxyState>,
-    tx: watch::Sender<Shutdown>,
-    handle: Option<JoinHandle<()>>,
-    dir: TempDir,
+/// The admin token the tests write next to the config.
+fn token_file() -> (&'static str, String) {
+    ("admin.token", format!("{TOKEN}\n"))
 }
 
-impl Running {
-    /// Writes `admin.token` and `portcullis.toml` (with `toml`) into a temp
-    /// dir, binds and serves.
-    async fn start(toml: &str) -> Running {
-        let dir = short_tempdir("adm");
-        std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
-        let path = dir.path().join("portcullis.toml");
-        std::fs::write(&path, toml).unwrap();
-        let config =
-            Config::load(&path).unwrap_or_else(|e| panic!("config invalid:\n{e}\n---\n{toml}"));
-        let proxy = Proxy::bind(config).expect("bind");
-        let admin = proxy.admin_addr().expect("[admin] is configured");
-        let addrs = proxy.local_addrs();
-        let state = proxy.state();
-        let (tx, rx) = watch::channel(Shutdown::Run);
-        let mut lifecycle = state.watch_lifecycle();
-        let handle = tokio::spawn(proxy.run(rx));
-        lifecycle
-            .wait_for(|l| *l == Lifecycle::Serving)
-            .await
-            .expect("proxy serves");
-        Running {
-            admin,
-            addrs,
-            state,
-            tx,
-            handle: Some(handle),
-            dir,
+async fn start(toml: &str) -> TestProxy {
+    let (name, contents) = token_file();
+    TestProxy::start_with_files(toml, &[(name, &contents)]).await
+}
+
+async fn get(proxy: &TestProxy, path: &str) -> Reply {
+    http(&proxy.admin_addr(), "GET", path, Some(TOKEN)).await
+}
+
+async fn metrics(proxy: &TestProxy) -> Metrics {
+    let r = get(proxy, "/metrics").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(r.body.ends_with("# EOF\n"), "{}", r.body);
+    Metrics::parse(&r.body)
+}
+
+/// Polls `/metrics` until `done` holds (sessions are recorded when they
+/// end, just after the client sees its last byte).
+async fn metrics_when(proxy: &TestProxy, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics(proxy).await;
+        if done(&m) {
+            return m;
         }
-    }
-
-    fn addr(&self, listener: &str) -> &ListenAddr {
-        &self.addrs.iter().find(|(n, _)| n == listener).unwrap().1
-    }
-
-    fn port(&self, listener: &str) -> u16 {
-        match self.addr(listener) {
-            ListenAddr::Tcp(a) => a.port(),
-            other => panic!("{listener} is not TCP: {other}"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        http(&self.admin, "GET", path, Some(TOKEN)).await
-    }
-
-    async fn metrics(&self) -> Metrics {
-        let r = self.get("/metrics").await;
-        assert_eq!(r.status, 200, "{r:?}");
-        assert_eq!(
-            r.header("content-type"),
-            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{m:#?}"
         );
-        assert!(r.body.ends_with("# EOF\n"), "{}", r.body);
-        Metrics::parse(&r.body)
-    }
-
-    /// Polls `/metrics` until `done` holds (sessions are recorded when they
-    /// end, just after the client sees its last byte).
-    async fn metrics_when(&self, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let m = self.metrics().await;
-            if done(&m) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{m:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.tx.send(Shutdown::Now);
-        if let Some(h) = self.handle.take() {
-            h.await.expect("proxy task");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Shutdown::Now);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Hand-written HTTP/1.1
-// ---------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{self:?}"
-        );
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn parse(raw: &[u8]) -> Reply {
-        let text = String::from_utf8(raw.to_vec()).expect("UTF-8 answer");
-        let (head, body) = text.split_once("\r\n\r\n").expect("header end");
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|s| s[..3].parse().ok())
-            .unwrap_or_else(|| panic!("status line {status_line:?}"));
-        let headers = lines
-            .map(|l| {
-                let (n, v) = l.split_once(':').unwrap();
-                (n.trim().to_ascii_lowercase(), v.trim().to_string())
-            })
-            .collect();
-        Reply {
-            status,
-            headers,
-            body: body.to_string(),
-        }
-    }
-}
-
-fn request(method: &str, path: &str, token: Option<&str>) -> String {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        r.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if method == "POST" {
-        r.push_str("Content-Length: 0\r\n");
-    }
-    r.push_str("\r\n");
-    r
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> Reply {
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    Reply::parse(&raw)
-}
-
-async fn http(addr: &ListenAddr, method: &str, path: &str, token: Option<&str>) -> Reply {
-    let req = request(method, path, token);
-    match addr {
-        ListenAddr::Tcp(a) => {
-            exchange(tokio::net::TcpStream::connect(a).await.unwrap(), &req).await
-        }
-        ListenAddr::Unix(p) => {
-            exchange(tokio::net::UnixStream::connect(p).await.unwrap(), &req).await
-        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -257,16 +112,6 @@ impl Metrics {
             .filter(|(_, d)| *d != 0.0)
             .collect()
     }
-}
-
-fn unix_backend(db: &MariaDb) -> String {
-    format!("unix:{}", db.socket_path().display())
-}
-
-async fn db() -> MariaDb {
-    let db = MariaDb::start().await;
-    db.create_users().await;
-    db
 }
 
 fn pem_der(path: &Path) -> Vec<u8> {
@@ -317,10 +162,10 @@ token_file = "admin.token"
         tls = tls_section(&pki, "required"),
         sock = sock.display(),
     );
-    let proxy = Running::start(&toml).await;
+    let proxy = start(&toml).await;
 
     // Health needs no token.
-    let r = http(&proxy.admin, "GET", "/health", None).await;
+    let r = http(&proxy.admin_addr(), "GET", "/health", None).await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
 
@@ -331,7 +176,7 @@ token_file = "admin.token"
         ("POST", "/reload", Some("")),
         ("GET", "/nowhere", None),
     ] {
-        let r = http(&proxy.admin, method, path, token).await;
+        let r = http(&proxy.admin_addr(), method, path, token).await;
         assert_eq!(r.status, 401, "{method} {path}: {r:?}");
         assert_eq!(
             r.json(),
@@ -343,18 +188,18 @@ token_file = "admin.token"
         );
     }
 
-    let r = proxy.get("/nowhere").await;
+    let r = get(&proxy, "/nowhere").await;
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(
         r.json(),
         json!({"error": "no such endpoint: /nowhere (endpoints: /health, /status, /metrics, /reload, /listeners/NAME/failover)"})
     );
-    let r = http(&proxy.admin, "POST", "/status", Some(TOKEN)).await;
+    let r = http(&proxy.admin_addr(), "POST", "/status", Some(TOKEN)).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")), "{r:?}");
     assert_eq!(r.json(), json!({"error": "/status accepts GET only"}));
-    let r = http(&proxy.admin, "DELETE", "/reload", Some(TOKEN)).await;
+    let r = http(&proxy.admin_addr(), "DELETE", "/reload", Some(TOKEN)).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")), "{r:?}");
-    let r = http(&proxy.admin, "POST", "/reload", Some(TOKEN)).await;
+    let r = http(&proxy.admin_addr(), "POST", "/reload", Some(TOKEN)).await;
     assert_eq!(r.status, 501, "{r:?}");
     assert_eq!(
         r.json(),
@@ -362,7 +207,7 @@ token_file = "admin.token"
     );
 
     // Status: exactly the listeners and backends of the config.
-    let r = proxy.get("/status").await;
+    let r = get(&proxy, "/status").await;
     assert_eq!(r.status, 200, "{r:?}");
     let mut status = r.json();
     let obj = status.as_object_mut().unwrap();
@@ -381,10 +226,7 @@ token_file = "admin.token"
     let (_, crl) = x509_parser::parse_x509_crl(&crl_der).unwrap();
     let this_update = crl.last_update().timestamp();
     let next_update = crl.next_update().unwrap().timestamp();
-    let public = match proxy.addr("public") {
-        ListenAddr::Tcp(a) => a.to_string(),
-        other => panic!("{other}"),
-    };
+    let public = proxy.tcp_addr("public").to_string();
     assert!(
         public.starts_with("[::1]:") && !public.ends_with(":0"),
         "{public}"
@@ -446,7 +288,7 @@ token_file = "admin.token"
     );
 
     // Expiry gauges carry the same instants.
-    let m = proxy.metrics().await;
+    let m = metrics(&proxy).await;
     assert_eq!(
         m.get(r#"portcullis_certificate_not_after_timestamp_seconds{listener="public"}"#),
         not_after as f64
@@ -466,8 +308,8 @@ token_file = "admin.token"
     );
 
     // `portcullis status` prints the same as tables.
-    let admin = proxy.admin.to_string();
-    let token_file = proxy.dir.path().join("admin.token");
+    let admin = proxy.admin_addr().to_string();
+    let token_file = proxy.dir().join("admin.token");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["status", "--admin", &admin, "--token-file"])
         .arg(&token_file)
@@ -546,7 +388,7 @@ token_file = "admin.token"
     );
 
     // A wrong token makes the command fail with the server's reason.
-    let bad = proxy.dir.path().join("bad.token");
+    let bad = proxy.dir().join("bad.token");
     std::fs::write(&bad, "not-the-right-token-at-all\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["status", "--admin", &admin, "--token-file"])
@@ -558,13 +400,13 @@ token_file = "admin.token"
         String::from_utf8_lossy(&out.stderr),
         format!("portcullis status: {admin} answered 401 Unauthorized: missing or invalid bearer token\n")
     );
-    proxy.stop().await;
+    proxy.stop(Shutdown::Now).await;
 }
 
 #[tokio::test]
 async fn metrics_move_by_exact_deltas_per_outcome() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("mx");
     let toml = format!(
         r#"
@@ -595,12 +437,12 @@ route = "db"
 address = "127.0.0.1:0"
 token_file = "admin.token"
 "#,
-        db = unix_backend(&db),
+        db = db.unix_address(),
         gone = dir.path().display(),
         tls = tls_section(&pki, "required"),
     );
-    let proxy = Running::start(&toml).await;
-    let before = proxy.metrics().await;
+    let proxy = start(&toml).await;
+    let before = metrics(&proxy).await;
     assert_eq!(before.sum("portcullis_connections_total"), 0.0);
 
     // relayed
@@ -617,7 +459,7 @@ token_file = "admin.token"
         Some(42)
     );
     // While it is open it is an active session.
-    let during = proxy.metrics().await;
+    let during = metrics(&proxy).await;
     assert_eq!(
         during.get(r#"portcullis_active_sessions{listener="plain"}"#),
         1.0
@@ -673,12 +515,10 @@ token_file = "admin.token"
     .expect_err("no backend");
     assert_eq!(server_error_code(&err), Some(1105), "{err}");
 
-    let after = proxy
-        .metrics_when("six finished connections", |m| {
-            m.sum("portcullis_connections_total") == 6.0
-                && m.sum("portcullis_active_sessions") == 0.0
-        })
-        .await;
+    let after = metrics_when(&proxy, "six finished connections", |m| {
+        m.sum("portcullis_connections_total") == 6.0 && m.sum("portcullis_active_sessions") == 0.0
+    })
+    .await;
     let mut delta = after.delta(&before);
     // Byte counts depend on the client's queries; they must move for the
     // relayed session only.
@@ -730,7 +570,7 @@ token_file = "admin.token"
     );
 
     // /status counts the same connections.
-    let status = proxy.get("/status").await.json();
+    let status = get(&proxy, "/status").await.json();
     let totals: Vec<(&str, u64, &Value)> = status["listeners"]
         .as_array()
         .unwrap()
@@ -755,12 +595,12 @@ token_file = "admin.token"
             ),
         ]
     );
-    proxy.stop().await;
+    proxy.stop(Shutdown::Now).await;
 }
 
 #[tokio::test]
 async fn health_flips_to_503_while_draining() {
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("dr");
     let toml = format!(
         r#"
@@ -776,17 +616,17 @@ route = "db"
 [admin]
 address = "unix:{dir}/admin.sock"
 "#,
-        db = unix_backend(&db),
+        db = db.unix_address(),
         dir = dir.path().display(),
     );
-    let mut proxy = Running::start(&toml).await;
+    let proxy = start(&toml).await;
     let admin_sock = dir.path().join("admin.sock");
-    assert_eq!(proxy.admin, ListenAddr::Unix(admin_sock.clone()));
+    assert_eq!(proxy.admin_addr(), ListenAddr::Unix(admin_sock.clone()));
     // The admin socket is for its owner only.
     let mode = std::fs::metadata(&admin_sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     // Without a token_file, no token is needed.
-    let r = http(&proxy.admin, "GET", "/health", None).await;
+    let r = http(&proxy.admin_addr(), "GET", "/health", None).await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
 
     let mut conn = Conn::new(socket_opts(
@@ -802,20 +642,23 @@ address = "unix:{dir}/admin.sock"
     );
 
     // Exactly what SIGTERM sends.
-    let mut lifecycle = proxy.state.watch_lifecycle();
-    proxy.tx.send(Shutdown::Drain).unwrap();
+    let state = proxy.state();
+    let mut lifecycle = state.watch_lifecycle();
+    proxy.signal(Shutdown::Drain);
     lifecycle
         .wait_for(|l| *l == Lifecycle::Draining)
         .await
         .unwrap();
 
-    let r = http(&proxy.admin, "GET", "/health", None).await;
+    let r = http(&proxy.admin_addr(), "GET", "/health", None).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(
         r.json(),
         json!({"error": "draining: not accepting new connections, waiting for sessions to finish"})
     );
-    let status = http(&proxy.admin, "GET", "/status", None).await.json();
+    let status = http(&proxy.admin_addr(), "GET", "/status", None)
+        .await
+        .json();
     assert_eq!(status["state"], "draining");
     assert_eq!(status["listeners"][0]["active_connections"], 1);
 
@@ -826,8 +669,8 @@ address = "unix:{dir}/admin.sock"
         Some(2)
     );
     conn.disconnect().await.unwrap();
-    proxy.handle.take().unwrap().await.unwrap();
-    assert_eq!(proxy.state.lifecycle(), Lifecycle::Stopped);
+    proxy.stop(Shutdown::Drain).await;
+    assert_eq!(state.lifecycle(), Lifecycle::Stopped);
     assert!(!admin_sock.exists(), "admin socket left behind");
 }
 
@@ -852,15 +695,15 @@ address = "127.0.0.1:0"
 "#,
         dir = dir.path().display(),
     );
-    let proxy = Running::start(&toml).await;
-    let ListenAddr::Tcp(admin) = proxy.admin.clone() else {
+    let proxy = start(&toml).await;
+    let ListenAddr::Tcp(admin) = proxy.admin_addr() else {
         panic!("TCP admin expected")
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(admin).unwrap();
-        s.write_all(request("GET", "/health", None).as_bytes())
+        s.write_all(request("GET", "/health", None, "").as_bytes())
             .unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).unwrap();
@@ -873,7 +716,7 @@ address = "127.0.0.1:0"
         .expect("admin answered while the proxy runtime was blocked");
     let r = Reply::parse(&raw);
     assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
-    proxy.stop().await;
+    proxy.stop(Shutdown::Now).await;
 }
 
 /// Reads JSON log lines until one whose message starts with `message`.
@@ -914,7 +757,7 @@ impl Drop for KillOnDrop {
 /// and the process exits 0 once it ends.
 #[tokio::test]
 async fn sigterm_drain_seen_by_keepalived_style_health_check() {
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("sg");
     let d = dir.path().display();
     let config = dir.path().join("portcullis.toml");
@@ -922,7 +765,7 @@ async fn sigterm_drain_seen_by_keepalived_style_health_check() {
         &config,
         format!(
             "[[backend]]\nname = \"db\"\naddress = \"{}\"\n\n[[listener]]\nname = \"local\"\naddress = \"unix:{d}/p.sock\"\nroute = \"db\"\n\n[admin]\naddress = \"unix:{d}/admin.sock\"\n",
-            unix_backend(&db)
+            db.unix_address()
         ),
     )
     .unwrap();

@@ -10,7 +10,7 @@ use common::client::{
 };
 use common::mariadb::{free_port, short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
 use common::pki::Pki;
-use common::proxy::{tls_section, TestProxy};
+use common::proxy::{absent_backend, tls_section, TestProxy};
 use common::raw::{frame, response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -23,13 +23,6 @@ fn redirect_err(code: u16, text: &str, target: &str) -> Vec<u8> {
     p.extend_from_slice(b"#HY000");
     p.extend_from_slice(format!("|{text}|{target}").as_bytes());
     p
-}
-
-/// No backend at all: the redirect must not need one.
-fn absent_backend() -> (tempfile::TempDir, String) {
-    let d = short_tempdir("nb");
-    let a = format!("unix:{}/absent.sock", d.path().display());
-    (d, a)
 }
 
 #[tokio::test]
@@ -120,12 +113,6 @@ async fn mariadb_cli_shows_the_code_and_message() {
     );
 }
 
-async fn db() -> MariaDb {
-    let db = MariaDb::start().await;
-    db.create_users().await;
-    db
-}
-
 fn three_listeners(pki: &Pki, db: &MariaDb, sock: &std::path::Path, mode: &str) -> String {
     let fo = format!("failover = {mode:?}\nfailover_target = {TARGET:?}\n");
     format!(
@@ -153,27 +140,13 @@ async fn outcome(opts: mysql_async::Opts) -> Result<i64, u16> {
 #[tokio::test]
 async fn on_exempts_unix_and_admin_listeners_all_does_not() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("fo");
     for (mode, redirected_exempt) in [("on", false), ("all", true)] {
         let sock = dir.path().join(format!("{mode}.sock"));
         let proxy = TestProxy::start(&three_listeners(&pki, &db, &sock, mode)).await;
-        let public = tls_opts(
-            "::1",
-            proxy.port("public"),
-            NATIVE_USER,
-            NATIVE_PASS,
-            &pki.ca,
-            Some(&pki.app),
-        );
-        let ops = tls_opts(
-            "::1",
-            proxy.port("ops"),
-            NATIVE_USER,
-            NATIVE_PASS,
-            &pki.ca,
-            Some(&pki.app),
-        );
+        let public = proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS);
+        let ops = proxy.app_opts(&pki, "ops", NATIVE_USER, NATIVE_PASS);
         let sock_opts =
             common::client::socket_opts(&proxy.socket_path("sock"), NATIVE_USER, NATIVE_PASS);
         assert_eq!(
@@ -203,7 +176,7 @@ async fn on_exempts_unix_and_admin_listeners_all_does_not() {
 #[tokio::test]
 async fn example_client_follows_a_redirect_and_gives_up_on_a_loop() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let backend = format!("unix:{}", db.socket_path().display());
     // B serves; A redirects to B by host name.
     let b = TestProxy::start(&format!(
@@ -265,37 +238,30 @@ async fn example_client_follows_a_redirect_and_gives_up_on_a_loop() {
 #[tokio::test]
 async fn switching_modes_at_runtime_keeps_open_sessions() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let cfg = format!(
         "[admin]\naddress = \"127.0.0.1:0\"\n[[backend]]\nname = \"db\"\naddress = \"unix:{}\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
         db.socket_path().display(),
         tls_section(&pki, "required")
     );
     let proxy = TestProxy::start(&cfg).await;
-    let opts = tls_opts(
-        "::1",
-        proxy.port("public"),
-        NATIVE_USER,
-        NATIVE_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    );
+    let opts = proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS);
     let mut old = Conn::new(opts.clone()).await.expect("mode off: relayed");
 
-    let (status, body) = proxy.admin("GET", "/listeners/public/failover", "").await;
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let r = proxy.admin("GET", "/listeners/public/failover", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["mode"], "off");
 
-    let (status, body) = proxy
+    let r = proxy
         .admin(
             "PUT",
             "/listeners/public/failover",
             &format!(r#"{{"mode": "on", "target": "{TARGET}", "message": "moved"}}"#),
         )
         .await;
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(
         (
             v["mode"].as_str(),
@@ -316,37 +282,38 @@ async fn switching_modes_at_runtime_keeps_open_sessions() {
     assert_eq!(n, 42);
 
     // Bad input is refused and changes nothing.
-    let (status, body) = proxy
+    let r = proxy
         .admin(
             "PUT",
             "/listeners/public/failover",
             r#"{"mode": "on", "target": "[::1]:3307"}"#,
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body.contains("IPv6 literal"), "{body}");
-    let (status, _) = proxy
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("IPv6 literal"), "{}", r.body);
+    let r = proxy
         .admin(
             "PUT",
             "/listeners/public/failover",
             r#"{"mode": "sideways"}"#,
         )
         .await;
-    assert_eq!(status, 400);
-    let (status, _) = proxy
+    assert_eq!(r.status, 400);
+    let r = proxy
         .admin("PUT", "/listeners/nope/failover", r#"{"mode": "off"}"#)
         .await;
-    assert_eq!(status, 404);
-    let (_, body) = proxy.admin("GET", "/listeners/public/failover", "").await;
+    assert_eq!(r.status, 404);
+    let r = proxy.admin("GET", "/listeners/public/failover", "").await;
     assert!(
-        body.contains(&format!("\"target\": \"{TARGET}\"")),
-        "{body}"
+        r.body.contains(&format!("\"target\": \"{TARGET}\"")),
+        "{}",
+        r.body
     );
 
-    let (status, _) = proxy
+    let r = proxy
         .admin("PUT", "/listeners/public/failover", r#"{"mode": "off"}"#)
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(r.status, 200);
     let mut new = Conn::new(opts).await.expect("mode off again: relayed");
     let n: i64 = new.query_first("SELECT 1").await.unwrap().unwrap();
     assert_eq!(n, 1);

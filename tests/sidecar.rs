@@ -5,7 +5,6 @@ mod common;
 
 use common::client::{
     cli_socket_args, cli_tcp_args, cli_tls_args, mariadb_cli, server_error_code, socket_opts,
-    tls_opts,
 };
 use common::mariadb::{MariaDb, ED_PASS, ED_USER, NATIVE_PASS, NATIVE_USER};
 use common::pki::Pki;
@@ -14,16 +13,6 @@ use common::raw::{response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn};
 use portcullis::Shutdown;
-
-async fn db() -> MariaDb {
-    let db = MariaDb::start().await;
-    db.create_users().await;
-    db
-}
-
-fn unix_backend(db: &MariaDb) -> String {
-    format!("unix:{}", db.socket_path().display())
-}
 
 async fn current_user(conn: &mut Conn) -> String {
     conn.query_first::<String, _>("SELECT CURRENT_USER()")
@@ -35,12 +24,12 @@ async fn current_user(conn: &mut Conn) -> String {
 #[tokio::test]
 async fn ipv6_mtls_to_unix_socket_backend_with_native_and_ed25519() {
     let pki = Pki::new();
-    let db = db().await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
+    let db = MariaDb::start_with_users().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
     let port = proxy.port("public");
 
     for (user, pass) in [(NATIVE_USER, NATIVE_PASS), (ED_USER, ED_PASS)] {
-        let mut conn = Conn::new(tls_opts("::1", port, user, pass, &pki.ca, Some(&pki.app)))
+        let mut conn = Conn::new(proxy.app_opts(&pki, "public", user, pass))
             .await
             .unwrap_or_else(|e| panic!("{user} through portcullis: {e}"));
         assert_eq!(current_user(&mut conn).await, format!("{user}@%"));
@@ -65,19 +54,12 @@ async fn ipv6_mtls_to_unix_socket_backend_with_native_and_ed25519() {
 #[tokio::test]
 async fn ipv6_mtls_to_tcp_backend() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let backend = format!("127.0.0.1:{}", db.port());
     let proxy = TestProxy::start(&mtls_config(&pki, &backend)).await;
-    let mut conn = Conn::new(tls_opts(
-        "::1",
-        proxy.port("public"),
-        NATIVE_USER,
-        NATIVE_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    ))
-    .await
-    .expect("connect through portcullis");
+    let mut conn = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
+        .await
+        .expect("connect through portcullis");
     // The backend sees the proxy's loopback TCP connection.
     let host: String = conn
         .query_first("SELECT SUBSTRING_INDEX(HOST, ':', 1) FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
@@ -91,20 +73,13 @@ async fn ipv6_mtls_to_tcp_backend() {
 #[tokio::test]
 async fn wrong_password_and_unknown_database_pass_through_unchanged() {
     let pki = Pki::new();
-    let db = db().await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
+    let db = MariaDb::start_with_users().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
     let port = proxy.port("public");
 
-    let err = Conn::new(tls_opts(
-        "::1",
-        port,
-        NATIVE_USER,
-        "wrong",
-        &pki.ca,
-        Some(&pki.app),
-    ))
-    .await
-    .expect_err("wrong password must fail");
+    let err = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, "wrong"))
+        .await
+        .expect_err("wrong password must fail");
     assert_eq!(server_error_code(&err), Some(1045), "{err}");
     assert!(
         err.to_string()
@@ -112,16 +87,9 @@ async fn wrong_password_and_unknown_database_pass_through_unchanged() {
         "{err}"
     );
 
-    let err = Conn::new(tls_opts(
-        "::1",
-        port,
-        ED_USER,
-        "wrong",
-        &pki.ca,
-        Some(&pki.app),
-    ))
-    .await
-    .expect_err("wrong ed25519 password must fail");
+    let err = Conn::new(proxy.app_opts(&pki, "public", ED_USER, "wrong"))
+        .await
+        .expect_err("wrong ed25519 password must fail");
     assert_eq!(server_error_code(&err), Some(1045), "{err}");
 
     let mut args = cli_tcp_args("::1", port, NATIVE_USER, NATIVE_PASS);
@@ -143,8 +111,8 @@ async fn wrong_password_and_unknown_database_pass_through_unchanged() {
 #[tokio::test]
 async fn bad_client_certificates_fail_the_tls_handshake_with_the_right_alert() {
     let pki = Pki::new();
-    let db = db().await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
+    let db = MariaDb::start_with_users().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
     let port = proxy.port("public");
 
     let cases = [
@@ -176,8 +144,8 @@ async fn bad_client_certificates_fail_the_tls_handshake_with_the_right_alert() {
 #[tokio::test]
 async fn plaintext_client_on_tls_listener_gets_a_readable_error() {
     let pki = Pki::new();
-    let db = db().await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
+    let db = MariaDb::start_with_users().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
     let port = proxy.port("public");
 
     let mut args = cli_tcp_args("::1", port, NATIVE_USER, NATIVE_PASS);
@@ -208,16 +176,9 @@ async fn backend_down_gives_an_error_after_tls() {
     let proxy = TestProxy::start(&mtls_config(&pki, &backend)).await;
     let port = proxy.port("public");
 
-    let err = Conn::new(tls_opts(
-        "::1",
-        port,
-        NATIVE_USER,
-        NATIVE_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    ))
-    .await
-    .expect_err("no backend");
+    let err = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
+        .await
+        .expect_err("no backend");
     assert_eq!(server_error_code(&err), Some(1105), "{err}");
     assert!(
         err.to_string()
@@ -248,19 +209,12 @@ async fn backend_down_gives_an_error_after_tls() {
 #[tokio::test]
 async fn packets_over_16_mib_both_ways() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     db.exec("SET GLOBAL max_allowed_packet = 67108864").await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
-    let mut conn = Conn::new(tls_opts(
-        "::1",
-        proxy.port("public"),
-        NATIVE_USER,
-        NATIVE_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    ))
-    .await
-    .unwrap();
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
+    let mut conn = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
+        .await
+        .unwrap();
     conn.query_drop("CREATE TABLE portcullis_test.big (id INT PRIMARY KEY, b LONGBLOB)")
         .await
         .unwrap();
@@ -301,18 +255,11 @@ async fn packets_over_16_mib_both_ways() {
 #[tokio::test]
 async fn change_user_after_login() {
     let pki = Pki::new();
-    let db = db().await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
-    let mut conn = Conn::new(tls_opts(
-        "::1",
-        proxy.port("public"),
-        NATIVE_USER,
-        NATIVE_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    ))
-    .await
-    .unwrap();
+    let db = MariaDb::start_with_users().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
+    let mut conn = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
+        .await
+        .unwrap();
     assert_eq!(current_user(&mut conn).await, "app_native@%");
     conn.change_user(
         ChangeUserOpts::default()
@@ -335,12 +282,12 @@ async fn change_user_after_login() {
 
 #[tokio::test]
 async fn plaintext_unix_socket_listener() {
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     let dir = common::mariadb::short_tempdir("ul");
     let sock = dir.path().join("p.sock");
     let cfg = format!(
         "[[backend]]\nname = \"db\"\naddress = \"{}\"\n[[listener]]\nname = \"local\"\naddress = \"unix:{}\"\nroute = \"db\"\n",
-        unix_backend(&db),
+        db.unix_address(),
         sock.display()
     );
     let proxy = TestProxy::start(&cfg).await;
@@ -363,9 +310,9 @@ async fn plaintext_unix_socket_listener() {
 #[tokio::test]
 async fn clienthello_in_the_same_write_as_the_sslrequest() {
     let pki = Pki::new();
-    let db = db().await;
+    let db = MariaDb::start_with_users().await;
     db.exec("CREATE USER nopass@'%'").await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
 
     let mut c = RawClient::connect(proxy.tcp_addr("public")).await;
     let greeting = c.read_packet().await;
@@ -389,17 +336,10 @@ async fn clienthello_in_the_same_write_as_the_sslrequest() {
 #[tokio::test]
 async fn drain_lets_open_sessions_finish_and_refuses_new_ones() {
     let pki = Pki::new();
-    let db = db().await;
-    let proxy = TestProxy::start(&mtls_config(&pki, &unix_backend(&db))).await;
+    let db = MariaDb::start_with_users().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
     let port = proxy.port("public");
-    let opts = tls_opts(
-        "::1",
-        port,
-        NATIVE_USER,
-        NATIVE_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    );
+    let opts = proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS);
     let mut conn = Conn::new(opts.clone()).await.unwrap();
     proxy.signal(Shutdown::Drain);
     // The open session keeps working while the proxy drains ...

@@ -577,6 +577,18 @@ impl MariaDb {
         row
     }
 
+    /// Starts a default server and runs [`MariaDb::create_users`].
+    pub async fn start_with_users() -> MariaDb {
+        let db = MariaDb::start().await;
+        db.create_users().await;
+        db
+    }
+
+    /// The server's Unix socket as a portcullis backend address.
+    pub fn unix_address(&self) -> String {
+        format!("unix:{}", self.socket_path().display())
+    }
+
     /// Creates [`NATIVE_USER`] (mysql_native_password) and [`ED_USER`] (ed25519) at `'%'` with
     /// ALL on `*.*`, and the database [`TEST_DB`].
     pub async fn create_users(&self) {

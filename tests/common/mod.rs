@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod http;
 pub mod mariadb;
 pub mod pki;
 pub mod proxy;

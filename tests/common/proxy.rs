@@ -1,21 +1,27 @@
 //! An in-process portcullis for tests: built from a TOML string, bound on
-//! port 0 / temp Unix sockets, shut down on drop.
+//! port 0 / temp Unix sockets, serving once [`TestProxy::start`] returns,
+//! shut down on drop.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use portcullis::config::ListenAddr;
+use portcullis::metrics::{Lifecycle, ProxyState};
 use portcullis::{Config, Proxy, Shutdown};
 use tempfile::TempDir;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::client::tls_opts;
+use super::http::{http_body, Reply};
 use super::mariadb::short_tempdir;
 use super::pki::Pki;
 
 pub struct TestProxy {
     addrs: Vec<(String, ListenAddr)>,
     admin: Option<ListenAddr>,
+    state: Arc<ProxyState>,
     tx: watch::Sender<Shutdown>,
     handle: Option<JoinHandle<()>>,
     dir: TempDir,
@@ -24,9 +30,19 @@ pub struct TestProxy {
 
 impl TestProxy {
     /// Writes `toml` to `portcullis.toml` in a temp dir (relative paths in
-    /// it resolve there), loads, binds and starts serving.
+    /// it resolve there), loads, binds, and returns once every listener
+    /// accepts.
     pub async fn start(toml: &str) -> TestProxy {
+        TestProxy::start_with_files(toml, &[]).await
+    }
+
+    /// Like [`start`](TestProxy::start), first writing `files` (name,
+    /// contents) next to the config, e.g. an admin token file.
+    pub async fn start_with_files(toml: &str, files: &[(&str, &str)]) -> TestProxy {
         let dir = short_tempdir("px");
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write test file");
+        }
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, toml).expect("write config");
         let config = Config::load(&path)
@@ -34,11 +50,18 @@ impl TestProxy {
         let proxy = Proxy::bind(config.clone()).expect("bind proxy");
         let addrs = proxy.local_addrs();
         let admin = proxy.admin_addr();
+        let state = proxy.state();
+        let mut lifecycle = state.watch_lifecycle();
         let (tx, rx) = watch::channel(Shutdown::Run);
         let handle = tokio::spawn(proxy.run(rx));
+        lifecycle
+            .wait_for(|l| *l == Lifecycle::Serving)
+            .await
+            .expect("proxy serves");
         TestProxy {
             addrs,
             admin,
+            state,
             tx,
             handle: Some(handle),
             dir,
@@ -48,6 +71,10 @@ impl TestProxy {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.state.clone()
     }
 
     fn addr(&self, listener: &str) -> &ListenAddr {
@@ -79,33 +106,27 @@ impl TestProxy {
         }
     }
 
-    /// The bound admin TCP address (needs `[admin]` in the config).
-    pub fn admin_tcp(&self) -> SocketAddr {
-        match &self.admin {
-            Some(ListenAddr::Tcp(a)) => *a,
-            other => panic!("no TCP admin address: {other:?}"),
-        }
+    /// mysql_async options to `listener` on `::1` with mutual TLS as the
+    /// `app` client of `pki`.
+    pub fn app_opts(&self, pki: &Pki, listener: &str, user: &str, pass: &str) -> mysql_async::Opts {
+        tls_opts(
+            "::1",
+            self.port(listener),
+            user,
+            pass,
+            &pki.ca,
+            Some(&pki.app),
+        )
     }
 
-    /// One HTTP/1.1 request to the admin API; returns (status, body).
-    pub async fn admin(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.admin_tcp())
-            .await
-            .expect("admin connect");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: portcullis\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let status = out[9..12].parse().expect("status code");
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+    /// The bound admin address (needs `[admin]` in the config).
+    pub fn admin_addr(&self) -> ListenAddr {
+        self.admin.clone().expect("[admin] is configured")
+    }
+
+    /// One request to the admin API without a token.
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        http_body(&self.admin_addr(), method, path, None, body).await
     }
 
     /// Asks the proxy to drain or stop.
@@ -126,6 +147,13 @@ impl Drop for TestProxy {
     fn drop(&mut self) {
         let _ = self.tx.send(Shutdown::Now);
     }
+}
+
+/// A backend address nothing listens on (the temp dir must outlive its use).
+pub fn absent_backend() -> (TempDir, String) {
+    let d = short_tempdir("nb");
+    let a = format!("unix:{}/absent.sock", d.path().display());
+    (d, a)
 }
 
 /// `[listener.tls]` lines for the test PKI (mutual TLS with the CRL).
