@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::binary::RunningBinary;
 use common::client::{plain_opts, server_error_code, socket_opts, tls_opts};
 use common::http::{http, request, Reply};
 use common::mariadb::{short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
@@ -720,39 +721,6 @@ address = "127.0.0.1:0"
 }
 
 /// Reads JSON log lines until one whose message starts with `message`.
-async fn wait_for_log(log: &mut tokio::sync::mpsc::UnboundedReceiver<String>, message: &str) {
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = log.recv().await {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(message))
-            {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(
-        found,
-        Ok(true),
-        "no {message:?} log line before exit or timeout"
-    );
-}
-
-/// Kills the child process if the test fails half-way.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// SIGTERM to the real binary: health turns 503 while a session drains,
 /// and the process exits 0 once it ends.
 #[tokio::test]
@@ -769,28 +737,7 @@ async fn sigterm_drain_seen_by_keepalived_style_health_check() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .env("PORTCULLIS_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let pid = child.id().to_string();
-    let mut child = KillOnDrop(Some(child));
-    let (tx, mut log) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    // Readiness: logged once every accept loop runs.
-    wait_for_log(&mut log, "serving").await;
+    let mut bin = RunningBinary::start(&config).await;
     let admin = ListenAddr::Unix(dir.path().join("admin.sock"));
     let r = http(&admin, "GET", "/health", None).await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
@@ -802,13 +749,9 @@ async fn sigterm_drain_seen_by_keepalived_style_health_check() {
     ))
     .await
     .expect("session through the proxy");
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    bin.signal("TERM");
     // Logged after the proxy has marked itself draining.
-    wait_for_log(&mut log, "draining").await;
+    bin.wait_for_log("draining").await;
     let r = http(&admin, "GET", "/health", None).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(
@@ -821,19 +764,6 @@ async fn sigterm_drain_seen_by_keepalived_style_health_check() {
         Some(3)
     );
     conn.disconnect().await.unwrap();
-    let mut c = child.0.take().unwrap();
-    let waited = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || c.wait()),
-    )
-    .await;
-    let Ok(status) = waited else {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status();
-        panic!("portcullis did not exit after its last session ended");
-    };
-    let status = status.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(bin.wait_exit().await, Some(0));
     assert!(!dir.path().join("admin.sock").exists());
 }

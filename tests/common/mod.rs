@@ -4,6 +4,7 @@
 //! helper, hence `dead_code` is allowed for the whole module.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod client;
 pub mod http;
 pub mod mariadb;
