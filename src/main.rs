@@ -41,7 +41,9 @@ enum Command {
     ///
     /// Signals: SIGTERM drains (stops accepting, lets sessions finish up to
     /// `shutdown_timeout`, then closes the rest; a second SIGTERM or a
-    /// SIGINT closes at once); SIGINT exits at once.
+    /// SIGINT closes at once); SIGINT exits at once; SIGHUP re-reads the
+    /// config and applies each listener's failover settings (an invalid
+    /// file changes nothing).
     Run {
         /// The TOML config file.
         #[arg(long, short)]
@@ -165,6 +167,28 @@ fn status(
     Ok(status.render())
 }
 
+/// SIGHUP: re-read and validate the whole config; apply what can change at
+/// runtime, or keep everything as it is if the file is invalid.
+fn reload(path: &std::path::Path, state: &portcullis::metrics::ProxyState) {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+    match Config::load(path) {
+        Err(e) => tracing::error!("reload: config invalid, nothing changed:\n{e}"),
+        Ok(new) => {
+            let report = portcullis::server::apply_reload(state, &new);
+            if !report.not_running.is_empty() {
+                tracing::warn!(
+                    listeners = ?report.not_running,
+                    "reload: new listeners need a restart to be bound"
+                );
+            }
+            tracing::info!(
+                failover_changed = ?report.failover_changed,
+                "reload done: failover settings applied; other changes (addresses, routes, TLS material) need a restart"
+            );
+        }
+    }
+}
+
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +198,14 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let proxy = Proxy::bind(config).context("cannot start")?;
+        let state = proxy.state();
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let path = path.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reload(&path, &state);
+            }
+        });
         let (tx, rx) = tokio::sync::watch::channel(Shutdown::Run);
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;

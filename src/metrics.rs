@@ -234,6 +234,8 @@ pub struct ListenerMetrics {
     active: AtomicI64,
     /// Finished connections by outcome label.
     outcomes: LabeledCounters,
+    /// Clients sent elsewhere with the instant-failover redirect.
+    redirects: AtomicU64,
     /// Failed TLS handshakes by reason.
     tls_failures: LabeledCounters,
     /// Failed backend connects by backend name.
@@ -283,7 +285,12 @@ impl ListenerMetrics {
         backend: &str,
     ) {
         match result {
-            Ok(f) => self.outcomes.inc(f.label()),
+            Ok(f) => {
+                self.outcomes.inc(f.label());
+                if let Finished::Redirected { .. } = f {
+                    self.redirects.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Err(e) => {
                 self.outcomes.inc(e.label());
                 if let Some(reason) = e.tls_reason() {
@@ -442,6 +449,21 @@ impl Collector for Scrape {
                 m.encode_family(&labels)?
                     .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
             }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "redirects",
+            "Clients answered with the instant-failover redirect, by listener.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            let labels: L1 = [("listener", l.name())];
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, u64, u64>(
+                    &l.metrics.redirects.load(Ordering::Relaxed),
+                    None,
+                )?;
         }
 
         let mut m = enc.encode_descriptor(

@@ -396,3 +396,40 @@ fn log_outcome(
         }
     }
 }
+
+/// What a config reload applied to the running proxy.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Listeners whose failover settings changed.
+    pub failover_changed: Vec<String>,
+    /// Listeners in the new file that are not running (need a restart).
+    pub not_running: Vec<String>,
+}
+
+/// Applies the parts of a re-read config that can change at runtime: each
+/// running listener's failover settings (taken from `new` as written, so a
+/// runtime change through the admin API is replaced by the file's value).
+/// `new` has already passed validation as a whole, so nothing is
+/// half-applied. Established sessions are never touched.
+pub fn apply_reload(state: &ProxyState, new: &Config) -> ReloadReport {
+    let mut report = ReloadReport::default();
+    for l in &new.listeners {
+        let Some(running) = state.listeners.iter().find(|r| r.name() == l.name) else {
+            report.not_running.push(l.name.clone());
+            continue;
+        };
+        let rt = &running.runtime;
+        if **rt.failover.load() != l.failover {
+            tracing::info!(
+                listener = %l.name,
+                from = rt.failover.load().mode.as_str(),
+                to = l.failover.mode.as_str(),
+                target = l.failover.target.as_deref().unwrap_or(""),
+                "reload: failover settings applied"
+            );
+            rt.failover.store(Arc::new(l.failover.clone()));
+            report.failover_changed.push(l.name.clone());
+        }
+    }
+    report
+}

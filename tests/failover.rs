@@ -357,3 +357,126 @@ fn check_rejects_bad_failover_settings_with_lines() {
     );
     assert!(stderr.contains("2 problem(s) found"), "{stderr}");
 }
+
+/// Polls the scrape until `series` reads `value` (metrics are recorded just
+/// after the client has seen its last byte).
+async fn metric_reaches(proxy: &TestProxy, series: &str, value: &str) {
+    let want = format!("{series} {value}\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = proxy.state().encode_metrics();
+        if text.contains(&want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want:?} not in:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn reload_applies_failover_settings_and_counts_redirects() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let base = format!(
+        "[[backend]]\nname = \"db\"\naddress = \"{}\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n",
+        db.unix_address()
+    );
+    let tls = tls_section(&pki, "required");
+    let proxy = TestProxy::start(&format!("{base}{tls}")).await;
+    let opts = proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS);
+    let mut old = Conn::new(opts.clone())
+        .await
+        .expect("relayed before the reload");
+    metric_reaches(
+        &proxy,
+        r#"portcullis_redirects_total{listener="public"}"#,
+        "0",
+    )
+    .await;
+
+    // The same file with failover switched on, as SIGHUP would re-read it.
+    let path = proxy.dir().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        format!("{base}failover = \"on\"\nfailover_target = {TARGET:?}\n{tls}"),
+    )
+    .unwrap();
+    let new = portcullis::Config::load(&path).unwrap();
+    let report = portcullis::server::apply_reload(&proxy.state(), &new);
+    assert_eq!(report.failover_changed, vec!["public".to_string()]);
+    assert!(report.not_running.is_empty());
+    // Applying the same file again changes nothing.
+    let again = portcullis::server::apply_reload(&proxy.state(), &new);
+    assert!(again.failover_changed.is_empty());
+
+    let err = Conn::new(opts.clone())
+        .await
+        .expect_err("redirected after the reload");
+    assert_eq!(server_error_code(&err), Some(4196));
+    metric_reaches(
+        &proxy,
+        r#"portcullis_redirects_total{listener="public"}"#,
+        "1",
+    )
+    .await;
+    let n: i64 = old.query_first("SELECT 6*7").await.unwrap().unwrap();
+    assert_eq!(n, 42, "the session from before the reload keeps running");
+}
+
+#[tokio::test]
+async fn sighup_reloads_failover_and_ignores_an_invalid_file() {
+    let db = MariaDb::start_with_users().await;
+    let dir = short_tempdir("hup");
+    let port = free_port();
+    let config = dir.path().join("portcullis.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[[backend]]\nname = \"db\"\naddress = \"{}\"\n[[listener]]\nname = \"lo\"\naddress = \"127.0.0.1:{port}\"\nroute = \"db\"\n{extra}",
+                db.unix_address()
+            ),
+        )
+        .unwrap()
+    };
+    write("");
+    let mut bin = common::binary::RunningBinary::start(&config).await;
+    let opts = common::client::plain_opts("127.0.0.1", port, NATIVE_USER, NATIVE_PASS);
+    let mut old = Conn::new(opts.clone()).await.expect("relayed");
+
+    // An invalid file: logged, nothing changes.
+    write("failover = \"on\"\nfailover_target = \"[2001:db8::1]:3307\"\n");
+    bin.signal("HUP");
+    let e = bin
+        .wait_for_log("reload: config invalid, nothing changed")
+        .await;
+    assert!(
+        e["message"].as_str().unwrap().contains("IPv6 literal"),
+        "{e}"
+    );
+    let mut c = Conn::new(opts.clone())
+        .await
+        .expect("still relayed after a bad reload");
+    assert_eq!(c.query_first::<i64, _>("SELECT 1").await.unwrap(), Some(1));
+    c.disconnect().await.unwrap();
+
+    // A valid one: applied to new connections only.
+    write(&format!(
+        "failover = \"on\"\nfailover_target = {TARGET:?}\n"
+    ));
+    bin.signal("HUP");
+    let done = bin.wait_for_log("reload done").await;
+    assert_eq!(done["failover_changed"], "[\"lo\"]", "{done}");
+    let err = Conn::new(opts).await.expect_err("redirected after SIGHUP");
+    assert_eq!(server_error_code(&err), Some(4196));
+    assert_eq!(
+        old.query_first::<i64, _>("SELECT 2").await.unwrap(),
+        Some(2)
+    );
+    old.disconnect().await.unwrap();
+    bin.signal("TERM");
+    assert_eq!(bin.wait_exit().await, Some(0));
+}
