@@ -38,6 +38,10 @@ pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9306";
 /// Shortest admin token accepted: 16 characters of a random token are
 /// beyond online guessing; anything shorter is probably a placeholder.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// How often TLS files are checked for new content.
+pub const DEFAULT_TLS_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long before a certificate or CRL expires the log starts warning.
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
 // ---------------------------------------------------------------------------
 // Raw (as written) structures
@@ -52,6 +56,14 @@ struct RawConfig {
     #[serde(default, rename = "listener")]
     listeners: Vec<Spanned<RawListener>>,
     admin: Option<Spanned<RawAdmin>>,
+    tls_reload: Option<Spanned<RawTlsReload>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsReload {
+    poll_interval: Option<Spanned<String>>,
+    expiry_warning: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +111,10 @@ struct RawTls {
     crl: Vec<Spanned<String>>,
     #[serde(default)]
     client_auth: Option<Spanned<ClientAuth>>,
+    on_revoke: Option<Spanned<OnRevoke>>,
+    crl_scope: Option<Spanned<CrlScope>>,
+    crl_expired: Option<Spanned<CrlExpired>>,
+    unknown_revocation: Option<Spanned<UnknownRevocation>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -115,6 +131,28 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The admin HTTP endpoint; `None` (no `[admin]` section) serves none.
     pub admin: Option<AdminConfig>,
+    /// The `[tls_reload]` section.
+    pub tls_reload: TlsReloadConfig,
+}
+
+/// The `[tls_reload]` section: how TLS material is watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsReloadConfig {
+    /// How often every TLS file and CRL directory is read and compared by
+    /// content; zero disables polling (SIGHUP and `POST /reload` remain).
+    pub poll_interval: Duration,
+    /// Warn in the log this long before a certificate or CRL in service
+    /// expires.
+    pub expiry_warning: Duration,
+}
+
+impl Default for TlsReloadConfig {
+    fn default() -> Self {
+        TlsReloadConfig {
+            poll_interval: DEFAULT_TLS_POLL_INTERVAL,
+            expiry_warning: DEFAULT_EXPIRY_WARNING,
+        }
+    }
 }
 
 /// The `[admin]` section: where the admin HTTP API listens and who may use
@@ -159,6 +197,66 @@ pub struct TlsConfig {
     pub ca: Option<PathBuf>,
     pub crl: Vec<PathBuf>,
     pub client_auth: ClientAuth,
+    /// What happens to live sessions whose certificate new trust material
+    /// (a CRL or CA bundle reload) would refuse.
+    pub on_revoke: OnRevoke,
+    /// How CRLs are applied to client certificates.
+    pub crl_policy: CrlPolicy,
+}
+
+/// What to do with an established session whose client certificate is
+/// revoked (or no longer trusted) by newly loaded material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRevoke {
+    /// Close it (log and count).
+    #[default]
+    Close,
+    /// Keep it (log and count); only new handshakes are refused.
+    Keep,
+}
+
+/// Which certificates of a client's chain are checked against the CRLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlScope {
+    /// Every certificate in the chain except the trust anchor.
+    #[default]
+    Chain,
+    /// Only the client's own certificate.
+    Leaf,
+}
+
+/// What a CRL past its nextUpdate means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlExpired {
+    /// A stale CRL may miss recent revocations: refuse to load it, and
+    /// refuse clients it should cover once it goes stale in service.
+    #[default]
+    Reject,
+    /// Use it anyway (rustls's default).
+    Accept,
+}
+
+/// What to do with a certificate no loaded CRL covers (its issuer
+/// published none), when CRLs are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownRevocation {
+    /// Refuse it.
+    #[default]
+    Reject,
+    /// Accept it.
+    Allow,
+}
+
+/// The CRL settings of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CrlPolicy {
+    pub scope: CrlScope,
+    pub expired: CrlExpired,
+    pub unknown: UnknownRevocation,
 }
 
 /// Whether a TLS listener asks for client certificates.
@@ -285,47 +383,25 @@ impl Config {
     /// Reads, parses and validates the file at `path`, including loading its
     /// TLS material.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_path_buf(),
-            problems: vec![ConfigProblem {
-                line: None,
-                message: format!("cannot read config file: {e}"),
-            }],
-        })?;
+        let src = read_config(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_toml(&src, path, base)
+    }
+
+    /// Like [`load`](Config::load), but TLS sections are only checked for
+    /// the existence of their files, not loaded: a reload loads and applies
+    /// each listener's material on its own, so that one listener's broken
+    /// certificate neither blocks the others nor the rest of the file.
+    pub fn load_deferring_tls(path: &Path) -> Result<Config, ConfigError> {
+        let src = read_config(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        parse(&src, path, base, TlsCheck::FilesExist)
     }
 
     /// Parses and validates `src` as if read from `path`; relative paths in
     /// it resolve against `base_dir`.
     pub fn from_toml(src: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
-            path: path.to_path_buf(),
-            problems,
-        };
-        let raw: RawConfig = toml::from_str(src).map_err(|e| {
-            let line = e.span().map(|s| {
-                src[..s.start.min(src.len())]
-                    .bytes()
-                    .filter(|&b| b == b'\n')
-                    .count()
-                    + 1
-            });
-            fail(vec![ConfigProblem {
-                line,
-                message: e.message().to_string(),
-            }])
-        })?;
-        let mut p = Problems {
-            src,
-            list: Vec::new(),
-        };
-        let config = validate(raw, path, base_dir, &mut p);
-        if p.list.is_empty() {
-            Ok(config)
-        } else {
-            Err(fail(p.list))
-        }
+        parse(src, path, base_dir, TlsCheck::Load)
     }
 
     pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
@@ -333,7 +409,62 @@ impl Config {
     }
 }
 
-fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> Config {
+/// How deeply TLS sections are validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsCheck {
+    /// Load and build the whole TLS config (start, `portcullis check`).
+    Load,
+    /// Only check that the files exist (reload applies TLS per listener).
+    FilesExist,
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![ConfigProblem {
+            line: None,
+            message: format!("cannot read config file: {e}"),
+        }],
+    })
+}
+
+fn parse(src: &str, path: &Path, base_dir: &Path, tls: TlsCheck) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| {
+            src[..s.start.min(src.len())]
+                .bytes()
+                .filter(|&b| b == b'\n')
+                .count()
+                + 1
+        });
+        fail(vec![ConfigProblem {
+            line,
+            message: e.message().to_string(),
+        }])
+    })?;
+    let mut p = Problems {
+        src,
+        list: Vec::new(),
+    };
+    let config = validate(raw, path, base_dir, tls, &mut p);
+    if p.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(fail(p.list))
+    }
+}
+
+fn validate(
+    raw: RawConfig,
+    path: &Path,
+    base: &Path,
+    tls_check: TlsCheck,
+    p: &mut Problems<'_>,
+) -> Config {
     let shutdown_timeout = duration_or(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT, p);
 
     let mut backend_names = HashSet::new();
@@ -418,7 +549,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> C
                 ),
             );
         }
-        let tls = l.tls.map(|t| validate_tls(t, base, p));
+        let tls = l.tls.map(|t| validate_tls(t, base, tls_check, p));
         if let (Some(ListenAddr::Tcp(sa)), None) = (&address, &tls) {
             if !sa.ip().is_loopback() && !l.allow_plaintext {
                 p.at(
@@ -498,12 +629,23 @@ fn validate(raw: RawConfig, path: &Path, base: &Path, p: &mut Problems<'_>) -> C
         });
     }
     let admin = raw.admin.map(|a| validate_admin(a, &listen_addrs, base, p));
+    let tls_reload = raw
+        .tls_reload
+        .map(|r| {
+            let r = r.into_inner();
+            TlsReloadConfig {
+                poll_interval: duration_or(&r.poll_interval, DEFAULT_TLS_POLL_INTERVAL, p),
+                expiry_warning: duration_or(&r.expiry_warning, DEFAULT_EXPIRY_WARNING, p),
+            }
+        })
+        .unwrap_or_default();
     Config {
         path: path.to_path_buf(),
         shutdown_timeout,
         backends,
         listeners,
         admin,
+        tls_reload,
     }
 }
 
@@ -586,7 +728,12 @@ pub fn read_admin_token(path: &Path) -> Result<String, TokenError> {
     Ok(token.to_string())
 }
 
-fn validate_tls(t: Spanned<RawTls>, base: &Path, p: &mut Problems<'_>) -> TlsConfig {
+fn validate_tls(
+    t: Spanned<RawTls>,
+    base: &Path,
+    check: TlsCheck,
+    p: &mut Problems<'_>,
+) -> TlsConfig {
     let span = t.span();
     let t = t.into_inner();
     let client_auth = t
@@ -617,14 +764,21 @@ fn validate_tls(t: Spanned<RawTls>, base: &Path, p: &mut Problems<'_>) -> TlsCon
     if !crl.is_empty() && client_auth == ClientAuth::None {
         p.at(span.clone(), "crl is set but client_auth = \"none\": no client certificate would be checked against it");
     }
+    let crl_policy = CrlPolicy {
+        scope: value(&t.crl_scope).unwrap_or_default(),
+        expired: value(&t.crl_expired).unwrap_or_default(),
+        unknown: value(&t.unknown_revocation).unwrap_or_default(),
+    };
     let cfg = TlsConfig {
         cert,
         key,
         ca,
         crl,
         client_auth,
+        on_revoke: value(&t.on_revoke).unwrap_or_default(),
+        crl_policy,
     };
-    if p.list.is_empty() {
+    if p.list.is_empty() && check == TlsCheck::Load {
         // Files exist: load and build the whole TLS config now, so a config
         // that validates can be served.
         if let Err(e) = crate::tls::ServerTls::load(&cfg) {
@@ -632,6 +786,11 @@ fn validate_tls(t: Spanned<RawTls>, base: &Path, p: &mut Problems<'_>) -> TlsCon
         }
     }
     cfg
+}
+
+/// The value of an optional key, without its position.
+fn value<T: Copy>(o: &Option<Spanned<T>>) -> Option<T> {
+    o.as_ref().map(|v| *v.get_ref())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -663,7 +822,7 @@ fn duration_or(v: &Option<Spanned<String>>, default: Duration, p: &mut Problems<
     }
 }
 
-/// Parses durations written as `"500ms"`, `"10s"`, `"5m"`, `"1h"`.
+/// Parses durations written as `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"14d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let digits = s.bytes().take_while(|b| b.is_ascii_digit()).count();
@@ -678,9 +837,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         _ => {
             return Err(format!(
-                "invalid duration {s:?}: unit must be ms, s, m or h"
+                "invalid duration {s:?}: unit must be ms, s, m, h or d"
             ))
         }
     };
@@ -750,7 +910,11 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("1d").is_err());
+        assert_eq!(
+            parse_duration("14d").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert!(parse_duration("1w").is_err());
     }
 
     #[test]

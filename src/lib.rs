@@ -20,6 +20,10 @@
 //!   the connection phase.
 //! - [`tls`] — certificates, keys, CA bundles, CRLs → rustls configs; peer
 //!   identity; TLS failure reasons.
+//! - [`reload`] — reloading at run time: TLS material per listener
+//!   (poll, SIGHUP, admin), expiry warnings, re-checking live sessions.
+//! - [`live`] — the live sessions that authenticated with a client
+//!   certificate, so that revocation reaches them.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
@@ -35,11 +39,13 @@ pub mod backend;
 pub mod config;
 pub mod failover;
 pub mod listener;
+pub mod live;
 pub mod metrics;
 pub mod outcome;
 pub mod packet_io;
 pub mod protocol;
 pub mod relay;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -15,19 +15,20 @@ use tokio::sync::Semaphore;
 
 use crate::config::{BackendConfig, ListenAddr, ListenerConfig};
 use crate::failover::FailoverSettings;
-use crate::tls::ServerTls;
+use crate::reload::TlsRuntime;
+use crate::tls::{ServerTls, TlsLoadError};
 
 /// Backlog for listening sockets: enough to absorb a reconnect storm after
 /// a failover while the accept loop catches up.
 const BACKLOG: i32 = 1024;
 
 /// What sessions of one listener read: its config, its backend, its live
-/// TLS config (swapped atomically on reload; readers take one snapshot per
-/// connection and never lock), and its connection slots.
+/// TLS material (swapped atomically on reload; readers take one snapshot
+/// per connection and never lock), and its connection slots.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
     pub backend: BackendConfig,
-    pub tls: Option<ArcSwap<ServerTls>>,
+    pub tls: Option<TlsRuntime>,
     pub slots: Arc<Semaphore>,
     /// Failover redirect settings, switchable at runtime; read once per
     /// connection at accept time.
@@ -35,6 +36,21 @@ pub struct ListenerRuntime {
 }
 
 impl ListenerRuntime {
+    /// Loads the listener's TLS material (if any) and sets up its state.
+    pub fn new(config: ListenerConfig, backend: BackendConfig) -> Result<Self, TlsLoadError> {
+        let tls = match &config.tls {
+            Some(t) => Some(TlsRuntime::new(ServerTls::load(t)?)),
+            None => None,
+        };
+        Ok(ListenerRuntime {
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            failover: ArcSwap::from_pointee(config.failover.clone()),
+            config,
+            backend,
+            tls,
+        })
+    }
+
     pub fn is_unix(&self) -> bool {
         matches!(self.config.address, ListenAddr::Unix(_))
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::admin::{client, AdminTarget, Status};
-use portcullis::{Config, Proxy, Shutdown};
+use portcullis::{reload, Config, Proxy, Shutdown};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A MySQL/MariaDB-protocol TLS-terminating proxy with mutual certificate
@@ -168,13 +168,13 @@ fn status(
 }
 
 /// SIGHUP: re-read and validate the whole config; apply what can change at
-/// runtime, or keep everything as it is if the file is invalid.
-fn reload(path: &std::path::Path, state: &portcullis::metrics::ProxyState) {
-    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
-    match Config::load(path) {
+/// runtime (failover settings, TLS material), or keep everything as it is
+/// if the file is invalid.
+fn reload(state: &portcullis::metrics::ProxyState) {
+    tracing::info!(config = %state.config_path.display(), "SIGHUP: reloading the config and TLS material");
+    match reload::reload_config(state, reload::Trigger::Signal) {
         Err(e) => tracing::error!("reload: config invalid, nothing changed:\n{e}"),
-        Ok(new) => {
-            let report = portcullis::server::apply_reload(state, &new);
+        Ok(report) => {
             if !report.not_running.is_empty() {
                 tracing::warn!(
                     listeners = ?report.not_running,
@@ -183,7 +183,8 @@ fn reload(path: &std::path::Path, state: &portcullis::metrics::ProxyState) {
             }
             tracing::info!(
                 failover_changed = ?report.failover_changed,
-                "reload done: failover settings applied; other changes (addresses, routes, TLS material) need a restart"
+                tls = ?report.tls,
+                "reload done; addresses, routes, backends and [tls_reload] need a restart"
             );
         }
     }
@@ -200,10 +201,12 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         let proxy = Proxy::bind(config).context("cannot start")?;
         let state = proxy.state();
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-        let path = path.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                reload(&path, &state);
+                let state = state.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || reload(&state)).await {
+                    tracing::error!(error = %e, "reload failed");
+                }
             }
         });
         let (tx, rx) = tokio::sync::watch::channel(Shutdown::Run);

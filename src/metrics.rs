@@ -23,9 +23,12 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::config::{BackendConfig, ListenAddr};
+use std::path::PathBuf;
+
+use crate::config::{BackendConfig, ListenAddr, TlsReloadConfig};
 use crate::listener::ListenerRuntime;
 use crate::outcome::{Finished, SessionError};
+use crate::reload::ReloadLock;
 use crate::session::SessionInfo;
 
 /// The version in `portcullis_build_info` and `/status`.
@@ -81,6 +84,12 @@ pub struct ProxyState {
     lifecycle: watch::Sender<Lifecycle>,
     pub listeners: Vec<Arc<ListenerState>>,
     pub backends: Vec<BackendConfig>,
+    /// The config file reloads re-read.
+    pub config_path: PathBuf,
+    /// How TLS material is watched (from the config at start).
+    pub tls_reload: TlsReloadConfig,
+    /// Serializes reloads (poll, SIGHUP, admin).
+    pub reload_lock: ReloadLock,
 }
 
 /// One listener as the admin API sees it.
@@ -129,13 +138,21 @@ impl Drop for AcceptingGuard {
 }
 
 impl ProxyState {
-    pub fn new(listeners: Vec<Arc<ListenerState>>, backends: Vec<BackendConfig>) -> ProxyState {
+    pub fn new(
+        listeners: Vec<Arc<ListenerState>>,
+        backends: Vec<BackendConfig>,
+        config_path: PathBuf,
+        tls_reload: TlsReloadConfig,
+    ) -> ProxyState {
         ProxyState {
             started: Instant::now(),
             started_at: SystemTime::now(),
             lifecycle: watch::Sender::new(Lifecycle::Bound),
             listeners,
             backends,
+            config_path,
+            tls_reload,
+            reload_lock: ReloadLock::default(),
         }
     }
 
@@ -538,20 +555,29 @@ impl Collector for Scrape {
 
         // Expiry of the TLS material in service: alert well before these.
         let mut m = enc.encode_descriptor(
-            "certificate_not_after_timestamp_seconds",
-            "Not-after of the certificate each listener serves, as a Unix timestamp.",
+            "certificate_not_after_seconds",
+            "Not-after of the certificates each listener has in service (role server: the one it presents; role ca: the CAs client certificates are checked against), as a Unix timestamp.",
             None,
             MetricType::Gauge,
         )?;
         for l in listeners {
             if let Some(tls) = &l.runtime.tls {
-                let labels: L1 = [("listener", l.name())];
-                m.encode_family(&labels)?
-                    .encode_gauge(&tls.load().leaf.not_after)?;
+                let tls = tls.load();
+                let certs =
+                    std::iter::once(("server", &tls.leaf)).chain(tls.cas.iter().map(|c| ("ca", c)));
+                for (role, c) in certs {
+                    let labels = [
+                        ("listener", l.name()),
+                        ("role", role),
+                        ("subject", c.subject.as_str()),
+                        ("serial", c.serial.as_str()),
+                    ];
+                    m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
+                }
             }
         }
         let mut m = enc.encode_descriptor(
-            "crl_next_update_timestamp_seconds",
+            "crl_next_update_seconds",
             "Next-update of each CRL a listener checks client certificates against, as a Unix timestamp.",
             None,
             MetricType::Gauge,
@@ -563,6 +589,55 @@ impl Collector for Scrape {
                         let labels: L2 = [("listener", l.name()), ("issuer", &crl.issuer)];
                         m.encode_family(&labels)?.encode_gauge(&next)?;
                     }
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "tls_reloads",
+            "TLS material reloads that built new material (success) or kept the old in service (failure), by listener.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            if let Some(tls) = &l.runtime.tls {
+                for (result, n) in [
+                    ("success", &tls.stats.reloads_ok),
+                    ("failure", &tls.stats.reloads_failed),
+                ] {
+                    let labels: L2 = [("listener", l.name()), ("result", result)];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "tls_loaded_timestamp_seconds",
+            "When the TLS material in service was loaded, by listener, as a Unix timestamp.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for l in listeners {
+            if let Some(tls) = &l.runtime.tls {
+                let labels: L1 = [("listener", l.name())];
+                m.encode_family(&labels)?
+                    .encode_gauge(&tls.load().loaded_at)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "revoked_sessions",
+            "Live sessions whose client certificate newly loaded CAs or CRLs refuse, by listener and action (closed, or kept with on_revoke = keep).",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in listeners {
+            if let Some(tls) = &l.runtime.tls {
+                for (action, n) in [
+                    ("closed", &tls.stats.revoked_closed),
+                    ("kept", &tls.stats.revoked_kept),
+                ] {
+                    let labels: L2 = [("listener", l.name()), ("action", action)];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
                 }
             }
         }

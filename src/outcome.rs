@@ -144,6 +144,9 @@ pub enum Finished {
     Closed,
     /// Sent elsewhere with the instant-failover ERR packet.
     Redirected { target: String },
+    /// Closed because newly loaded trust material (CRL, CA bundle) refuses
+    /// the client certificate; `reason` is the TLS failure label.
+    Revoked { reason: &'static str },
 }
 
 impl Finished {
@@ -158,6 +161,7 @@ impl Finished {
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
             Finished::Redirected { .. } => "redirected",
+            Finished::Revoked { .. } => "closed_revoked",
         }
     }
 }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,7 +15,7 @@ use crate::listener::{Accepted, BindError, Bound, ListenerRuntime};
 use crate::metrics::{Lifecycle, ListenerMetrics, ListenerState, ProxyState};
 use crate::outcome::{Fault, Finished, SessionError};
 use crate::session::{self, SessionInfo};
-use crate::tls::{ServerTls, TlsLoadError};
+use crate::tls::TlsLoadError;
 
 /// What the proxy should be doing; sent through a `watch` channel so a
 /// signal handler and a test drive it the same way.
@@ -76,29 +75,20 @@ impl Proxy {
                     route: l.route.clone(),
                 })?
                 .clone();
-            let tls = match &l.tls {
-                Some(t) => Some(ArcSwap::from_pointee(ServerTls::load(t).map_err(
-                    |source| StartError::Tls {
-                        listener: l.name.clone(),
-                        source: Box::new(source),
-                    },
-                )?)),
-                None => None,
-            };
+            let rt =
+                ListenerRuntime::new(l.clone(), backend).map_err(|source| StartError::Tls {
+                    listener: l.name.clone(),
+                    source: Box::new(source),
+                })?;
             let bound = Bound::bind(l)?;
-            let rt = ListenerRuntime {
-                config: l.clone(),
-                backend,
-                tls,
-                slots: Arc::new(Semaphore::new(l.max_connections)),
-                failover: ArcSwap::from_pointee(l.failover.clone()),
-            };
             let address = bound.local_addr().unwrap_or_else(|_| l.address.clone());
             listeners.push((Arc::new(ListenerState::new(Arc::new(rt), address)), bound));
         }
         let state = Arc::new(ProxyState::new(
             listeners.iter().map(|(l, _)| l.clone()).collect(),
             config.backends.clone(),
+            config.path.clone(),
+            config.tls_reload.clone(),
         ));
         let admin = config
             .admin
@@ -156,9 +146,15 @@ impl Proxy {
                 drop(accepting);
             });
         }
+        let stop_watching = CancellationToken::new();
+        let watcher = tokio::spawn(crate::reload::watch(
+            self.state.clone(),
+            stop_watching.clone(),
+        ));
         self.state.set_lifecycle(Lifecycle::Serving);
         // After this line /health answers 200: scripts may wait for it.
         tracing::info!(listeners = self.state.listeners.len(), "serving");
+        crate::reload::warn_at_start(&self.state);
 
         let mode = loop {
             let m = *shutdown.borrow_and_update();
@@ -209,6 +205,8 @@ impl Proxy {
         self.state.set_lifecycle(Lifecycle::Stopping);
         close_sessions.cancel();
         sessions.wait().await;
+        stop_watching.cancel();
+        let _ = watcher.await;
         for (name, addr) in self.config.listeners.iter().map(|l| (&l.name, &l.address)) {
             if let ListenAddr::Unix(p) = addr {
                 if let Err(e) = std::fs::remove_file(p) {
@@ -355,6 +353,9 @@ fn log_outcome(
                     Some(format!("backend rejected authentication with error {code}"))
                 }
                 Finished::Redirected { target } => Some(format!("redirected to {target}")),
+                Finished::Revoked { reason } => Some(format!(
+                    "closed: the client certificate is refused by newly loaded trust material ({reason})"
+                )),
                 _ => None,
             };
             match f {
@@ -395,41 +396,4 @@ fn log_outcome(
             }
         }
     }
-}
-
-/// What a config reload applied to the running proxy.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// Listeners whose failover settings changed.
-    pub failover_changed: Vec<String>,
-    /// Listeners in the new file that are not running (need a restart).
-    pub not_running: Vec<String>,
-}
-
-/// Applies the parts of a re-read config that can change at runtime: each
-/// running listener's failover settings (taken from `new` as written, so a
-/// runtime change through the admin API is replaced by the file's value).
-/// `new` has already passed validation as a whole, so nothing is
-/// half-applied. Established sessions are never touched.
-pub fn apply_reload(state: &ProxyState, new: &Config) -> ReloadReport {
-    let mut report = ReloadReport::default();
-    for l in &new.listeners {
-        let Some(running) = state.listeners.iter().find(|r| r.name() == l.name) else {
-            report.not_running.push(l.name.clone());
-            continue;
-        };
-        let rt = &running.runtime;
-        if **rt.failover.load() != l.failover {
-            tracing::info!(
-                listener = %l.name,
-                from = rt.failover.load().mode.as_str(),
-                to = l.failover.mode.as_str(),
-                target = l.failover.target.as_deref().unwrap_or(""),
-                "reload: failover settings applied"
-            );
-            rt.failover.store(Arc::new(l.failover.clone()));
-            report.failover_changed.push(l.name.clone());
-        }
-    }
-    report
 }

@@ -20,8 +20,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
+use rustls_pki_types::UnixTime;
+
 use crate::backend::{self, BackendStream};
 use crate::listener::ListenerRuntime;
+use crate::live::Registration;
 use crate::outcome::{Finished, SessionError};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::err::OK_HEADER;
@@ -29,6 +32,7 @@ use crate::protocol::greeting::{self, Greeting};
 use crate::protocol::response::{self, HandshakeResponse};
 use crate::protocol::{ErrPacket, ERR_HEADER};
 use crate::relay::{self, Transferred};
+use crate::reload;
 use crate::tls::{self, CertInfo};
 
 /// Any byte stream a client can arrive on (TCP, Unix socket, in-memory).
@@ -62,6 +66,9 @@ pub struct SessionInfo {
     /// When the connection phase ended (relay started), for the handshake
     /// latency metric.
     pub handshake_done: Option<Duration>,
+    /// When the client certificate was verified, and the generation of the
+    /// TLS material that verified it.
+    pub verified: Option<(UnixTime, u64)>,
 }
 
 /// Serves one client connection until it closes.
@@ -102,12 +109,58 @@ pub async fn serve<S: ClientIo>(
         _ = cancel.cancelled() => return Err(SessionError::Shutdown),
     };
     info.handshake_done = Some(started.elapsed());
+    let live = register_live(listener, &client, info);
+    let revoked = async {
+        match &live {
+            Some(r) => r.session.revoked().await,
+            None => std::future::pending().await,
+        }
+    };
     let (finished, transferred) = tokio::select! {
         r = relay::relay(&mut client, &mut backend) => r,
         _ = cancel.cancelled() => (Finished::Closed, Transferred::default()),
+        reason = revoked => (Finished::Revoked { reason }, Transferred::default()),
     };
     info.transferred = transferred;
     Ok(finished)
+}
+
+/// Registers a session that presented a client certificate, so reloads of
+/// trust material reach it. Material swapped in since its handshake may
+/// have been swept before it registered: it then checks itself against the
+/// material in service.
+fn register_live<'a, S: ClientIo>(
+    listener: &'a ListenerRuntime,
+    client: &ClientStream<S>,
+    info: &SessionInfo,
+) -> Option<Registration<'a>> {
+    let rt = listener.tls.as_ref()?;
+    let Either::Right(tls) = client else {
+        return None;
+    };
+    let chain = tls.get_ref().1.peer_certificates()?.to_vec();
+    let (verified_at, generation) = info.verified?;
+    let cert = info.client_cert.as_ref();
+    let reg = rt.live.register(
+        chain,
+        verified_at,
+        generation,
+        cert.map(|c| c.subject.clone()).unwrap_or_default(),
+        cert.map(|c| c.serial.clone()).unwrap_or_default(),
+    );
+    let current = rt.load();
+    if current.generation != generation {
+        if let Err(reason) = current.recheck(&reg.session.chain, verified_at) {
+            reload::refuse_live(
+                &listener.config.name,
+                rt,
+                current.source.on_revoke,
+                &reg.session,
+                reason,
+            );
+        }
+    }
+    Some(reg)
 }
 
 enum Phase<S: ClientIo> {
@@ -165,7 +218,7 @@ async fn connection_phase<S: ClientIo>(
             return Err(SessionError::BackendProtocol(format!("bad greeting: {e}")));
         }
     };
-    let tls = listener.tls.as_ref().map(|t| t.load_full());
+    let tls = listener.tls.as_ref().map(|t| t.load());
     greeting.set_ssl(greeting_pkt.payload_mut(), tls.is_some());
     client
         .write_all(&greeting_pkt.bytes)
@@ -339,6 +392,9 @@ async fn upgrade<S: ClientIo>(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| CertInfo::from_der(c).ok());
+            if info.client_cert.is_some() {
+                info.verified = Some((UnixTime::now(), tls.generation));
+            }
             Ok((Either::Right(Box::new(stream)), None))
         }
         (Some(_), false) => {
@@ -364,7 +420,7 @@ pub async fn refuse<S: ClientIo>(
     info: &mut SessionInfo,
     err: &ErrPacket,
 ) -> Result<(), SessionError> {
-    let tls = listener.tls.as_ref().map(|t| t.load_full());
+    let tls = listener.tls.as_ref().map(|t| t.load());
     let scramble = own_scramble();
     let g = greeting::build_own(&scramble, 0, tls.is_some());
     write_own_packet(&mut client, 0, &g)

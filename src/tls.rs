@@ -7,14 +7,19 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustls::server::WebPkiClientVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 
-use crate::config::{ClientAuth, TlsConfig};
+use crate::config::{ClientAuth, CrlExpired, CrlScope, TlsConfig, UnknownRevocation};
 
 /// The crypto provider for every TLS config portcullis builds.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -57,8 +62,11 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsLoadError> {
 
 /// Reads every certificate in a PEM file; at least one must be present.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsLoadError> {
-    let data = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&data)
+    parse_certs(path, &read(path)?)
+}
+
+fn parse_certs(path: &Path, data: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsLoadError> {
+    let certs = CertificateDer::pem_slice_iter(data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(path, format!("bad PEM: {e}")))?;
     if certs.is_empty() {
@@ -73,8 +81,11 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsLoadEr
 
 /// Reads one private key (PKCS#8, PKCS#1 or SEC1) from a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
-    let data = read(path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
+    parse_key(path, &read(path)?)
+}
+
+fn parse_key(path: &Path, data: &[u8]) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
+    PrivateKeyDer::from_pem_slice(data).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
             invalid(path, "contains no PRIVATE KEY block")
         }
@@ -82,57 +93,163 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
     })
 }
 
-/// Reads CRLs from files and from directories of `*.pem` / `*.crl` files
-/// (sorted by name, so loading order is stable).
-pub fn load_crls(
-    paths: &[PathBuf],
+fn parse_crls(
+    path: &Path,
+    data: &[u8],
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsLoadError> {
-    let mut out = Vec::new();
-    for path in paths {
-        let meta = std::fs::metadata(path).map_err(|source| TlsLoadError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let files = if meta.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|source| TlsLoadError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "pem" || e == "crl") && p.is_file())
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![path.clone()]
-        };
-        for f in files {
-            let data = read(&f)?;
-            let crls = CertificateRevocationListDer::pem_slice_iter(&data)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(&f, format!("bad CRL PEM: {e}")))?;
-            if crls.is_empty() {
-                return Err(invalid(&f, "contains no X509 CRL block"));
-            }
-            for c in &crls {
-                x509_parser::parse_x509_crl(c)
-                    .map_err(|e| invalid(&f, format!("CRL does not parse: {e}")))?;
-            }
-            out.extend(crls);
-        }
+    let crls = CertificateRevocationListDer::pem_slice_iter(data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(path, format!("bad CRL PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(invalid(path, "contains no X509 CRL block"));
     }
-    Ok(out)
+    for c in &crls {
+        x509_parser::parse_x509_crl(c)
+            .map_err(|e| invalid(path, format!("CRL does not parse: {e}")))?;
+    }
+    Ok(crls)
 }
 
+/// The files of a CRL setting: the file itself, or a directory's `*.pem` /
+/// `*.crl` files sorted by name (so loading order is stable).
+fn crl_files(path: &Path) -> Result<Vec<PathBuf>, TlsLoadError> {
+    let read_err = |source| TlsLoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    // metadata follows symlinks: a symlinked directory is a directory.
+    if !std::fs::metadata(path).map_err(read_err)?.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(read_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pem" || e == "crl") && p.is_file())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The bytes of every file a TLS section names, read once, so that what is
+/// compared (the digest) is exactly what is parsed. Paths are followed
+/// through symlinks, so a renamed-over file or a switched symlink (the way
+/// Kubernetes secrets and caucase publish) shows up as new content.
+#[derive(Clone)]
+pub struct Material {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Option<Vec<u8>>,
+    crls: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Material {
+    pub fn read(cfg: &TlsConfig) -> Result<Material, TlsLoadError> {
+        let mut crls = Vec::new();
+        for path in &cfg.crl {
+            for f in crl_files(path)? {
+                let data = read(&f)?;
+                crls.push((f, data));
+            }
+        }
+        Ok(Material {
+            cert: read(&cfg.cert)?,
+            key: read(&cfg.key)?,
+            ca: cfg.ca.as_deref().map(read).transpose()?,
+            crls,
+        })
+    }
+
+    /// SHA-256 over everything: any change of any byte, and any CRL file
+    /// added to or removed from a directory, changes it.
+    pub fn digest(&self) -> Digest {
+        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        self.hash_trust(&mut d);
+        hash_part(&mut d, b"cert", &self.cert);
+        hash_part(&mut d, b"key", &self.key);
+        Digest::from(d.finish())
+    }
+
+    /// SHA-256 over what client certificates are judged by: the CA bundle,
+    /// the CRLs and the policy. When it changes, live sessions are checked
+    /// again.
+    fn trust_digest(&self, cfg: &TlsConfig) -> Digest {
+        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        self.hash_trust(&mut d);
+        let policy = format!("{:?}{:?}", cfg.client_auth, cfg.crl_policy);
+        hash_part(&mut d, b"policy", policy.as_bytes());
+        Digest::from(d.finish())
+    }
+
+    fn hash_trust(&self, d: &mut ring::digest::Context) {
+        hash_part(d, b"ca", self.ca.as_deref().unwrap_or_default());
+        for (path, data) in &self.crls {
+            hash_part(d, path.as_os_str().as_encoded_bytes(), data);
+        }
+    }
+}
+
+fn hash_part(d: &mut ring::digest::Context, label: &[u8], data: &[u8]) {
+    for part in [label, data] {
+        d.update(&(part.len() as u64).to_be_bytes());
+        d.update(part);
+    }
+}
+
+/// A SHA-256 value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest([u8; 32]);
+
+impl From<ring::digest::Digest> for Digest {
+    fn from(d: ring::digest::Digest) -> Self {
+        let mut v = [0u8; 32];
+        v.copy_from_slice(d.as_ref());
+        Digest(v)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Each built [`ServerTls`] gets the next number, so a session can tell
+/// whether the material it was verified with is still in service.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Sessions resumed from a cache skip client certificate verification, so
+/// every built config gets its own, new cache: after a reload nothing that
+/// was verified under older material can resume. TLS 1.3 tickets are
+/// stateful (kept in this cache); no stateless ticket key is ever set.
+const SESSION_CACHE_ENTRIES: usize = 1024;
+
 /// A listener's loaded TLS state: the rustls config plus what was loaded,
-/// for status and logs.
+/// for status, metrics, reloads and re-checking live sessions.
 pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// The certificate in service (leaf).
     pub leaf: CertInfo,
+    /// The CA certificates client certificates are checked against.
+    pub cas: Vec<CertInfo>,
     /// The CRLs client certificates are checked against, in load order.
     pub crls: Vec<CrlInfo>,
+    /// The settings it was built from.
+    pub source: TlsConfig,
+    /// Digest of every file's content ([`Material::digest`]).
+    pub digest: Digest,
+    /// Digest of the CA bundle, CRLs and policy.
+    pub trust_digest: Digest,
+    /// When it was built, seconds since the Unix epoch.
+    pub loaded_at: i64,
+    /// Unique per build; higher is newer.
+    pub generation: u64,
+    /// The client certificate verifier inside `config`, to re-check live
+    /// sessions; `None` without client authentication.
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -140,6 +257,7 @@ impl fmt::Debug for ServerTls {
         f.debug_struct("ServerTls")
             .field("leaf", &self.leaf)
             .field("crls", &self.crls)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -147,50 +265,100 @@ impl fmt::Debug for ServerTls {
 impl ServerTls {
     /// Reads, parses and validates everything, then builds one whole config.
     pub fn load(cfg: &TlsConfig) -> Result<ServerTls, TlsLoadError> {
-        let provider = provider();
-        let chain = load_certs(&cfg.cert)?;
-        let key = load_key(&cfg.key)?;
-        let leaf = CertInfo::from_der(&chain[0]).map_err(|e| invalid(&cfg.cert, e))?;
+        ServerTls::build(cfg, &Material::read(cfg)?)
+    }
 
+    /// Parses and validates `m` (key matches the certificate, the served
+    /// chain verifies to the CA bundle when it is issued there, every CRL is
+    /// signed by a CA in the bundle and, unless allowed, not expired), then
+    /// builds one whole config. Nothing is shared with an earlier build.
+    pub fn build(cfg: &TlsConfig, m: &Material) -> Result<ServerTls, TlsLoadError> {
+        let provider = provider();
+        let now = UnixTime::now();
+        let chain = parse_certs(&cfg.cert, &m.cert)?;
+        let key = parse_key(&cfg.key, &m.key)?;
+        let leaf = CertInfo::from_der(&chain[0]).map_err(|e| invalid(&cfg.cert, e))?;
+        let unix_now = now.as_secs() as i64;
+        if leaf.not_after < unix_now {
+            return Err(invalid(
+                &cfg.cert,
+                format!(
+                    "certificate {} (serial {}) expired at {}",
+                    leaf.subject,
+                    leaf.serial,
+                    crate::metrics::rfc3339(leaf.not_after)
+                ),
+            ));
+        }
+        if leaf.not_before > unix_now {
+            return Err(invalid(
+                &cfg.cert,
+                format!(
+                    "certificate {} (serial {}) is not valid before {}",
+                    leaf.subject,
+                    leaf.serial,
+                    crate::metrics::rfc3339(leaf.not_before)
+                ),
+            ));
+        }
+
+        let mut cas = Vec::new();
         let mut crl_info = Vec::new();
-        let verifier = match cfg.client_auth {
-            ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
-            auth => {
-                let ca_path = cfg
-                    .ca
-                    .as_ref()
-                    .ok_or_else(|| invalid(&cfg.cert, "client_auth needs a `ca`"))?;
-                let mut roots = RootCertStore::empty();
-                for c in load_certs(ca_path)? {
-                    roots.add(c).map_err(|e| {
-                        invalid(ca_path, format!("not a usable CA certificate: {e}"))
-                    })?;
-                }
-                let crls = load_crls(&cfg.crl)?;
-                crl_info = crls
-                    .iter()
-                    .map(|c| CrlInfo::from_der(c))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| invalid(ca_path, e))?;
-                let mut b =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .with_crls(crls)
-                        // rustls accepts CRLs past their next-update by default; a
-                        // stale CRL may miss recent revocations, so refuse it.
-                        .enforce_revocation_expiration();
-                if auth == ClientAuth::Optional {
-                    b = b.allow_unauthenticated();
-                }
-                b.build().map_err(|source| TlsLoadError::Verifier {
-                    ca: ca_path.clone(),
-                    source,
-                })?
+        let mut verifier = None;
+        if cfg.client_auth != ClientAuth::None {
+            let ca_path = cfg
+                .ca
+                .as_ref()
+                .ok_or_else(|| invalid(&cfg.cert, "client_auth needs a `ca`"))?;
+            let ca_certs = parse_certs(ca_path, m.ca.as_deref().unwrap_or_default())?;
+            let mut roots = RootCertStore::empty();
+            for c in &ca_certs {
+                roots
+                    .add(c.clone())
+                    .map_err(|e| invalid(ca_path, format!("not a usable CA certificate: {e}")))?;
+                cas.push(CertInfo::from_der(c).map_err(|e| invalid(ca_path, e))?);
             }
-        };
+            let roots = Arc::new(roots);
+            check_served_chain(cfg, ca_path, &chain, roots.clone(), &provider, now)?;
+
+            let mut crls = Vec::new();
+            for (path, data) in &m.crls {
+                for crl in parse_crls(path, data)? {
+                    let info = check_crl(path, &crl, &ca_certs, cfg, unix_now)?;
+                    crl_info.push(info);
+                    crls.push(crl);
+                }
+            }
+            let mut b = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+                .with_crls(crls);
+            let policy = cfg.crl_policy;
+            if policy.scope == CrlScope::Leaf {
+                b = b.only_check_end_entity_revocation();
+            }
+            if policy.unknown == UnknownRevocation::Allow {
+                b = b.allow_unknown_revocation_status();
+            }
+            if policy.expired == CrlExpired::Reject {
+                // rustls accepts CRLs past their next-update by default; a
+                // stale CRL may miss recent revocations, so refuse it.
+                b = b.enforce_revocation_expiration();
+            }
+            if cfg.client_auth == ClientAuth::Optional {
+                b = b.allow_unauthenticated();
+            }
+            verifier = Some(b.build().map_err(|source| TlsLoadError::Verifier {
+                ca: ca_path.clone(),
+                source,
+            })?);
+        }
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| invalid(&cfg.cert, e))?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(
+                verifier
+                    .clone()
+                    .unwrap_or_else(WebPkiClientVerifier::no_client_auth),
+            )
             .with_single_cert(chain, key)
             .map_err(|source| TlsLoadError::KeyMismatch {
                 cert: cfg.cert.clone(),
@@ -199,12 +367,139 @@ impl ServerTls {
             })?;
         // Clients never send ALPN for the MySQL protocol; nothing to set.
         config.max_early_data_size = 0;
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
         Ok(ServerTls {
             config: Arc::new(config),
             leaf,
+            cas,
             crls: crl_info,
+            source: cfg.clone(),
+            digest: m.digest(),
+            trust_digest: m.trust_digest(cfg),
+            loaded_at: unix_now,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            verifier,
         })
     }
+
+    /// Whether a client certificate chain accepted at `verified_at` would
+    /// be accepted by this material at that same instant: `Err(reason)`
+    /// (a [`failure_reason`] label) when it would now be refused. Used to
+    /// re-check live sessions after new CAs or CRLs are loaded; expiry
+    /// since the handshake is not held against a session.
+    pub fn recheck(
+        &self,
+        chain: &[CertificateDer<'static>],
+        verified_at: UnixTime,
+    ) -> Result<(), &'static str> {
+        let (Some(verifier), Some((leaf, intermediates))) = (&self.verifier, chain.split_first())
+        else {
+            return Ok(());
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, verified_at)
+            .map(|_| ())
+            .map_err(|e| error_reason(&e))
+    }
+}
+
+/// The served chain must verify to the CA bundle when its issuer is there
+/// (the usual single-PKI setup): a wrong intermediate or a certificate the
+/// bundle does not vouch for is caught at load, not by every client. A
+/// certificate from another PKI (a public ACME CA, say) is served as is.
+fn check_served_chain(
+    cfg: &TlsConfig,
+    ca_path: &Path,
+    chain: &[CertificateDer<'static>],
+    roots: Arc<RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    now: UnixTime,
+) -> Result<(), TlsLoadError> {
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| invalid(ca_path, e))?;
+    // The names clients use are not known here: any name error means the
+    // chain itself verified.
+    let name = ServerName::try_from("portcullis.invalid").expect("valid DNS name");
+    match verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], now) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => Ok(()),
+        Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            tracing::debug!(cert = %cfg.cert.display(), ca = %ca_path.display(),
+                "server certificate is not issued under the client CA bundle; serving it as is");
+            Ok(())
+        }
+        Err(e) => Err(invalid(
+            &cfg.cert,
+            format!(
+                "certificate chain does not verify against {}: {e}",
+                ca_path.display()
+            ),
+        )),
+    }
+}
+
+/// A CRL must parse, be signed by a CA of the bundle and, unless the
+/// policy accepts stale CRLs, not be past its nextUpdate.
+fn check_crl(
+    path: &Path,
+    der: &CertificateRevocationListDer<'_>,
+    cas: &[CertificateDer<'static>],
+    cfg: &TlsConfig,
+    now: i64,
+) -> Result<CrlInfo, TlsLoadError> {
+    let (_, crl) = x509_parser::parse_x509_crl(der)
+        .map_err(|e| invalid(path, format!("CRL does not parse: {e}")))?;
+    let info = CrlInfo::from_parsed(&crl);
+    let mut issuer_known = false;
+    let mut signed = false;
+    for ca in cas {
+        let Ok((_, ca)) = x509_parser::parse_x509_certificate(ca) else {
+            continue;
+        };
+        if ca.subject().as_raw() != crl.issuer().as_raw() {
+            continue;
+        }
+        issuer_known = true;
+        if crl.verify_signature(ca.public_key()).is_ok() {
+            signed = true;
+            break;
+        }
+    }
+    if !issuer_known {
+        return Err(invalid(
+            path,
+            format!(
+                "CRL issued by {} but no CA with that name is in the CA bundle",
+                info.issuer
+            ),
+        ));
+    }
+    if !signed {
+        return Err(invalid(
+            path,
+            format!(
+                "CRL for {} has a signature that no CA of that name in the CA bundle made",
+                info.issuer
+            ),
+        ));
+    }
+    if cfg.crl_policy.expired == CrlExpired::Reject {
+        if let Some(next) = info.next_update.filter(|&n| n < now) {
+            return Err(invalid(
+                path,
+                format!(
+                    "CRL for {} expired at {} (its nextUpdate); publish a fresh CRL, or set crl_expired = \"accept\"",
+                    info.issuer,
+                    crate::metrics::rfc3339(next)
+                ),
+            ));
+        }
+    }
+    Ok(info)
 }
 
 /// Identity fields of a certificate, for logs, status and identity rules.
@@ -214,6 +509,10 @@ pub struct CertInfo {
     pub issuer: String,
     /// Serial number as lowercase hex without separators.
     pub serial: String,
+    /// SHA-256 of the DER encoding, lowercase hex.
+    pub fingerprint: String,
+    /// Not-before as seconds since the Unix epoch.
+    pub not_before: i64,
     /// Not-after as seconds since the Unix epoch.
     pub not_after: i64,
 }
@@ -226,6 +525,8 @@ impl CertInfo {
             subject: c.subject().to_string(),
             issuer: c.issuer().to_string(),
             serial: c.raw_serial_as_string().replace(':', ""),
+            fingerprint: hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()),
+            not_before: c.validity().not_before.timestamp(),
             not_after: c.validity().not_after.timestamp(),
         })
     }
@@ -247,29 +548,38 @@ impl CrlInfo {
     pub fn from_der(der: &[u8]) -> Result<CrlInfo, String> {
         let (_, crl) =
             x509_parser::parse_x509_crl(der).map_err(|e| format!("CRL does not parse: {e}"))?;
-        Ok(CrlInfo {
+        Ok(CrlInfo::from_parsed(&crl))
+    }
+
+    fn from_parsed(crl: &x509_parser::revocation_list::CertificateRevocationList<'_>) -> CrlInfo {
+        CrlInfo {
             issuer: crl.issuer().to_string(),
             this_update: crl.last_update().timestamp(),
             next_update: crl.next_update().map(|t| t.timestamp()),
             revoked: crl.iter_revoked_certificates().count(),
-        })
+        }
     }
 }
 
 /// A stable label for why a TLS handshake failed, as used in logs and the
 /// `reason` label of the TLS failure metric.
 pub fn failure_reason(err: &io::Error) -> &'static str {
-    let Some(tls) = err
+    match err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        return match err.kind() {
+    {
+        Some(tls) => error_reason(tls),
+        None => match err.kind() {
             io::ErrorKind::UnexpectedEof => "client_closed",
             io::ErrorKind::TimedOut => "timeout",
             _ => "io",
-        };
-    };
-    match tls {
+        },
+    }
+}
+
+/// The stable label for a rustls error (see [`failure_reason`]).
+pub fn error_reason(err: &rustls::Error) -> &'static str {
+    match err {
         rustls::Error::NoCertificatesPresented => "no_client_cert",
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => "unknown_ca",

@@ -200,11 +200,12 @@ token_file = "admin.token"
     assert_eq!(r.json(), json!({"error": "/status accepts GET only"}));
     let r = http(&proxy.admin_addr(), "DELETE", "/reload", Some(TOKEN)).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")), "{r:?}");
+    // Nothing changed on disk: the reload reports exactly that.
     let r = http(&proxy.admin_addr(), "POST", "/reload", Some(TOKEN)).await;
-    assert_eq!(r.status, 501, "{r:?}");
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
         r.json(),
-        json!({"error": "reload is not implemented yet: TLS material is read at start only; restart portcullis to load new certificates and CRLs"})
+        json!({"tls": {"public": {"result": "unchanged"}}, "failover_changed": [], "not_running": []})
     );
 
     // Status: exactly the listeners and backends of the config.
@@ -219,10 +220,25 @@ token_file = "admin.token"
         started_at <= now && uptime <= now - started_at + 1,
         "{started_at} {now} {uptime}"
     );
+    let public_status = obj["listeners"][0].as_object_mut().unwrap();
+    let loaded_at = public_status
+        .remove("tls_loaded_at")
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    let loaded_at_utc = public_status.remove("tls_loaded_at_utc").unwrap();
+    assert!(
+        loaded_at <= now && loaded_at >= started_at - 5,
+        "{loaded_at} {started_at} {now}"
+    );
+    assert_eq!(loaded_at_utc, json!(rfc3339(loaded_at)));
 
     let cert_der = pem_der(&pki.server.cert);
     let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
     let not_after = cert.validity().not_after.timestamp();
+    let ca_der = pem_der(&pki.ca);
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    let ca_not_after = ca.validity().not_after.timestamp();
     let crl_der = pem_der(&pki.crl);
     let (_, crl) = x509_parser::parse_x509_crl(&crl_der).unwrap();
     let this_update = crl.last_update().timestamp();
@@ -254,9 +270,21 @@ token_file = "admin.token"
                         "subject": format!("CN={SERVER_CN}"),
                         "issuer": CA_DN,
                         "serial": "0a",
+                        "fingerprint_sha256": sha256_hex(&cert_der),
                         "not_after": not_after,
                         "not_after_utc": rfc3339(not_after),
                     },
+                    "cas": [{
+                        "subject": CA_DN,
+                        "issuer": CA_DN,
+                        "serial": "01",
+                        "fingerprint_sha256": sha256_hex(&ca_der),
+                        "not_after": ca_not_after,
+                        "not_after_utc": rfc3339(ca_not_after),
+                    }],
+                    "last_reload": null,
+                    "last_reload_error": null,
+                    "certificate_sessions": 0,
                     "crls": [{
                         "issuer": CA_DN,
                         "this_update": this_update,
@@ -278,7 +306,13 @@ token_file = "admin.token"
                     "failover_mode": "off",
                     "outcomes": {},
                     "certificate": null,
+                    "cas": [],
                     "crls": [],
+                    "tls_loaded_at": null,
+                    "tls_loaded_at_utc": null,
+                    "last_reload": null,
+                    "last_reload_error": null,
+                    "certificate_sessions": 0,
                 },
             ],
             "backends": [
@@ -291,14 +325,26 @@ token_file = "admin.token"
     // Expiry gauges carry the same instants.
     let m = metrics(&proxy).await;
     assert_eq!(
-        m.get(r#"portcullis_certificate_not_after_timestamp_seconds{listener="public"}"#),
+        m.get(&format!(
+            r#"portcullis_certificate_not_after_seconds{{listener="public",role="server",subject="CN={SERVER_CN}",serial="0a"}}"#
+        )),
         not_after as f64
     );
     assert_eq!(
         m.get(&format!(
-            r#"portcullis_crl_next_update_timestamp_seconds{{listener="public",issuer="{CA_DN}"}}"#
+            r#"portcullis_certificate_not_after_seconds{{listener="public",role="ca",subject="{CA_DN}",serial="01"}}"#
+        )),
+        ca_not_after as f64
+    );
+    assert_eq!(
+        m.get(&format!(
+            r#"portcullis_crl_next_update_seconds{{listener="public",issuer="{CA_DN}"}}"#
         )),
         next_update as f64
+    );
+    assert_eq!(
+        m.get(r#"portcullis_tls_loaded_timestamp_seconds{listener="public"}"#),
+        loaded_at as f64
     );
     assert_eq!(
         m.get(&format!(
@@ -766,4 +812,12 @@ async fn sigterm_drain_seen_by_keepalived_style_health_check() {
     conn.disconnect().await.unwrap();
     assert_eq!(bin.wait_exit().await, Some(0));
     assert!(!dir.path().join("admin.sock").exists());
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

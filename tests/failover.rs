@@ -14,6 +14,7 @@ use common::proxy::{absent_backend, tls_section, TestProxy};
 use common::raw::{frame, response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
+use portcullis::reload::{reload_config, ListenerReload, Trigger};
 
 const TARGET: &str = "db2.example.net:3307";
 
@@ -404,12 +405,13 @@ async fn reload_applies_failover_settings_and_counts_redirects() {
         format!("{base}failover = \"on\"\nfailover_target = {TARGET:?}\n{tls}"),
     )
     .unwrap();
-    let new = portcullis::Config::load(&path).unwrap();
-    let report = portcullis::server::apply_reload(&proxy.state(), &new);
+    let reload = || reload_config(&proxy.state(), Trigger::Admin).expect("valid config");
+    let report = reload();
     assert_eq!(report.failover_changed, vec!["public".to_string()]);
     assert!(report.not_running.is_empty());
+    assert_eq!(report.tls["public"], ListenerReload::Unchanged);
     // Applying the same file again changes nothing.
-    let again = portcullis::server::apply_reload(&proxy.state(), &new);
+    let again = reload();
     assert!(again.failover_changed.is_empty());
 
     let err = Conn::new(opts.clone())

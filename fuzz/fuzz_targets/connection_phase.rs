@@ -40,19 +40,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use libfuzzer_sys::fuzz_target;
 use portcullis::listener::ListenerRuntime;
 use portcullis::packet_io::read_packet_exact;
 use portcullis::protocol::packet::{split_packet, write_packet};
 use portcullis::protocol::{Capabilities, Greeting, HEADER_LEN};
 use portcullis::session::{serve, SessionInfo};
-use portcullis::tls::{load_certs, load_key, ServerTls};
+use portcullis::tls::{load_certs, load_key};
 use portcullis::Config;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::UnixListener;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
@@ -139,15 +137,9 @@ client_auth = "required"
         let listeners = config
             .listeners
             .iter()
-            .map(|l| ListenerRuntime {
-                config: l.clone(),
-                backend: config.backend(&l.route).expect("route").clone(),
-                tls: l
-                    .tls
-                    .as_ref()
-                    .map(|t| ArcSwap::from_pointee(ServerTls::load(t).expect("demo PKI loads"))),
-                slots: Arc::new(Semaphore::new(l.max_connections)),
-                failover: ArcSwap::from_pointee(l.failover.clone()),
+            .map(|l| {
+                let backend = config.backend(&l.route).expect("route").clone();
+                ListenerRuntime::new(l.clone(), backend).expect("demo PKI loads")
             })
             .collect();
 

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{rfc3339, unix_seconds, ProxyState};
+use crate::reload::ReloadRecord;
+use crate::tls::CertInfo;
 
 /// The whole `/status` answer. Field names are part of the API: add, never
 /// rename.
@@ -48,8 +50,28 @@ pub struct ListenerStatus {
     pub outcomes: BTreeMap<String, u64>,
     /// The certificate in service; absent without TLS.
     pub certificate: Option<CertificateStatus>,
+    /// The CA certificates client certificates are checked against.
+    #[serde(default)]
+    pub cas: Vec<CertificateStatus>,
     /// The CRLs client certificates are checked against.
     pub crls: Vec<CrlStatus>,
+    /// When the TLS material in service was loaded (seconds since the Unix
+    /// epoch, and RFC 3339); absent without TLS.
+    #[serde(default)]
+    pub tls_loaded_at: Option<i64>,
+    #[serde(default)]
+    pub tls_loaded_at_utc: Option<String>,
+    /// The most recent reload that built new material or failed.
+    #[serde(default)]
+    pub last_reload: Option<ReloadRecord>,
+    /// The most recent failed reload, kept after later successes (compare
+    /// its time with `last_reload`).
+    #[serde(default)]
+    pub last_reload_error: Option<ReloadRecord>,
+    /// Established sessions that authenticated with a client certificate
+    /// (re-checked when CAs or CRLs change).
+    #[serde(default)]
+    pub certificate_sessions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +80,26 @@ pub struct CertificateStatus {
     pub issuer: String,
     /// Lowercase hex without separators.
     pub serial: String,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    #[serde(default)]
+    pub fingerprint_sha256: String,
     /// Seconds since the Unix epoch.
     pub not_after: i64,
     /// The same instant as RFC 3339 UTC.
     pub not_after_utc: String,
+}
+
+impl From<&CertInfo> for CertificateStatus {
+    fn from(c: &CertInfo) -> Self {
+        CertificateStatus {
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            serial: c.serial.clone(),
+            fingerprint_sha256: c.fingerprint.clone(),
+            not_after: c.not_after,
+            not_after_utc: rfc3339(c.not_after),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +130,8 @@ impl Status {
             .iter()
             .map(|l| {
                 let cfg = &l.runtime.config;
-                let tls = l.runtime.tls.as_ref().map(|t| t.load_full());
+                let rt = l.runtime.tls.as_ref();
+                let tls = rt.map(|t| t.load());
                 ListenerStatus {
                     name: cfg.name.clone(),
                     address: l.address.to_string(),
@@ -110,13 +149,16 @@ impl Status {
                         .into_iter()
                         .map(|(k, v)| (k.to_string(), v))
                         .collect(),
-                    certificate: tls.as_ref().map(|t| CertificateStatus {
-                        subject: t.leaf.subject.clone(),
-                        issuer: t.leaf.issuer.clone(),
-                        serial: t.leaf.serial.clone(),
-                        not_after: t.leaf.not_after,
-                        not_after_utc: rfc3339(t.leaf.not_after),
-                    }),
+                    certificate: tls.as_ref().map(|t| CertificateStatus::from(&t.leaf)),
+                    cas: tls
+                        .as_ref()
+                        .map(|t| t.cas.iter().map(CertificateStatus::from).collect())
+                        .unwrap_or_default(),
+                    tls_loaded_at: tls.as_ref().map(|t| t.loaded_at),
+                    tls_loaded_at_utc: tls.as_ref().map(|t| rfc3339(t.loaded_at)),
+                    last_reload: rt.and_then(|r| r.last_reload()),
+                    last_reload_error: rt.and_then(|r| r.last_error()),
+                    certificate_sessions: rt.map_or(0, |r| r.live.len()),
                     crls: tls
                         .as_ref()
                         .map(|t| {
@@ -205,11 +247,23 @@ impl Status {
             .iter()
             .filter_map(|l| {
                 l.certificate.as_ref().map(|c| {
+                    let last_reload = match (&l.last_reload, &l.last_reload_error) {
+                        (_, Some(e)) if l.last_reload.as_ref() == Some(e) => format!(
+                            "FAILED {} ({}): {}",
+                            e.at_utc,
+                            e.trigger,
+                            e.error.as_deref().unwrap_or("")
+                        ),
+                        (Some(r), _) => format!("ok {} ({})", r.at_utc, r.trigger),
+                        (None, _) => "-".into(),
+                    };
                     vec![
                         l.name.clone(),
                         c.subject.clone(),
                         c.serial.clone(),
                         format!("{} ({})", c.not_after_utc, relative(c.not_after - self.now)),
+                        l.tls_loaded_at_utc.clone().unwrap_or_default(),
+                        last_reload,
                     ]
                 })
             })
@@ -217,7 +271,14 @@ impl Status {
         if !certs.is_empty() {
             out.push('\n');
             out.push_str(&table(
-                &["CERTIFICATE OF", "SUBJECT", "SERIAL", "NOT AFTER"],
+                &[
+                    "CERTIFICATE OF",
+                    "SUBJECT",
+                    "SERIAL",
+                    "NOT AFTER",
+                    "LOADED",
+                    "LAST RELOAD",
+                ],
                 certs,
             ));
         }
@@ -320,6 +381,13 @@ mod tests {
     use super::*;
 
     fn sample() -> Status {
+        let failed = ReloadRecord {
+            at: 1_700_093_000,
+            at_utc: rfc3339(1_700_093_000),
+            trigger: "poll".into(),
+            result: "failure".into(),
+            error: Some("/etc/portcullis/server.pem: bad PEM".into()),
+        };
         Status {
             version: "0.1.0".into(),
             state: "serving".into(),
@@ -343,9 +411,16 @@ mod tests {
                         subject: "CN=db1.example.net".into(),
                         issuer: "CN=Fleet CA".into(),
                         serial: "0a".into(),
+                        fingerprint_sha256: "ab".repeat(32),
                         not_after: 1_700_093_906 + 29 * 86_400 + 100,
                         not_after_utc: rfc3339(1_700_093_906 + 29 * 86_400 + 100),
                     }),
+                    cas: vec![],
+                    tls_loaded_at: Some(1_700_090_000),
+                    tls_loaded_at_utc: Some(rfc3339(1_700_090_000)),
+                    last_reload: Some(failed.clone()),
+                    last_reload_error: Some(failed),
+                    certificate_sessions: 2,
                     crls: vec![CrlStatus {
                         issuer: "CN=Fleet CA".into(),
                         this_update: 1_700_000_000,
@@ -367,7 +442,13 @@ mod tests {
                     failover_mode: "off".into(),
                     outcomes: BTreeMap::new(),
                     certificate: None,
+                    cas: vec![],
                     crls: vec![],
+                    tls_loaded_at: None,
+                    tls_loaded_at_utc: None,
+                    last_reload: None,
+                    last_reload_error: None,
+                    certificate_sessions: 0,
                 },
             ],
             backends: vec![BackendStatus {
@@ -392,8 +473,8 @@ local     unix:/run/portcullis/mysqld.sock  off  -            local  0       7  
 BACKEND  ADDRESS                       STATE
 local    unix:/run/mysqld/mysqld.sock  unmonitored
 
-CERTIFICATE OF  SUBJECT             SERIAL  NOT AFTER
-sidecar         CN=db1.example.net  0a      2023-12-15T00:20:06Z (in 29d)
+CERTIFICATE OF  SUBJECT             SERIAL  NOT AFTER                      LOADED                LAST RELOAD
+sidecar         CN=db1.example.net  0a      2023-12-15T00:20:06Z (in 29d)  2023-11-15T23:13:20Z  FAILED 2023-11-16T00:03:20Z (poll): /etc/portcullis/server.pem: bad PEM
 
 CRL OF   ISSUER       NEXT UPDATE                            REVOKED
 sidecar  CN=Fleet CA  2023-11-14T00:18:26Z (EXPIRED 2d ago)  1

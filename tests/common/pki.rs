@@ -174,6 +174,47 @@ fn issue(
     }
 }
 
+/// Issues a server certificate (SANs `localhost`, `127.0.0.1`, `::1`, EKU serverAuth, valid
+/// from yesterday for a year) and writes `<prefix>.pem`, `<prefix>-key.pem` and
+/// `<prefix>-chain.pem` (leaf + issuer).
+fn issue_server(
+    dir: &Path,
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    prefix: &str,
+    serial: u64,
+) -> ServerCert {
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ])
+    .expect("server certificate SANs");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, SERVER_CN);
+    params.serial_number = Some(SerialNumber::from(serial));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = (SystemTime::now() - DAY).into();
+    params.not_after = (SystemTime::now() + 365 * DAY).into();
+    let key = new_key();
+    let cert = params
+        .signed_by(&key, issuer)
+        .expect("sign the server certificate");
+    ServerCert {
+        cert: write(dir, &format!("{prefix}.pem"), &cert.pem()),
+        key: write(dir, &format!("{prefix}-key.pem"), &key.serialize_pem()),
+        chain: write(
+            dir,
+            &format!("{prefix}-chain.pem"),
+            &format!("{}{}", cert.pem(), issuer.pem()),
+        ),
+        serial,
+    }
+}
+
 /// Writes a CRL signed by `issuer`; this_update is a minute ago, or a day before a past
 /// `next_update`.
 fn write_crl(
@@ -246,37 +287,7 @@ impl Pki {
         let other_ca = write(d, "other-ca.pem", &other_issuer.pem());
         let other_ca_key = write(d, "other-ca-key.pem", &other_key_pem);
 
-        // Server leaf.
-        let mut params = CertificateParams::new(vec![
-            "localhost".to_string(),
-            "127.0.0.1".into(),
-            "::1".into(),
-        ])
-        .expect("server certificate SANs");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, SERVER_CN);
-        params.serial_number = Some(SerialNumber::from(SERVER_SERIAL));
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = (SystemTime::now() - DAY).into();
-        params.not_after = (SystemTime::now() + 365 * DAY).into();
-        let server_key = new_key();
-        let server_cert = params
-            .signed_by(&server_key, &ca_issuer)
-            .expect("sign the server certificate");
-        let server = ServerCert {
-            cert: write(d, "server.pem", &server_cert.pem()),
-            key: write(d, "server-key.pem", &server_key.serialize_pem()),
-            chain: write(
-                d,
-                "server-chain.pem",
-                &format!("{}{}", server_cert.pem(), ca_issuer.pem()),
-            ),
-            serial: SERVER_SERIAL,
-        };
+        let server = issue_server(d, &ca_issuer, "server", SERVER_SERIAL);
 
         let now = SystemTime::now();
         let year = now + 365 * DAY;
@@ -382,11 +393,15 @@ impl Pki {
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> ClientCert {
-        let issuer = match signer {
-            Signer::Ca => &self.ca_issuer,
-            Signer::OtherCa => &self.other_issuer,
-        };
-        issue(self.dir(), issuer, name, cn, serial, not_before, not_after)
+        issue(
+            self.dir(),
+            self.issuer(signer),
+            name,
+            cn,
+            serial,
+            not_before,
+            not_after,
+        )
     }
 
     /// Writes a CRL signed by the CA revoking `revoked_serials` (reason keyCompromise) with the
@@ -398,14 +413,38 @@ impl Pki {
         revoked_serials: &[u64],
         next_update: SystemTime,
     ) -> PathBuf {
+        self.write_crl_by(Signer::Ca, file_name, revoked_serials, next_update)
+    }
+
+    /// [`write_crl`](Pki::write_crl) signed by `signer`.
+    pub fn write_crl_by(
+        &self,
+        signer: Signer,
+        file_name: &str,
+        revoked_serials: &[u64],
+        next_update: SystemTime,
+    ) -> PathBuf {
         let crl_number = self.next_crl_number.fetch_add(1, Ordering::SeqCst);
         write_crl(
             self.dir(),
-            &self.ca_issuer,
+            self.issuer(signer),
             file_name,
             revoked_serials,
             next_update,
             crl_number,
         )
+    }
+
+    /// Issues another server certificate signed by `signer`, written as `<prefix>.pem`,
+    /// `<prefix>-key.pem` and `<prefix>-chain.pem`.
+    pub fn issue_server(&self, prefix: &str, serial: u64, signer: Signer) -> ServerCert {
+        issue_server(self.dir(), self.issuer(signer), prefix, serial)
+    }
+
+    fn issuer(&self, signer: Signer) -> &CertifiedIssuer<'static, KeyPair> {
+        match signer {
+            Signer::Ca => &self.ca_issuer,
+            Signer::OtherCa => &self.other_issuer,
+        }
     }
 }

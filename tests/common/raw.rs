@@ -49,7 +49,9 @@ pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn client_config(pki: &Pki, cert: Option<&ClientCert>) -> Arc<rustls::ClientConfig> {
+/// A client config trusting the PKI's CA, presenting `cert`. Connections
+/// made with one config share its TLS session store (resumption).
+pub fn client_config(pki: &Pki, cert: Option<&ClientCert>) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in portcullis::tls::load_certs(&pki.ca).unwrap() {
@@ -148,11 +150,16 @@ impl RawClient {
         pki: &Pki,
         cert: Option<&ClientCert>,
     ) -> Result<(), rustls::Error> {
-        let mut tls = rustls::ClientConnection::new(
-            client_config(pki, cert),
-            "localhost".try_into().unwrap(),
-        )
-        .unwrap();
+        self.start_tls_with(client_config(pki, cert)).await
+    }
+
+    /// [`start_tls`](RawClient::start_tls) with a given client config.
+    pub async fn start_tls_with(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<(), rustls::Error> {
+        let mut tls =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
         let mut first = frame(1, &fixed_prefix(true));
         tls.write_tls(&mut first).unwrap();
         assert!(first.len() > 36, "ClientHello appended to the SSLRequest");
@@ -179,10 +186,12 @@ impl RawClient {
         Ok(())
     }
 
-    async fn tls_read_packet(&mut self) -> Vec<u8> {
+    /// Reads one packet over TLS; a TLS error (an alert from the server)
+    /// or the connection closing is returned as text instead of panicking.
+    pub async fn try_read_packet(&mut self) -> Result<Vec<u8>, String> {
         let mut buf = vec![0u8; 16384];
         loop {
-            let tls = self.tls.as_mut().unwrap();
+            let tls = self.tls.as_mut().expect("TLS started");
             let mut chunk = [0u8; 4096];
             while let Ok(n) = tls.reader().read(&mut chunk) {
                 if n == 0 {
@@ -190,19 +199,36 @@ impl RawClient {
                 }
                 self.plain.extend_from_slice(&chunk[..n]);
             }
-            if self.plain.len() >= 4 {
-                let p = &self.plain;
-                let len = p[0] as usize | (p[1] as usize) << 8 | (p[2] as usize) << 16;
-                if p.len() >= 4 + len {
-                    let rest = self.plain.split_off(4 + len);
-                    return std::mem::replace(&mut self.plain, rest);
-                }
+            if let Some(p) = self.take_plain_packet() {
+                return Ok(p);
             }
-            let n = self.tcp.read(&mut buf).await.unwrap();
-            assert!(n > 0, "peer closed; got {:?}", self.plain);
+            let n = self.tcp.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
             let tls = self.tls.as_mut().unwrap();
-            tls.read_tls(&mut &buf[..n]).unwrap();
-            tls.process_new_packets().unwrap();
+            tls.read_tls(&mut &buf[..n]).map_err(|e| e.to_string())?;
+            tls.process_new_packets().map_err(|e| format!("{e:?}"))?;
+        }
+    }
+
+    fn take_plain_packet(&mut self) -> Option<Vec<u8>> {
+        if self.plain.len() < 4 {
+            return None;
+        }
+        let p = &self.plain;
+        let len = p[0] as usize | (p[1] as usize) << 8 | (p[2] as usize) << 16;
+        if p.len() < 4 + len {
+            return None;
+        }
+        let rest = self.plain.split_off(4 + len);
+        Some(std::mem::replace(&mut self.plain, rest))
+    }
+
+    async fn tls_read_packet(&mut self) -> Vec<u8> {
+        match self.try_read_packet().await {
+            Ok(p) => p,
+            Err(e) => panic!("{e}; got {:?}", self.plain),
         }
     }
 }
