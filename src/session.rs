@@ -54,6 +54,10 @@ pub const ERR_TOO_MANY_CONNECTIONS: u16 = 1040;
 /// ER_HANDSHAKE_ERROR, "Bad handshake".
 pub const ERR_BAD_HANDSHAKE: u16 = 1043;
 
+/// How long a session closed for revocation may take to send its TLS
+/// close_notify before the socket is dropped anyway.
+const REVOKE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Everything known about a session, for its log line and metrics.
 #[derive(Debug, Default)]
 pub struct SessionInfo {
@@ -121,6 +125,11 @@ pub async fn serve<S: ClientIo>(
         _ = cancel.cancelled() => (Finished::Closed, Transferred::default()),
         reason = revoked => (Finished::Revoked { reason }, Transferred::default()),
     };
+    if let Finished::Revoked { .. } = finished {
+        // A clean TLS close, so the client reports a lost connection rather
+        // than a TLS error; an ERR packet cannot be injected mid-command.
+        let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
+    }
     info.transferred = transferred;
     Ok(finished)
 }
