@@ -96,3 +96,112 @@ EOF
         exit 1
     fi
 }
+
+# --- throwaway servers (scripts/quickstart, scripts/compat) ---------------------------------
+# Bounded waits, in tenths of a second (the poll interval).
+MARIADB_START_POLLS=600    # 60 s: first start of InnoDB on a slow disk
+PORTCULLIS_START_POLLS=300 # 30 s
+STOP_POLLS=300             # 30 s for each server to stop after SIGTERM
+
+# show_log FILE: the end of a log, for a failure message.
+show_log() {
+    echo "---- last lines of $1 ----" >&2
+    tail -n 30 "$1" >&2 || true
+    echo "----" >&2
+}
+
+# stop_process PID NAME: SIGTERM, wait (bounded), then SIGKILL.
+stop_process() {
+    local pid="$1" name="$2" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < STOP_POLLS; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "$name (pid $pid) did not stop after SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# port_listening HOST PORT: true when something listens on TCP port PORT. Reads /proc (no
+# connection, so nothing shows up in portcullis' connection log); falls back to a connect probe
+# to HOST elsewhere.
+port_listening() {
+    local host="$1" hex
+    hex="$(printf '%04X' "$2")"
+    if [ -r /proc/net/tcp6 ] && [ -r /proc/net/tcp ]; then
+        # Columns: sl local_address rem_address st ...; st 0A = LISTEN.
+        awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+            /proc/net/tcp6 /proc/net/tcp
+    else
+        (exec 3<>"/dev/tcp/$host/$2") 2>/dev/null
+    fi
+}
+
+# start_mariadbd DIR [MARIADBD_ARGS...]: initialises a data directory in DIR and starts a
+# mariadbd on the Unix socket DIR/mysqld.sock only (no networking), as the current OS user, who
+# can log in as root-equivalent by socket authentication (no password anywhere). Waits until it
+# answers; sets MARIADBD_PID. On failure prints the logs and returns 1.
+start_mariadbd() {
+    local dir="$1" os_user i
+    shift
+    os_user="$(id -un)"
+    MARIADBD_PID=""
+    if ! mariadb-install-db --no-defaults --datadir="$dir/data" --user="$os_user" \
+        --auth-root-authentication-method=socket --auth-root-socket-user="$os_user" \
+        --skip-test-db >"$dir/install-db.log" 2>&1; then
+        echo "mariadb-install-db failed" >&2
+        show_log "$dir/install-db.log"
+        return 1
+    fi
+    mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock" --skip-networking \
+        --user="$os_user" --pid-file="$dir/mysqld.pid" --log-error="$dir/mysqld.err" \
+        --tmpdir="$dir" --innodb-buffer-pool-size=64M --skip-log-bin "$@" \
+        >>"$dir/mysqld.out" 2>&1 &
+    MARIADBD_PID=$!
+    for ((i = 0; i < MARIADB_START_POLLS; i++)); do
+        # ping exits 0 once the server answers, even when it refuses the login.
+        if mariadb-admin --no-defaults --socket="$dir/mysqld.sock" --connect-timeout=2 ping \
+            >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! kill -0 "$MARIADBD_PID" 2>/dev/null; then
+            echo "mariadbd exited during startup" >&2
+            MARIADBD_PID=""
+            show_log "$dir/mysqld.err"
+            show_log "$dir/mysqld.out"
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "mariadbd did not answer on $dir/mysqld.sock within $((MARIADB_START_POLLS / 10)) s" >&2
+    show_log "$dir/mysqld.err"
+    return 1
+}
+
+# start_portcullis BIN CONFIG LOG HOST PORT: runs `BIN run --config CONFIG` with its log in LOG
+# and waits until HOST:PORT listens; sets PORTCULLIS_PID. On failure prints the log, returns 1.
+start_portcullis() {
+    local bin="$1" config="$2" log="$3" host="$4" port="$5" i
+    PORTCULLIS_LOG="${PORTCULLIS_LOG:-info}" "$bin" run --config "$config" --log-format text \
+        >"$log" 2>&1 &
+    PORTCULLIS_PID=$!
+    for ((i = 0; i < PORTCULLIS_START_POLLS; i++)); do
+        if ! kill -0 "$PORTCULLIS_PID" 2>/dev/null; then
+            echo "portcullis exited during startup" >&2
+            PORTCULLIS_PID=""
+            show_log "$log"
+            return 1
+        fi
+        if port_listening "$host" "$port"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "portcullis did not listen on [$host]:$port within $((PORTCULLIS_START_POLLS / 10)) s" >&2
+    show_log "$log"
+    return 1
+}

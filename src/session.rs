@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -383,14 +383,22 @@ async fn upgrade<S: ClientIo>(
     match (tls, wants_tls) {
         (Some(tls), true) => {
             let acceptor = TlsAcceptor::from(tls.config.clone());
-            let stream =
-                acceptor
-                    .accept(client)
-                    .await
-                    .map_err(|source| SessionError::TlsHandshake {
+            let stream = match acceptor.accept(client).into_fallible().await {
+                Ok(stream) => stream,
+                Err((source, client)) => {
+                    // At most half the handshake timeout, so that a client that
+                    // stays is still logged as a TLS failure, not a timeout.
+                    linger_close(
+                        client,
+                        LINGER_TIMEOUT.min(listener.config.handshake_timeout / 2),
+                    )
+                    .await;
+                    return Err(SessionError::TlsHandshake {
                         reason: tls::failure_reason(&source),
                         source,
-                    })?;
+                    });
+                }
+            };
             let conn = stream.get_ref().1;
             info.tls_version = conn.protocol_version().map(|v| match v {
                 rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
@@ -418,6 +426,36 @@ async fn upgrade<S: ClientIo>(
         (None, true) => Err(SessionError::TlsNotOffered),
         (None, false) => Ok((Either::Left(client), Some(first))),
     }
+}
+
+/// Upper bounds for [`linger_close`]: how long, and how many bytes, to keep
+/// reading from a client whose TLS handshake failed.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+
+/// Closes a connection whose TLS handshake failed without losing the alert
+/// (rustls has already written it). With TLS 1.3 the client's handshake is
+/// complete before the server has checked its certificate, so the client may
+/// already be sending its HandshakeResponse. Closing a socket with unread
+/// data makes the kernel answer with a TCP reset, and a client that writes
+/// after the reset fails with "broken pipe" or "connection reset" before it
+/// reads the alert (Connector/J reported `Broken pipe` instead of
+/// `certificate_revoked`). So: send FIN after the alert, then read and
+/// discard until the client closes, for at most `limit` and
+/// [`LINGER_MAX_BYTES`].
+async fn linger_close<S: ClientIo>(mut client: S, limit: Duration) {
+    let _ = client.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut left = LINGER_MAX_BYTES;
+    let drain = async {
+        while left > 0 {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 /// Answers a client that cannot be served (no backend, too many

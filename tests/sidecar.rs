@@ -13,6 +13,7 @@ use common::raw::{response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::{ChangeUserOpts, Conn};
 use portcullis::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn current_user(conn: &mut Conn) -> String {
     conn.query_first::<String, _>("SELECT CURRENT_USER()")
@@ -204,6 +205,56 @@ async fn backend_down_gives_an_error_after_tls() {
     args.extend(["-e".into(), "SELECT 1".into()]);
     let out = mariadb_cli(&args).await;
     assert!(out.stderr.contains("alert certificate revoked"), "{out:?}");
+}
+
+#[tokio::test]
+async fn refused_tls13_client_reads_the_alert_and_may_still_write() {
+    // A TLS 1.3 client finishes its side of the handshake before the proxy
+    // has checked its certificate, and Connector/J sends its
+    // HandshakeResponse straight away. The proxy must not reset the
+    // connection when it refuses the certificate: the client reads the
+    // alert, its late writes are still taken, and the connection ends with
+    // a clean EOF. (Regression: Connector/J showed "Broken pipe" instead of
+    // "certificate_revoked", because closing with unread data sends a TCP
+    // reset.)
+    let pki = Pki::new();
+    let db = MariaDb::start().await;
+    let proxy = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
+    let mut c = RawClient::connect(proxy.tcp_addr("public")).await;
+    c.read_packet().await;
+    c.start_tls(&pki, Some(&pki.revoked))
+        .await
+        .expect("with TLS 1.3 the client side completes first");
+    c.write_packet(2, &response_payload("anyone", true)).await;
+
+    let mut tls = c.tls.take().expect("TLS client");
+    let mut buf = vec![0u8; 16384];
+    let alert = loop {
+        let n = c
+            .tcp
+            .read(&mut buf)
+            .await
+            .expect("no reset before the alert");
+        assert!(n > 0, "EOF before the alert");
+        tls.read_tls(&mut &buf[..n]).expect("buffer TLS records");
+        if let Err(e) = tls.process_new_packets() {
+            break e;
+        }
+    };
+    assert_eq!(
+        alert,
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)
+    );
+
+    // More data from a client that has not looked at its socket yet.
+    c.tcp
+        .write_all(&vec![0u8; 64 * 1024])
+        .await
+        .expect("late writes are read, not answered with a reset");
+    c.tcp.shutdown().await.expect("client FIN");
+    let mut rest = Vec::new();
+    let end = c.tcp.read_to_end(&mut rest).await;
+    assert!(end.is_ok(), "clean EOF after the alert, got {end:?}");
 }
 
 #[tokio::test]
