@@ -7,6 +7,26 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_util::either::Either;
 
 use crate::config::{BackendAddr, BackendConfig};
+use crate::reload::Reloadable;
+use crate::tls::{ClientTls, TlsLoadError};
+
+/// A backend as the running proxy sees it: its settings and its outbound
+/// TLS material (reloadable; shared by every listener routing to it).
+pub struct BackendRuntime {
+    pub config: BackendConfig,
+    pub tls: Option<Reloadable<ClientTls>>,
+}
+
+impl BackendRuntime {
+    /// Loads the outbound TLS material, if any.
+    pub fn new(config: BackendConfig) -> Result<BackendRuntime, TlsLoadError> {
+        let tls = match &config.tls {
+            Some(t) => Some(Reloadable::new(ClientTls::load(t)?)),
+            None => None,
+        };
+        Ok(BackendRuntime { config, tls })
+    }
+}
 
 /// A connected backend stream.
 pub type BackendStream = Either<TcpStream, UnixStream>;

@@ -79,6 +79,16 @@ struct RawBackend {
     name: Spanned<String>,
     address: Spanned<String>,
     connect_timeout: Option<Spanned<String>>,
+    tls: Option<Spanned<RawBackendTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendTls {
+    ca: Spanned<String>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +181,20 @@ pub struct BackendConfig {
     pub name: String,
     pub address: BackendAddr,
     pub connect_timeout: Duration,
+    /// Outbound TLS: portcullis sends the SSLRequest to the backend.
+    pub tls: Option<BackendTlsConfig>,
+}
+
+/// A backend's `[backend.tls]`: how portcullis verifies the backend and
+/// which client certificate it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsConfig {
+    /// CA bundle the backend's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate chain and key presented to the backend.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Name (or IP address) the backend's certificate must be valid for.
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -492,10 +516,14 @@ fn validate(
                 BackendAddr::Tcp(String::new())
             }
         };
+        let tls = b
+            .tls
+            .map(|t| validate_backend_tls(t, &address, base, tls_check, p));
         backends.push(BackendConfig {
             name: b.name.into_inner(),
             address,
             connect_timeout: duration_or(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, p),
+            tls,
         });
     }
 
@@ -786,6 +814,68 @@ fn validate_tls(
         }
     }
     cfg
+}
+
+fn validate_backend_tls(
+    t: Spanned<RawBackendTls>,
+    address: &BackendAddr,
+    base: &Path,
+    check: TlsCheck,
+    p: &mut Problems<'_>,
+) -> BackendTlsConfig {
+    let span = t.span();
+    let t = t.into_inner();
+    let problems_before = p.list.len();
+    let mut file = |s: &Spanned<String>, what: &str| -> PathBuf {
+        let path = resolve(s.get_ref(), base);
+        if let Err(e) = std::fs::metadata(&path) {
+            p.at(s.span(), format!("{what} {}: {e}", path.display()));
+        }
+        path
+    };
+    let ca = file(&t.ca, "CA bundle");
+    let client_cert = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((file(c, "client certificate"), file(k, "private key"))),
+        (None, None) => None,
+        (Some(c), None) => {
+            p.at(c.span(), "[backend.tls] cert needs key (or neither)");
+            None
+        }
+        (None, Some(k)) => {
+            p.at(k.span(), "[backend.tls] key needs cert (or neither)");
+            None
+        }
+    };
+    let server_name = match (&t.server_name, address) {
+        (Some(n), _) => n.get_ref().clone(),
+        (None, BackendAddr::Tcp(a)) => host_of(a).to_string(),
+        (None, BackendAddr::Unix(_)) => {
+            p.at(
+                span.clone(),
+                "[backend.tls] on a unix: backend needs server_name (the name its certificate is valid for)",
+            );
+            String::new()
+        }
+    };
+    let cfg = BackendTlsConfig {
+        ca,
+        client_cert,
+        server_name,
+    };
+    if p.list.len() == problems_before && check == TlsCheck::Load {
+        if let Err(e) = crate::tls::ClientTls::load(&cfg) {
+            p.at(span, e.to_string());
+        }
+    }
+    cfg
+}
+
+/// The host part of `host:port`, `1.2.3.4:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// The value of an optional key, without its position.
@@ -1135,6 +1225,42 @@ ca = "ca.pem"
             e.problems[0].message,
             "admin address 127.0.0.1:3307 is also a [[listener]] address"
         );
+    }
+
+    #[test]
+    fn backend_tls_needs_a_cert_key_pair_and_a_name_for_sockets() {
+        let e = parse(
+            r#"
+[[backend]]
+name = "a"
+address = "db2.example.net:3307"
+[backend.tls]
+ca = "/nonexistent/ca.pem"
+cert = "/nonexistent/client.pem"
+
+[[backend]]
+name = "b"
+address = "unix:/run/b.sock"
+[backend.tls]
+ca = "/nonexistent/ca.pem"
+
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "a"
+"#,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(":7: [backend.tls] cert needs key"), "{text}");
+        assert!(
+            text.contains("on a unix: backend needs server_name"),
+            "{text}"
+        );
+        assert!(text.contains(":6: CA bundle /nonexistent/ca.pem"), "{text}");
+        assert_eq!(host_of("db2.example.net:3307"), "db2.example.net");
+        assert_eq!(host_of("[::1]:3307"), "::1");
+        assert_eq!(host_of("10.0.0.1:3306"), "10.0.0.1");
     }
 
     #[test]

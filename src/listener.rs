@@ -13,7 +13,8 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use crate::config::{BackendConfig, ListenAddr, ListenerConfig};
+use crate::backend::BackendRuntime;
+use crate::config::{ListenAddr, ListenerConfig};
 use crate::failover::FailoverSettings;
 use crate::reload::TlsRuntime;
 use crate::tls::{ServerTls, TlsLoadError};
@@ -27,7 +28,7 @@ const BACKLOG: i32 = 1024;
 /// per connection and never lock), and its connection slots.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
-    pub backend: BackendConfig,
+    pub backend: Arc<BackendRuntime>,
     pub tls: Option<TlsRuntime>,
     pub slots: Arc<Semaphore>,
     /// Failover redirect settings, switchable at runtime; read once per
@@ -37,7 +38,7 @@ pub struct ListenerRuntime {
 
 impl ListenerRuntime {
     /// Loads the listener's TLS material (if any) and sets up its state.
-    pub fn new(config: ListenerConfig, backend: BackendConfig) -> Result<Self, TlsLoadError> {
+    pub fn new(config: ListenerConfig, backend: Arc<BackendRuntime>) -> Result<Self, TlsLoadError> {
         let tls = match &config.tls {
             Some(t) => Some(TlsRuntime::new(ServerTls::load(t)?)),
             None => None,

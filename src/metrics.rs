@@ -25,7 +25,8 @@ use tokio::sync::watch;
 
 use std::path::PathBuf;
 
-use crate::config::{BackendConfig, ListenAddr, TlsReloadConfig};
+use crate::backend::BackendRuntime;
+use crate::config::{ListenAddr, TlsReloadConfig};
 use crate::listener::ListenerRuntime;
 use crate::outcome::{Finished, SessionError};
 use crate::reload::ReloadLock;
@@ -83,7 +84,7 @@ pub struct ProxyState {
     started_at: SystemTime,
     lifecycle: watch::Sender<Lifecycle>,
     pub listeners: Vec<Arc<ListenerState>>,
-    pub backends: Vec<BackendConfig>,
+    pub backends: Vec<Arc<BackendRuntime>>,
     /// The config file reloads re-read.
     pub config_path: PathBuf,
     /// How TLS material is watched (from the config at start).
@@ -140,7 +141,7 @@ impl Drop for AcceptingGuard {
 impl ProxyState {
     pub fn new(
         listeners: Vec<Arc<ListenerState>>,
-        backends: Vec<BackendConfig>,
+        backends: Vec<Arc<BackendRuntime>>,
         config_path: PathBuf,
         tls_reload: TlsReloadConfig,
     ) -> ProxyState {
@@ -310,10 +311,13 @@ impl ListenerMetrics {
             }
             Err(e) => {
                 self.outcomes.inc(e.label());
-                if let Some(reason) = e.tls_reason() {
+                if let SessionError::TlsHandshake { reason, .. } = e {
                     self.tls_failures.inc(reason);
                 }
-                if let SessionError::BackendUnavailable(_) = e {
+                if let SessionError::BackendUnavailable(_)
+                | SessionError::BackendTls { .. }
+                | SessionError::BackendTlsRefused = e
+                {
                     self.backend_connect_errors
                         .inc(info.backend.as_deref().unwrap_or(backend));
                 }
@@ -601,10 +605,54 @@ impl Collector for Scrape {
         for l in listeners {
             if let Some(tls) = &l.runtime.tls {
                 for (result, n) in [
-                    ("success", &tls.stats.reloads_ok),
-                    ("failure", &tls.stats.reloads_failed),
+                    ("success", &tls.material.reloads_ok),
+                    ("failure", &tls.material.reloads_failed),
                 ] {
                     let labels: L2 = [("listener", l.name()), ("result", result)];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
+                }
+            }
+        }
+        let backends = &self.0.backends;
+        let mut m = enc.encode_descriptor(
+            "backend_certificate_not_after_seconds",
+            "Not-after of the outbound TLS certificates of each backend (role client: the certificate portcullis presents; role ca: the CAs the backend's certificate is checked against), as a Unix timestamp.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for b in backends {
+            if let Some(tls) = &b.tls {
+                let tls = tls.load();
+                let certs = tls
+                    .leaf
+                    .iter()
+                    .map(|c| ("client", c))
+                    .chain(tls.cas.iter().map(|c| ("ca", c)));
+                for (role, c) in certs {
+                    let labels = [
+                        ("backend", b.config.name.as_str()),
+                        ("role", role),
+                        ("subject", c.subject.as_str()),
+                        ("serial", c.serial.as_str()),
+                    ];
+                    m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "backend_tls_reloads",
+            "Reloads of a backend's outbound TLS material that put new material in service (success) or kept the old (failure).",
+            None,
+            MetricType::Counter,
+        )?;
+        for b in backends {
+            if let Some(tls) = &b.tls {
+                for (result, n) in [
+                    ("success", &tls.reloads_ok),
+                    ("failure", &tls.reloads_failed),
+                ] {
+                    let labels: L2 = [("backend", b.config.name.as_str()), ("result", result)];
                     m.encode_family(&labels)?
                         .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
                 }
@@ -631,10 +679,7 @@ impl Collector for Scrape {
         )?;
         for l in listeners {
             if let Some(tls) = &l.runtime.tls {
-                for (action, n) in [
-                    ("closed", &tls.stats.revoked_closed),
-                    ("kept", &tls.stats.revoked_kept),
-                ] {
+                for (action, n) in [("closed", &tls.revoked_closed), ("kept", &tls.revoked_kept)] {
                     let labels: L2 = [("listener", l.name()), ("action", action)];
                     m.encode_family(&labels)?
                         .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;

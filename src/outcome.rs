@@ -54,6 +54,13 @@ pub enum SessionError {
     BackendClosed,
     #[error("backend I/O error: {0}")]
     BackendIo(io::Error),
+    #[error("TLS handshake with the backend failed ({reason}): {source}")]
+    BackendTls {
+        reason: &'static str,
+        source: io::Error,
+    },
+    #[error("backend does not offer TLS, which [backend.tls] requires")]
+    BackendTlsRefused,
     #[error("listener is at max_connections ({0})")]
     TooManyConnections(usize),
     #[error("closed by portcullis shutdown")]
@@ -78,6 +85,8 @@ impl SessionError {
             SessionError::BackendProtocol(_) => "backend_protocol_error",
             SessionError::BackendClosed => "backend_closed",
             SessionError::BackendIo(_) => "backend_io_error",
+            SessionError::BackendTls { .. } => "backend_tls_failed",
+            SessionError::BackendTlsRefused => "backend_tls_not_offered",
             SessionError::TooManyConnections(_) => "too_many_connections",
             SessionError::Shutdown => "shutdown",
         }
@@ -89,16 +98,21 @@ impl SessionError {
             | SessionError::BackendRefused { .. }
             | SessionError::BackendProtocol(_)
             | SessionError::BackendClosed
-            | SessionError::BackendIo(_) => Fault::Backend,
+            | SessionError::BackendIo(_)
+            | SessionError::BackendTls { .. }
+            | SessionError::BackendTlsRefused => Fault::Backend,
             SessionError::TooManyConnections(_) | SessionError::Shutdown => Fault::Proxy,
             _ => Fault::Client,
         }
     }
 
-    /// The TLS failure reason, when this was a TLS handshake failure.
+    /// The TLS failure reason, when this was a TLS handshake failure (with
+    /// the client or the backend).
     pub fn tls_reason(&self) -> Option<&'static str> {
         match self {
-            SessionError::TlsHandshake { reason, .. } => Some(reason),
+            SessionError::TlsHandshake { reason, .. } | SessionError::BackendTls { reason, .. } => {
+                Some(reason)
+            }
             _ => None,
         }
     }

@@ -23,9 +23,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, OnRevoke, TlsConfig};
+use crate::backend::BackendRuntime;
+use crate::config::{BackendTlsConfig, Config, ConfigError, OnRevoke, TlsConfig};
 use crate::metrics::{rfc3339, unix_seconds, ListenerState, ProxyState};
-use crate::tls::{Digest, Material, ServerTls, TlsLoadError};
+use crate::tls::{ClientTls, Digest, Material, ServerTls, TlsLoadError};
 
 /// What started a reload, as logs, metrics and `/status` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,22 +49,80 @@ impl Trigger {
     }
 }
 
+/// Whose TLS material: a listener's (inbound) or a backend's (outbound).
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    Listener(&'a str),
+    Backend(&'a str),
+}
+
+/// Logs one event with a `listener` or `backend` field, per `owner`.
+macro_rules! owner_event {
+    ($level:expr, $owner:expr, $($rest:tt)+) => {
+        match $owner {
+            Owner::Listener(name) => tracing::event!($level, listener = %name, $($rest)+),
+            Owner::Backend(name) => tracing::event!($level, backend = %name, $($rest)+),
+        }
+    };
+}
+
 /// Expiry warnings repeat this often while something stays inside the
 /// warning window (and at every load).
 const WARN_REPEAT: Duration = Duration::from_secs(6 * 3600);
 
-/// A listener's TLS at run time: the material in service (swapped whole),
-/// its live certificate sessions, and what reloads did.
-pub struct TlsRuntime {
-    current: ArcSwap<ServerTls>,
-    /// Sessions authenticated with a client certificate.
-    pub live: crate::live::LiveSessions,
+/// Material that can be reloaded: read from files, built whole, compared by
+/// content digest.
+pub trait Loadable: Sized + Send + Sync + 'static {
+    /// The settings it is built from.
+    type Source: Clone + PartialEq + Send + Sync;
+    fn read(src: &Self::Source) -> Result<Material, TlsLoadError>;
+    fn build(src: &Self::Source, m: &Material) -> Result<Self, TlsLoadError>;
+    fn digest(&self) -> Digest;
+    fn source(&self) -> &Self::Source;
+}
+
+impl Loadable for ServerTls {
+    type Source = TlsConfig;
+    fn read(src: &TlsConfig) -> Result<Material, TlsLoadError> {
+        Material::read(src)
+    }
+    fn build(src: &TlsConfig, m: &Material) -> Result<Self, TlsLoadError> {
+        ServerTls::build(src, m)
+    }
+    fn digest(&self) -> Digest {
+        self.digest
+    }
+    fn source(&self) -> &TlsConfig {
+        &self.source
+    }
+}
+
+impl Loadable for ClientTls {
+    type Source = BackendTlsConfig;
+    fn read(src: &BackendTlsConfig) -> Result<Material, TlsLoadError> {
+        Material::read_outbound(src)
+    }
+    fn build(src: &BackendTlsConfig, m: &Material) -> Result<Self, TlsLoadError> {
+        ClientTls::build(src, m)
+    }
+    fn digest(&self) -> Digest {
+        self.digest
+    }
+    fn source(&self) -> &BackendTlsConfig {
+        &self.source
+    }
+}
+
+/// TLS material in service (swapped whole) and what reloads did to it.
+pub struct Reloadable<T> {
+    current: ArcSwap<T>,
     /// The most recent reload attempt that built or failed (not the ones
     /// that found nothing new).
     last_reload: ArcSwapOption<ReloadRecord>,
     /// The most recent failed attempt, kept after later successes.
     last_error: ArcSwapOption<ReloadRecord>,
-    pub stats: TlsStats,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
     /// What the poll last tried and failed with, so the same broken
     /// content is reported once, not every interval.
     failed: Mutex<Option<FailedContent>>,
@@ -74,11 +133,139 @@ pub struct TlsRuntime {
     attempts: watch::Sender<u64>,
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub struct TlsStats {
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
+impl<T> Reloadable<T> {
+    pub fn new(material: T) -> Reloadable<T> {
+        Reloadable {
+            current: ArcSwap::from_pointee(material),
+            last_reload: ArcSwapOption::empty(),
+            last_error: ArcSwapOption::empty(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            warned: Mutex::new(HashMap::new()),
+            attempts: watch::Sender::new(0),
+        }
+    }
+
+    /// The material in service: one lock-free snapshot.
+    pub fn load(&self) -> Arc<T> {
+        self.current.load_full()
+    }
+
+    /// Follows the number of finished reload attempts that built new
+    /// material or failed.
+    pub fn watch_attempts(&self) -> watch::Receiver<u64> {
+        self.attempts.subscribe()
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload.load_full().map(|r| (*r).clone())
+    }
+
+    pub fn last_error(&self) -> Option<ReloadRecord> {
+        self.last_error.load_full().map(|r| (*r).clone())
+    }
+
+    fn record(&self, trigger: Trigger, error: Option<String>) {
+        let at = unix_seconds(SystemTime::now());
+        let r = Arc::new(ReloadRecord {
+            at,
+            at_utc: rfc3339(at),
+            trigger: trigger.as_str().into(),
+            result: if error.is_some() {
+                "failure"
+            } else {
+                "success"
+            }
+            .into(),
+            error,
+        });
+        if r.error.is_some() {
+            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            self.last_error.store(Some(r.clone()));
+        } else {
+            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_reload.store(Some(r));
+        self.attempts.send_modify(|n| *n += 1);
+    }
+}
+
+/// What one attempt found.
+enum Attempt<T> {
+    Unchanged,
+    /// Content that already failed, not retried by the poll.
+    KnownBad,
+    Failed(String),
+    /// Built and swapped in; not yet recorded.
+    Swapped {
+        old: Arc<T>,
+        new: Arc<T>,
+    },
+}
+
+impl<T: Loadable> Reloadable<T> {
+    /// Re-reads the material per `src`; builds and swaps it when it differs
+    /// from what is in service. A failure is logged (naming `what`),
+    /// recorded and counted here; a success is recorded by the caller once
+    /// its effects are done ([`Reloadable::done`]).
+    fn attempt(
+        &self,
+        owner: Owner<'_>,
+        src: &T::Source,
+        trigger: Trigger,
+        forced: bool,
+    ) -> Attempt<T> {
+        let current = self.load();
+        let material = T::read(src);
+        let seen = match &material {
+            Ok(m) => FailedContent::Digest(m.digest()),
+            Err(e) => FailedContent::Unreadable(e.to_string()),
+        };
+        if let Ok(m) = &material {
+            if m.digest() == current.digest() && src == current.source() {
+                *lock(&self.failed) = None;
+                return Attempt::Unchanged;
+            }
+        }
+        if !forced && lock(&self.failed).as_ref() == Some(&seen) {
+            return Attempt::KnownBad;
+        }
+        match material.and_then(|m| T::build(src, &m)) {
+            Err(e) => {
+                let error = e.to_string();
+                *lock(&self.failed) = Some(seen);
+                self.record(trigger, Some(error.clone()));
+                owner_event!(
+                    tracing::Level::ERROR,
+                    owner,
+                    trigger = trigger.as_str(),
+                    error = %error,
+                    "TLS reload failed: the previous certificate, key, CAs and CRLs stay in service"
+                );
+                Attempt::Failed(error)
+            }
+            Ok(new) => {
+                *lock(&self.failed) = None;
+                let new = Arc::new(new);
+                self.current.store(new.clone());
+                Attempt::Swapped { old: current, new }
+            }
+        }
+    }
+
+    /// Records a successful swap, once its effects are done.
+    fn done(&self, trigger: Trigger) {
+        self.record(trigger, None);
+    }
+}
+
+/// A listener's TLS at run time: the material in service, its live
+/// certificate sessions, and what reloads did.
+pub struct TlsRuntime {
+    pub material: Reloadable<ServerTls>,
+    /// Sessions authenticated with a client certificate.
+    pub live: crate::live::LiveSessions,
     /// Live sessions closed because new material refuses their certificate.
     pub revoked_closed: AtomicU64,
     /// Same, kept because `on_revoke = "keep"`.
@@ -108,58 +295,29 @@ pub struct ReloadRecord {
 impl TlsRuntime {
     pub fn new(tls: ServerTls) -> TlsRuntime {
         TlsRuntime {
-            current: ArcSwap::from_pointee(tls),
+            material: Reloadable::new(tls),
             live: Default::default(),
-            last_reload: ArcSwapOption::empty(),
-            last_error: ArcSwapOption::empty(),
-            stats: TlsStats::default(),
-            failed: Mutex::new(None),
-            warned: Mutex::new(HashMap::new()),
-            attempts: watch::Sender::new(0),
+            revoked_closed: AtomicU64::new(0),
+            revoked_kept: AtomicU64::new(0),
         }
-    }
-
-    /// Follows the number of finished reload attempts that built new
-    /// material or failed.
-    pub fn watch_attempts(&self) -> watch::Receiver<u64> {
-        self.attempts.subscribe()
     }
 
     /// The material in service: one lock-free snapshot.
     pub fn load(&self) -> Arc<ServerTls> {
-        self.current.load_full()
+        self.material.load()
+    }
+
+    /// See [`Reloadable::watch_attempts`].
+    pub fn watch_attempts(&self) -> watch::Receiver<u64> {
+        self.material.watch_attempts()
     }
 
     pub fn last_reload(&self) -> Option<ReloadRecord> {
-        self.last_reload.load_full().map(|r| (*r).clone())
+        self.material.last_reload()
     }
 
     pub fn last_error(&self) -> Option<ReloadRecord> {
-        self.last_error.load_full().map(|r| (*r).clone())
-    }
-
-    fn record(&self, trigger: Trigger, error: Option<String>) {
-        let at = unix_seconds(SystemTime::now());
-        let r = Arc::new(ReloadRecord {
-            at,
-            at_utc: rfc3339(at),
-            trigger: trigger.as_str().into(),
-            result: if error.is_some() {
-                "failure"
-            } else {
-                "success"
-            }
-            .into(),
-            error,
-        });
-        if r.error.is_some() {
-            self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-            self.last_error.store(Some(r.clone()));
-        } else {
-            self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-        }
-        self.last_reload.store(Some(r));
-        self.attempts.send_modify(|n| *n += 1);
+        self.material.last_error()
     }
 }
 
@@ -191,6 +349,9 @@ pub enum ListenerReload {
 pub struct ReloadReport {
     /// Per TLS listener, by name.
     pub tls: std::collections::BTreeMap<String, ListenerReload>,
+    /// Per backend with outbound TLS, by name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub backend_tls: std::collections::BTreeMap<String, ListenerReload>,
     /// Listeners whose failover settings changed.
     pub failover_changed: Vec<String>,
     /// Listeners in the new file that are not running (need a restart).
@@ -200,7 +361,7 @@ pub struct ReloadReport {
 impl ReloadReport {
     /// True when every listener's TLS is what the file says.
     pub fn all_applied(&self) -> bool {
-        self.tls.values().all(|r| {
+        self.tls.values().chain(self.backend_tls.values()).all(|r| {
             matches!(
                 r,
                 ListenerReload::Unchanged | ListenerReload::Reloaded { .. }
@@ -231,6 +392,25 @@ pub fn reload_config(state: &ProxyState, trigger: Trigger) -> Result<ReloadRepor
         failover_changed: apply_failover(state, &new),
         ..ReloadReport::default()
     };
+    let window = state.tls_reload.expiry_warning;
+    for b in &new.backends {
+        let Some(running) = state.backends.iter().find(|r| r.config.name == b.name) else {
+            continue;
+        };
+        let result = match (&running.tls, &b.tls) {
+            (Some(rt), Some(cfg)) => reload_backend(running, rt, cfg, trigger, true, window),
+            (None, None) => continue,
+            (Some(_), None) => ListenerReload::NeedsRestart {
+                reason:
+                    "the new config has no [backend.tls]; outbound TLS stays on until a restart"
+                        .into(),
+            },
+            (None, Some(_)) => ListenerReload::NeedsRestart {
+                reason: "the new config adds [backend.tls]; restart to turn outbound TLS on".into(),
+            },
+        };
+        report.backend_tls.insert(b.name.clone(), result);
+    }
     for l in &new.listeners {
         let Some(running) = state.listeners.iter().find(|r| r.name() == l.name) else {
             report.not_running.push(l.name.clone());
@@ -285,6 +465,13 @@ fn apply_failover(state: &ProxyState, new: &Config) -> Vec<String> {
 /// reported again) until it changes. Blocking.
 pub fn poll(state: &ProxyState) {
     let _held = state.reload_lock.hold();
+    let window = state.tls_reload.expiry_warning;
+    for b in &state.backends {
+        if let Some(rt) = &b.tls {
+            let cfg = rt.load().source.clone();
+            reload_backend(b, rt, &cfg, Trigger::Poll, false, window);
+        }
+    }
     for l in &state.listeners {
         if let Some(rt) = &l.runtime.tls {
             let cfg = rt.load().source.clone();
@@ -301,8 +488,9 @@ pub fn poll(state: &ProxyState) {
 }
 
 /// Re-reads one listener's material per `cfg`; builds and swaps it when it
-/// differs from what is in service. `forced` (signal, admin) retries
-/// content that failed before.
+/// differs from what is in service, then re-checks live sessions if trust
+/// material changed. `forced` (signal, admin) retries content that failed
+/// before.
 fn reload_listener(
     l: &ListenerState,
     rt: &TlsRuntime,
@@ -311,37 +499,21 @@ fn reload_listener(
     forced: bool,
     window: Duration,
 ) -> ListenerReload {
-    let current = rt.load();
-    let material = Material::read(cfg);
-    let seen = match &material {
-        Ok(m) => FailedContent::Digest(m.digest()),
-        Err(e) => FailedContent::Unreadable(e.to_string()),
-    };
-    if let Ok(m) = &material {
-        if m.digest() == current.digest && *cfg == current.source {
-            *lock(&rt.failed) = None;
-            return ListenerReload::Unchanged;
-        }
-    }
-    if !forced && lock(&rt.failed).as_ref() == Some(&seen) {
-        return ListenerReload::Failed {
+    let owner = Owner::Listener(l.name());
+    match rt.material.attempt(owner, cfg, trigger, forced) {
+        Attempt::Unchanged => ListenerReload::Unchanged,
+        Attempt::KnownBad => ListenerReload::Failed {
             error: "unchanged since the last failed attempt".into(),
-        };
-    }
-    let built = material.and_then(|m| ServerTls::build(cfg, &m));
-    match built {
-        Err(e) => fail(l, rt, trigger, seen, e),
-        Ok(new) => {
-            *lock(&rt.failed) = None;
-            let new = Arc::new(new);
-            let trust_changed = new.trust_digest != current.trust_digest;
-            rt.current.store(new.clone());
+        },
+        Attempt::Failed(error) => ListenerReload::Failed { error },
+        Attempt::Swapped { old, new } => {
+            let trust_changed = new.trust_digest != old.trust_digest;
             let (checked, refused) = if trust_changed {
                 recheck_live(l, rt, &new)
             } else {
                 (0, 0)
             };
-            rt.record(trigger, None);
+            rt.material.done(trigger);
             tracing::info!(
                 listener = %l.name(),
                 trigger = trigger.as_str(),
@@ -354,7 +526,7 @@ fn reload_listener(
                 trust_changed,
                 "TLS material reloaded: new handshakes use it now"
             );
-            warn_expiry(l, rt, &new, window, true);
+            warn_expiry(owner, &rt.material, &expiry_items(&new), window, true);
             ListenerReload::Reloaded {
                 serial: new.leaf.serial.clone(),
                 fingerprint: new.leaf.fingerprint.clone(),
@@ -365,24 +537,50 @@ fn reload_listener(
     }
 }
 
-fn fail(
-    l: &ListenerState,
-    rt: &TlsRuntime,
+/// Re-reads one backend's outbound TLS material per `cfg`.
+fn reload_backend(
+    b: &BackendRuntime,
+    rt: &Reloadable<ClientTls>,
+    cfg: &BackendTlsConfig,
     trigger: Trigger,
-    seen: FailedContent,
-    e: TlsLoadError,
+    forced: bool,
+    window: Duration,
 ) -> ListenerReload {
-    let error = e.to_string();
-    *lock(&rt.failed) = Some(seen);
-    rt.record(trigger, Some(error.clone()));
-    tracing::error!(
-        listener = %l.name(),
-        trigger = trigger.as_str(),
-        error = %error,
-        serial_in_service = %rt.load().leaf.serial,
-        "TLS reload failed: the previous certificate, key, CAs and CRLs stay in service"
-    );
-    ListenerReload::Failed { error }
+    let owner = Owner::Backend(&b.config.name);
+    match rt.attempt(owner, cfg, trigger, forced) {
+        Attempt::Unchanged => ListenerReload::Unchanged,
+        Attempt::KnownBad => ListenerReload::Failed {
+            error: "unchanged since the last failed attempt".into(),
+        },
+        Attempt::Failed(error) => ListenerReload::Failed { error },
+        Attempt::Swapped { new, .. } => {
+            rt.done(trigger);
+            let serial = new
+                .leaf
+                .as_ref()
+                .map(|c| c.serial.clone())
+                .unwrap_or_default();
+            let fingerprint = new
+                .leaf
+                .as_ref()
+                .map(|c| c.fingerprint.clone())
+                .unwrap_or_default();
+            tracing::info!(
+                backend = %b.config.name,
+                trigger = trigger.as_str(),
+                client_serial = %serial,
+                cas = new.cas.len(),
+                "outbound TLS material reloaded: new backend connections use it now"
+            );
+            warn_expiry(owner, rt, &client_expiry_items(&new), window, true);
+            ListenerReload::Reloaded {
+                serial,
+                fingerprint,
+                sessions_checked: 0,
+                sessions_refused: 0,
+            }
+        }
+    }
 }
 
 /// Checks every live certificate session against `new` (as of when each
@@ -419,85 +617,123 @@ pub fn refuse_live(
     match on_revoke {
         OnRevoke::Close => {
             if s.revoke(reason) {
-                rt.stats.revoked_closed.fetch_add(1, Ordering::Relaxed);
+                rt.revoked_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(listener, subject = %s.subject, serial = %s.serial, reason,
                     "closing a live session: its client certificate is refused by the new trust material");
             }
         }
         OnRevoke::Keep => {
-            rt.stats.revoked_kept.fetch_add(1, Ordering::Relaxed);
+            rt.revoked_kept.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(listener, subject = %s.subject, serial = %s.serial, reason,
                 "live session's client certificate is refused by the new trust material; kept open (on_revoke = \"keep\")");
         }
     }
 }
 
-/// Logs certificates and CRLs in service that expire within `window` (or
-/// already did), at most every [`WARN_REPEAT`] per item unless `fresh`
-/// (just loaded). Returns how many items are inside the window.
-fn warn_expiry(
-    l: &ListenerState,
-    rt: &TlsRuntime,
-    tls: &ServerTls,
-    window: Duration,
-    fresh: bool,
-) -> usize {
-    let now = unix_seconds(SystemTime::now());
-    let horizon = now.saturating_add(window.as_secs() as i64);
-    let mut items: Vec<(String, i64)> = Vec::new();
-    items.push((
+/// Expiry items of a listener's material: (description, Unix time).
+fn expiry_items(tls: &ServerTls) -> Vec<(String, i64)> {
+    let mut items = vec![(
         format!(
             "certificate {} (serial {})",
             tls.leaf.subject, tls.leaf.serial
         ),
         tls.leaf.not_after,
-    ));
-    for ca in &tls.cas {
-        items.push((
+    )];
+    items.extend(tls.cas.iter().map(|ca| {
+        (
             format!("CA certificate {} (serial {})", ca.subject, ca.serial),
             ca.not_after,
-        ));
-    }
-    for crl in &tls.crls {
-        if let Some(next) = crl.next_update {
-            items.push((format!("CRL for {}", crl.issuer), next));
-        }
-    }
+        )
+    }));
+    items.extend(
+        tls.crls
+            .iter()
+            .filter_map(|crl| Some((format!("CRL for {}", crl.issuer), crl.next_update?))),
+    );
+    items
+}
+
+/// Expiry items of a backend's outbound material.
+fn client_expiry_items(tls: &ClientTls) -> Vec<(String, i64)> {
+    tls.leaf
+        .iter()
+        .map(|c| {
+            (
+                format!("client certificate {} (serial {})", c.subject, c.serial),
+                c.not_after,
+            )
+        })
+        .chain(tls.cas.iter().map(|ca| {
+            (
+                format!("CA certificate {} (serial {})", ca.subject, ca.serial),
+                ca.not_after,
+            )
+        }))
+        .collect()
+}
+
+/// Logs the `items` that expire within `window` (or already did), at most
+/// every [`WARN_REPEAT`] per item unless `fresh` (just loaded). Returns how
+/// many items are inside the window.
+fn warn_expiry<T>(
+    owner: Owner<'_>,
+    rt: &Reloadable<T>,
+    items: &[(String, i64)],
+    window: Duration,
+    fresh: bool,
+) -> usize {
+    let now = unix_seconds(SystemTime::now());
+    let horizon = now.saturating_add(window.as_secs() as i64);
     let mut warned = lock(&rt.warned);
     let mut inside = 0;
-    for (what, at) in items.into_iter().filter(|(_, at)| *at <= horizon) {
+    for (what, at) in items.iter().filter(|(_, at)| *at <= horizon) {
         inside += 1;
-        let due = fresh || warned.get(&what).is_none_or(|t| t.elapsed() >= WARN_REPEAT);
+        let due = fresh || warned.get(what).is_none_or(|t| t.elapsed() >= WARN_REPEAT);
         if !due {
             continue;
         }
         warned.insert(what.clone(), Instant::now());
-        if at <= now {
-            tracing::error!(listener = %l.name(), expired_at = %rfc3339(at),
-                "{what} has expired: clients it concerns are refused until new material is published");
+        if *at <= now {
+            owner_event!(tracing::Level::ERROR, owner, expired_at = %rfc3339(*at),
+                "{what} has expired: connections it concerns are refused until new material is published");
         } else {
             let days = (at - now) as f64 / 86_400.0;
-            tracing::warn!(listener = %l.name(), expires_at = %rfc3339(at),
+            owner_event!(tracing::Level::WARN, owner, expires_at = %rfc3339(*at),
                 "{what} expires in {days:.1} days: publish a renewal");
         }
     }
     inside
 }
 
-/// Periodic expiry check of every listener's material in service.
+/// Periodic expiry check of every listener's and backend's material in
+/// service.
 pub fn check_expiry(state: &ProxyState) {
-    for l in &state.listeners {
-        if let Some(rt) = &l.runtime.tls {
-            warn_expiry(l, rt, &rt.load(), state.tls_reload.expiry_warning, false);
-        }
-    }
+    expiry_pass(state, false);
 }
 
 /// Logs expiry warnings for the material loaded at start.
 pub fn warn_at_start(state: &ProxyState) {
+    expiry_pass(state, true);
+}
+
+fn expiry_pass(state: &ProxyState, fresh: bool) {
+    let window = state.tls_reload.expiry_warning;
     for l in &state.listeners {
         if let Some(rt) = &l.runtime.tls {
-            warn_expiry(l, rt, &rt.load(), state.tls_reload.expiry_warning, true);
+            let items = expiry_items(&rt.load());
+            warn_expiry(
+                Owner::Listener(l.name()),
+                &rt.material,
+                &items,
+                window,
+                fresh,
+            );
+        }
+    }
+    for b in &state.backends {
+        if let Some(rt) = &b.tls {
+            let items = client_expiry_items(&rt.load());
+            warn_expiry(Owner::Backend(&b.config.name), rt, &items, window, fresh);
         }
     }
 }

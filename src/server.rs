@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer};
+use crate::backend::BackendRuntime;
 use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime};
 use crate::metrics::{Lifecycle, ListenerMetrics, ListenerState, ProxyState};
@@ -46,6 +47,11 @@ pub enum StartError {
         listener: String,
         source: Box<TlsLoadError>,
     },
+    #[error("backend {backend:?}: {source}")]
+    BackendTls {
+        backend: String,
+        source: Box<TlsLoadError>,
+    },
     #[error("listener {listener:?} routes to unknown backend {route:?}")]
     Route { listener: String, route: String },
     #[error(transparent)]
@@ -66,10 +72,23 @@ impl Proxy {
     /// (when configured; it answers 503 on `/health` until [`run`](Proxy::run)).
     /// Must be called inside a tokio runtime.
     pub fn bind(config: Config) -> Result<Proxy, StartError> {
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                BackendRuntime::new(b.clone())
+                    .map(Arc::new)
+                    .map_err(|source| StartError::BackendTls {
+                        backend: b.name.clone(),
+                        source: Box::new(source),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let backend = config
-                .backend(&l.route)
+            let backend = backends
+                .iter()
+                .find(|b| b.config.name == l.route)
                 .ok_or_else(|| StartError::Route {
                     listener: l.name.clone(),
                     route: l.route.clone(),
@@ -86,7 +105,7 @@ impl Proxy {
         }
         let state = Arc::new(ProxyState::new(
             listeners.iter().map(|(l, _)| l.clone()).collect(),
-            config.backends.clone(),
+            backends,
             config.path.clone(),
             config.tls_reload.clone(),
         ));
@@ -131,7 +150,7 @@ impl Proxy {
         for (ls, bound) in self.listeners {
             let rt = &ls.runtime;
             tracing::info!(listener = %rt.config.name, address = %ls.address,
-                tls = rt.tls.is_some(), backend = %rt.backend.name, "listening");
+                tls = rt.tls.is_some(), backend = %rt.backend.config.name, "listening");
             let accepting = ls.accepting();
             let accept = accept_loop(
                 ls.clone(),
@@ -290,7 +309,7 @@ async fn run_session<S: session::ClientIo>(
     let mut info = SessionInfo::default();
     let result = session::serve(stream, rt, &mut info, token).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
-    metrics.record(&info, &result, &rt.backend.name);
+    metrics.record(&info, &result, &rt.backend.config.name);
 }
 
 async fn refuse_full<S: session::ClientIo>(
@@ -308,7 +327,7 @@ async fn refuse_full<S: session::ClientIo>(
         Ok(Ok(())) | Err(_) => Err(SessionError::TooManyConnections(rt.config.max_connections)),
     };
     log_outcome(rt, peer, &info, &result, started.elapsed());
-    metrics.record(&info, &result, &rt.backend.name);
+    metrics.record(&info, &result, &rt.backend.config.name);
 }
 
 /// The one log event per connection.

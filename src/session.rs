@@ -30,7 +30,7 @@ use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader
 use crate::protocol::err::OK_HEADER;
 use crate::protocol::greeting::{self, Greeting};
 use crate::protocol::response::{self, HandshakeResponse};
-use crate::protocol::{ErrPacket, ERR_HEADER};
+use crate::protocol::{Capabilities, ErrPacket, ERR_HEADER};
 use crate::relay::{self, Transferred};
 use crate::reload;
 use crate::tls::{self, CertInfo};
@@ -172,10 +172,71 @@ fn register_live<'a, S: ClientIo>(
     Some(reg)
 }
 
+/// Maps a backend read failure; a TLS error (an alert from the backend,
+/// e.g. refusing our client certificate) becomes [`SessionError::BackendTls`].
+fn backend_read_error(e: ReadError) -> SessionError {
+    match e {
+        ReadError::Io(source)
+            if source
+                .get_ref()
+                .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            SessionError::BackendTls {
+                reason: match tls::failure_reason(&source) {
+                    "alert_from_client" => "alert_from_backend",
+                    r => r,
+                },
+                source,
+            }
+        }
+        e => SessionError::from_backend_read(e),
+    }
+}
+
+/// The backend stream after the optional outbound TLS upgrade.
+type BackendConn = Either<BackendStream, Box<tokio_rustls::client::TlsStream<BackendStream>>>;
+
+/// Sends the SSLRequest (sequence id 1, right after the greeting) built
+/// from the client's response, and runs TLS with the backend.
+async fn backend_upgrade(
+    mut backend: BackendStream,
+    response: &[u8],
+    tls: &tls::ClientTls,
+) -> Result<tokio_rustls::client::TlsStream<BackendStream>, SessionError> {
+    let mut request = response
+        .get(..response::SSL_REQUEST_LEN)
+        .ok_or_else(|| SessionError::ClientProtocol("handshake response too short".into()))?
+        .to_vec();
+    response::set_ssl(&mut request, true);
+    write_own_packet(&mut backend, 1, &request)
+        .await
+        .map_err(SessionError::BackendIo)?;
+    tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(tls.server_name.clone(), backend)
+        .await
+        .map_err(|source| backend_read_error(ReadError::Io(source)))
+}
+
+fn backend_tls_failed(l: &ListenerRuntime, e: &SessionError) -> ErrPacket {
+    ErrPacket::new(
+        ERR_BACKEND_UNAVAILABLE,
+        b"HY000",
+        format!(
+            "portcullis: listener '{}': database unavailable (TLS to backend '{}' failed: {}; try again later)",
+            l.config.name,
+            l.backend.config.name,
+            match e {
+                SessionError::BackendTls { source, .. } => source.to_string(),
+                e => e.to_string(),
+            }
+        ),
+    )
+}
+
 enum Phase<S: ClientIo> {
     Ready {
         client: ClientStream<S>,
-        backend: BackendStream,
+        backend: BackendConn,
     },
     AuthRejected {
         code: u16,
@@ -188,12 +249,12 @@ async fn connection_phase<S: ClientIo>(
     info: &mut SessionInfo,
 ) -> Result<Phase<S>, SessionError> {
     let limit = listener.config.max_handshake_packet;
-    info.backend = Some(listener.backend.name.clone());
+    info.backend = Some(listener.backend.config.name.clone());
 
     // Greeting: connect and read the backend's greeting. Without one, the
     // client still gets TLS and then a readable ERR (never an ERR before
     // TLS: Connector/C 3.3.9+ turns that into error 2002).
-    let mut backend = match backend::connect(&listener.backend).await {
+    let mut backend = match backend::connect(&listener.backend.config).await {
         Ok(b) => b,
         Err(e) => {
             let err = backend_unavailable(listener);
@@ -228,6 +289,7 @@ async fn connection_phase<S: ClientIo>(
         }
     };
     let tls = listener.tls.as_ref().map(|t| t.load());
+    let backend_offers_tls = greeting.capabilities.has(Capabilities::SSL);
     greeting.set_ssl(greeting_pkt.payload_mut(), tls.is_some());
     client
         .write_all(&greeting_pkt.bytes)
@@ -269,10 +331,42 @@ async fn connection_phase<S: ClientIo>(
     info.user = Some(parsed.user);
     info.database = parsed.database;
 
-    // Authenticating: relay the response with CLIENT_SSL cleared (the backend
-    // leg is plaintext; a set bit would make the server start a TLS accept),
-    // then every auth round trip until the backend's OK or ERR.
-    let backend_tls = false;
+    // Outbound TLS: the SSLRequest (the response's fixed prefix with
+    // CLIENT_SSL) and a TLS handshake with the backend, which must offer TLS:
+    // there is no plaintext fallback.
+    let mut backend = match listener.backend.tls.as_ref().map(|t| t.load()) {
+        None => Either::Left(backend),
+        Some(tls) => {
+            let upgraded = if !backend_offers_tls {
+                Err(SessionError::BackendTlsRefused)
+            } else if !backend_reader.take_leftover().is_empty() {
+                Err(SessionError::BackendProtocol(
+                    "backend sent data before the SSLRequest".into(),
+                ))
+            } else {
+                backend_upgrade(backend, resp.payload(), &tls).await
+            };
+            match upgraded {
+                Ok(b) => Either::Right(Box::new(b)),
+                Err(e) => {
+                    let err = backend_tls_failed(listener, &e);
+                    let _ = write_own_packet(
+                        &mut client,
+                        resp.header.seq.wrapping_add(1),
+                        &err.encode(),
+                    )
+                    .await;
+                    let _ = client.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let backend_tls = matches!(backend, Either::Right(_));
+
+    // Authenticating: relay the response with CLIENT_SSL as the backend leg
+    // is (a set bit on a plaintext leg would make the server start a TLS
+    // accept), then every auth round trip until the backend's OK or ERR.
     response::set_ssl(resp.payload_mut(), backend_tls);
     let to_backend = |seq: u8| {
         seq.wrapping_add(u8::from(backend_tls))
@@ -282,6 +376,7 @@ async fn connection_phase<S: ClientIo>(
         seq.wrapping_add(u8::from(client_tls))
             .wrapping_sub(u8::from(backend_tls))
     };
+    let resp_client_seq = resp.header.seq;
     resp.set_seq(to_backend(resp.header.seq));
     backend
         .write_all(&resp.bytes)
@@ -289,6 +384,8 @@ async fn connection_phase<S: ClientIo>(
         .map_err(SessionError::BackendIo)?;
 
     let mut backend_continues = false;
+    // The sequence id the client expects next, for an ERR of our own.
+    let mut client_next = resp_client_seq.wrapping_add(1);
     loop {
         enum Ev {
             Client(Result<Packet, ReadError>),
@@ -301,6 +398,7 @@ async fn connection_phase<S: ClientIo>(
         match ev {
             Ev::Client(r) => {
                 let mut p = r.map_err(SessionError::from_client_read)?;
+                client_next = p.header.seq.wrapping_add(1);
                 p.set_seq(to_backend(p.header.seq));
                 backend
                     .write_all(&p.bytes)
@@ -308,7 +406,21 @@ async fn connection_phase<S: ClientIo>(
                     .map_err(SessionError::BackendIo)?;
             }
             Ev::Backend(r) => {
-                let mut p = r.map_err(SessionError::from_backend_read)?;
+                let mut p = match r {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let e = backend_read_error(e);
+                        if matches!(e, SessionError::BackendTls { .. }) {
+                            // TLS 1.3: the backend judges our certificate
+                            // after our handshake is done; its alert comes
+                            // with the first read. Tell the client why.
+                            let err = backend_tls_failed(listener, &e);
+                            let _ = write_own_packet(&mut client, client_next, &err.encode()).await;
+                            let _ = client.shutdown().await;
+                        }
+                        return Err(e);
+                    }
+                };
                 // During authentication the server sends OK (00), ERR (ff),
                 // auth switch (fe) or more data (01); a packet that continues
                 // a 16 MiB chunk starts with payload bytes, not a type.
@@ -319,6 +431,7 @@ async fn connection_phase<S: ClientIo>(
                 };
                 backend_continues = p.header.continues();
                 p.set_seq(to_client(p.header.seq));
+                client_next = p.header.seq.wrapping_add(1);
                 client
                     .write_all(&p.bytes)
                     .await
@@ -509,7 +622,7 @@ fn backend_unavailable(l: &ListenerRuntime) -> ErrPacket {
         b"HY000",
         format!(
             "portcullis: listener '{}': database unavailable (backend '{}' cannot be reached; try again later)",
-            l.config.name, l.backend.name
+            l.config.name, l.backend.config.name
         ),
     )
 }

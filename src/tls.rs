@@ -19,7 +19,9 @@ use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
 
-use crate::config::{ClientAuth, CrlExpired, CrlScope, TlsConfig, UnknownRevocation};
+use crate::config::{
+    BackendTlsConfig, ClientAuth, CrlExpired, CrlScope, TlsConfig, UnknownRevocation,
+};
 
 /// The crypto provider for every TLS config portcullis builds.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -143,18 +145,37 @@ pub struct Material {
 }
 
 impl Material {
+    /// The files of a listener's `[listener.tls]`.
     pub fn read(cfg: &TlsConfig) -> Result<Material, TlsLoadError> {
+        Material::read_files(Some(&cfg.cert), Some(&cfg.key), cfg.ca.as_deref(), &cfg.crl)
+    }
+
+    /// The files of a backend's `[backend.tls]`.
+    pub fn read_outbound(cfg: &BackendTlsConfig) -> Result<Material, TlsLoadError> {
+        let (cert, key) = match &cfg.client_cert {
+            Some((c, k)) => (Some(c.as_path()), Some(k.as_path())),
+            None => (None, None),
+        };
+        Material::read_files(cert, key, Some(&cfg.ca), &[])
+    }
+
+    fn read_files(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        ca: Option<&Path>,
+        crl: &[PathBuf],
+    ) -> Result<Material, TlsLoadError> {
         let mut crls = Vec::new();
-        for path in &cfg.crl {
+        for path in crl {
             for f in crl_files(path)? {
                 let data = read(&f)?;
                 crls.push((f, data));
             }
         }
         Ok(Material {
-            cert: read(&cfg.cert)?,
-            key: read(&cfg.key)?,
-            ca: cfg.ca.as_deref().map(read).transpose()?,
+            cert: cert.map(read).transpose()?.unwrap_or_default(),
+            key: key.map(read).transpose()?.unwrap_or_default(),
+            ca: ca.map(read).transpose()?,
             crls,
         })
     }
@@ -277,30 +298,8 @@ impl ServerTls {
         let now = UnixTime::now();
         let chain = parse_certs(&cfg.cert, &m.cert)?;
         let key = parse_key(&cfg.key, &m.key)?;
-        let leaf = CertInfo::from_der(&chain[0]).map_err(|e| invalid(&cfg.cert, e))?;
         let unix_now = now.as_secs() as i64;
-        if leaf.not_after < unix_now {
-            return Err(invalid(
-                &cfg.cert,
-                format!(
-                    "certificate {} (serial {}) expired at {}",
-                    leaf.subject,
-                    leaf.serial,
-                    crate::metrics::rfc3339(leaf.not_after)
-                ),
-            ));
-        }
-        if leaf.not_before > unix_now {
-            return Err(invalid(
-                &cfg.cert,
-                format!(
-                    "certificate {} (serial {}) is not valid before {}",
-                    leaf.subject,
-                    leaf.serial,
-                    crate::metrics::rfc3339(leaf.not_before)
-                ),
-            ));
-        }
+        let leaf = valid_leaf(&cfg.cert, &chain, unix_now)?;
 
         let mut cas = Vec::new();
         let mut crl_info = Vec::new();
@@ -310,14 +309,8 @@ impl ServerTls {
                 .ca
                 .as_ref()
                 .ok_or_else(|| invalid(&cfg.cert, "client_auth needs a `ca`"))?;
-            let ca_certs = parse_certs(ca_path, m.ca.as_deref().unwrap_or_default())?;
-            let mut roots = RootCertStore::empty();
-            for c in &ca_certs {
-                roots
-                    .add(c.clone())
-                    .map_err(|e| invalid(ca_path, format!("not a usable CA certificate: {e}")))?;
-                cas.push(CertInfo::from_der(c).map_err(|e| invalid(ca_path, e))?);
-            }
+            let (roots, ca_certs, infos) = load_roots(ca_path, m)?;
+            cas = infos;
             let roots = Arc::new(roots);
             check_served_chain(cfg, ca_path, &chain, roots.clone(), &provider, now)?;
 
@@ -401,6 +394,48 @@ impl ServerTls {
             .map(|_| ())
             .map_err(|e| error_reason(&e))
     }
+}
+
+/// The leaf of `chain`, which must be inside its validity dates at `now`.
+fn valid_leaf(
+    path: &Path,
+    chain: &[CertificateDer<'static>],
+    now: i64,
+) -> Result<CertInfo, TlsLoadError> {
+    let leaf = CertInfo::from_der(&chain[0]).map_err(|e| invalid(path, e))?;
+    let (when, at) = if leaf.not_after < now {
+        ("expired at", leaf.not_after)
+    } else if leaf.not_before > now {
+        ("is not valid before", leaf.not_before)
+    } else {
+        return Ok(leaf);
+    };
+    Err(invalid(
+        path,
+        format!(
+            "certificate {} (serial {}) {when} {}",
+            leaf.subject,
+            leaf.serial,
+            crate::metrics::rfc3339(at)
+        ),
+    ))
+}
+
+/// The CA bundle of `m` as trust anchors, certificates and their info.
+fn load_roots(
+    path: &Path,
+    m: &Material,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>, Vec<CertInfo>), TlsLoadError> {
+    let certs = parse_certs(path, m.ca.as_deref().unwrap_or_default())?;
+    let mut roots = RootCertStore::empty();
+    let mut infos = Vec::new();
+    for c in &certs {
+        roots
+            .add(c.clone())
+            .map_err(|e| invalid(path, format!("not a usable CA certificate: {e}")))?;
+        infos.push(CertInfo::from_der(c).map_err(|e| invalid(path, e))?);
+    }
+    Ok((roots, certs, infos))
 }
 
 /// The served chain must verify to the CA bundle when its issuer is there
@@ -502,6 +537,82 @@ fn check_crl(
     Ok(info)
 }
 
+/// A backend's outbound TLS: portcullis sends the SSLRequest, verifies the
+/// backend's certificate against `ca` and `server_name`, and presents its
+/// client certificate (e.g. to the backend's own portcullis sidecar).
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+    /// The client certificate presented, if any.
+    pub leaf: Option<CertInfo>,
+    /// The CAs the backend's certificate must chain to.
+    pub cas: Vec<CertInfo>,
+    pub source: BackendTlsConfig,
+    pub digest: Digest,
+    pub loaded_at: i64,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .field("leaf", &self.leaf)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    pub fn load(cfg: &BackendTlsConfig) -> Result<ClientTls, TlsLoadError> {
+        ClientTls::build(cfg, &Material::read_outbound(cfg)?)
+    }
+
+    /// Parses and validates `m` (the client key matches its certificate,
+    /// which is inside its validity dates), then builds one whole config.
+    pub fn build(cfg: &BackendTlsConfig, m: &Material) -> Result<ClientTls, TlsLoadError> {
+        let provider = provider();
+        let unix_now = UnixTime::now().as_secs() as i64;
+        let (roots, _, cas) = load_roots(&cfg.ca, m)?;
+        let server_name = ServerName::try_from(cfg.server_name.clone()).map_err(|e| {
+            invalid(
+                &cfg.ca,
+                format!(
+                    "server_name {:?} is not a DNS name or IP address: {e}",
+                    cfg.server_name
+                ),
+            )
+        })?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| invalid(&cfg.ca, e))?
+            .with_root_certificates(roots);
+        let (config, leaf) = match &cfg.client_cert {
+            None => (builder.with_no_client_auth(), None),
+            Some((cert_path, key_path)) => {
+                let chain = parse_certs(cert_path, &m.cert)?;
+                let key = parse_key(key_path, &m.key)?;
+                let leaf = valid_leaf(cert_path, &chain, unix_now)?;
+                let config = builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|source| TlsLoadError::KeyMismatch {
+                        cert: cert_path.clone(),
+                        key: key_path.clone(),
+                        source,
+                    })?;
+                (config, Some(leaf))
+            }
+        };
+        Ok(ClientTls {
+            config: Arc::new(config),
+            server_name: server_name.to_owned(),
+            leaf,
+            cas,
+            source: cfg.clone(),
+            digest: m.digest(),
+            loaded_at: unix_now,
+        })
+    }
+}
+
 /// Identity fields of a certificate, for logs, status and identity rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -581,21 +692,24 @@ pub fn failure_reason(err: &io::Error) -> &'static str {
 pub fn error_reason(err: &rustls::Error) -> &'static str {
     match err {
         rustls::Error::NoCertificatesPresented => "no_client_cert",
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => "unknown_ca",
-            CertificateError::Revoked => "revoked",
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "not_yet_valid"
+        rustls::Error::InvalidCertificate(c) => {
+            match c {
+                CertificateError::UnknownIssuer => "unknown_ca",
+                CertificateError::Revoked => "revoked",
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    "not_yet_valid"
+                }
+                CertificateError::UnknownRevocationStatus => "unknown_revocation_status",
+                CertificateError::ExpiredRevocationList
+                | CertificateError::ExpiredRevocationListContext { .. } => "crl_expired",
+                CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. } => "wrong_key_usage",
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => "wrong_name",
+                _ => "bad_certificate",
             }
-            CertificateError::UnknownRevocationStatus => "unknown_revocation_status",
-            CertificateError::ExpiredRevocationList
-            | CertificateError::ExpiredRevocationListContext { .. } => "crl_expired",
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                "wrong_key_usage"
-            }
-            _ => "bad_certificate",
-        },
+        }
         rustls::Error::AlertReceived(_) => "alert_from_client",
         _ => "protocol",
     }

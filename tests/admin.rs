@@ -316,8 +316,8 @@ token_file = "admin.token"
                 },
             ],
             "backends": [
-                {"name": "db", "address": format!("unix:{}/absent.sock", dir.path().display()), "state": "unmonitored"},
-                {"name": "spare", "address": "db2.example.net:3306", "state": "unmonitored"},
+                {"name": "db", "address": format!("unix:{}/absent.sock", dir.path().display()), "state": "unmonitored", "tls": false, "server_name": null, "client_certificate": null, "last_reload": null, "last_reload_error": null},
+                {"name": "spare", "address": "db2.example.net:3306", "state": "unmonitored", "tls": false, "server_name": null, "client_certificate": null, "last_reload": null, "last_reload_error": null},
             ],
         })
     );

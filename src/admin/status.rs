@@ -120,6 +120,19 @@ pub struct BackendStatus {
     pub address: String,
     /// `unmonitored` until the topology monitor exists.
     pub state: String,
+    /// Whether portcullis speaks TLS to it (`[backend.tls]`).
+    #[serde(default)]
+    pub tls: bool,
+    /// The name its certificate is checked against.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The client certificate portcullis presents to it.
+    #[serde(default)]
+    pub client_certificate: Option<CertificateStatus>,
+    #[serde(default)]
+    pub last_reload: Option<ReloadRecord>,
+    #[serde(default)]
+    pub last_reload_error: Option<ReloadRecord>,
 }
 
 impl Status {
@@ -135,7 +148,7 @@ impl Status {
                 ListenerStatus {
                     name: cfg.name.clone(),
                     address: l.address.to_string(),
-                    route: l.runtime.backend.name.clone(),
+                    route: l.runtime.backend.config.name.clone(),
                     tls: tls.is_some(),
                     client_auth: cfg.tls.as_ref().map(|t| t.client_auth.as_str().to_string()),
                     accepting: l.is_accepting(),
@@ -187,10 +200,20 @@ impl Status {
             backends: state
                 .backends
                 .iter()
-                .map(|b| BackendStatus {
-                    name: b.name.clone(),
-                    address: b.address.to_string(),
-                    state: "unmonitored".into(),
+                .map(|b| {
+                    let tls = b.tls.as_ref().map(|t| t.load());
+                    BackendStatus {
+                        name: b.config.name.clone(),
+                        address: b.config.address.to_string(),
+                        state: "unmonitored".into(),
+                        tls: tls.is_some(),
+                        server_name: tls.as_ref().map(|t| t.source.server_name.clone()),
+                        client_certificate: tls
+                            .as_ref()
+                            .and_then(|t| t.leaf.as_ref().map(CertificateStatus::from)),
+                        last_reload: b.tls.as_ref().and_then(|t| t.last_reload()),
+                        last_reload_error: b.tls.as_ref().and_then(|t| t.last_error()),
+                    }
                 })
                 .collect(),
         }
@@ -455,6 +478,11 @@ mod tests {
                 name: "local".into(),
                 address: "unix:/run/mysqld/mysqld.sock".into(),
                 state: "unmonitored".into(),
+                tls: false,
+                server_name: None,
+                client_certificate: None,
+                last_reload: None,
+                last_reload_error: None,
             }],
         }
     }
