@@ -178,12 +178,13 @@ impl Env {
         let work = common::mariadb::short_tempdir("pcbench-");
         let portcullis = procs::start_portcullis(
             &procs::portcullis_bin(),
+            &[],
             &pki,
             db.socket_path(),
             work.path(),
         );
-        let portcullis_b =
-            alt_binary().map(|b| procs::start_portcullis(&b, &pki, db.socket_path(), work.path()));
+        let portcullis_b = alt_binary()
+            .map(|(b, env)| procs::start_portcullis(&b, &env, &pki, db.socket_path(), work.path()));
         let haproxy = procs::haproxy_available().then(|| {
             procs::start_haproxy(
                 std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, db.port())),
@@ -581,12 +582,12 @@ async fn payload_section(env: &Env, p: &Params) {
 }
 
 async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
-    let mut bins = vec![("portcullis", procs::portcullis_bin())];
-    if let Some(b) = alt_binary() {
-        bins.push(("portcullis B", b));
+    let mut bins = vec![("portcullis", procs::portcullis_bin(), Vec::new())];
+    if let Some((b, env)) = alt_binary() {
+        bins.push(("portcullis B", b, env));
     }
-    for (name, bin) in bins {
-        let last = idle_sessions(env, p, name, &bin).await;
+    for (name, bin, vars) in bins {
+        let last = idle_sessions(env, p, name, &bin, &vars).await;
         let _ = writeln!(
             summary,
             "- idle sessions: {name} **{last:.1} KiB** RSS per session at {} sessions (target ≤ 48)",
@@ -598,8 +599,14 @@ async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
 /// Opens idle sessions through a fresh portcullis (so earlier workloads'
 /// allocator state does not count) and prints its RSS at each level;
 /// returns KiB per session at the last level.
-async fn idle_sessions(env: &Env, p: &Params, name: &str, bin: &std::path::Path) -> f64 {
-    let fresh = procs::start_portcullis(bin, &env.pki, env.db.socket_path(), env.work.path());
+async fn idle_sessions(
+    env: &Env,
+    p: &Params,
+    name: &str,
+    bin: &std::path::Path,
+    vars: &[(String, String)],
+) -> f64 {
+    let fresh = procs::start_portcullis(bin, vars, &env.pki, env.db.socket_path(), env.work.path());
     let pid = fresh.pid();
     let opts: Opts = OptsBuilder::from_opts(env.opts(Target::Portcullis))
         .tcp_port(fresh.addr.port())
@@ -638,9 +645,22 @@ async fn idle_sessions(env: &Env, p: &Params, name: &str, bin: &std::path::Path)
     last
 }
 
-/// `PC_BENCH_PORTCULLIS_B`: a second portcullis binary to compare.
-fn alt_binary() -> Option<std::path::PathBuf> {
-    std::env::var_os("PC_BENCH_PORTCULLIS_B").map(Into::into)
+/// `PC_BENCH_PORTCULLIS_B`: a second portcullis binary to compare (it may
+/// be the same file), run with the extra environment in
+/// `PC_BENCH_PORTCULLIS_B_ENV` ("K=V K=V", e.g. "TOKIO_WORKER_THREADS=1").
+fn alt_binary() -> Option<(std::path::PathBuf, Vec<(String, String)>)> {
+    let bin = std::env::var_os("PC_BENCH_PORTCULLIS_B")?;
+    let env = std::env::var("PC_BENCH_PORTCULLIS_B_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .expect("PC_BENCH_PORTCULLIS_B_ENV: K=V pairs");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    Some((bin.into(), env))
 }
 
 fn main() {

@@ -120,6 +120,7 @@ pub fn portcullis_bin() -> PathBuf {
 /// Unix socket, with the PKI's CA and CRL.
 pub fn start_portcullis(
     bin: &Path,
+    env: &[(String, String)],
     pki: &super::pki::BenchPki,
     socket: &Path,
     workdir: &Path,
@@ -158,7 +159,8 @@ client_auth = "required"
     cmd.args(["run", "--config"])
         .arg(&config)
         // The default level: one log line per session is part of the cost.
-        .env("PORTCULLIS_LOG", "info");
+        .env("PORTCULLIS_LOG", "info")
+        .envs(env.iter().cloned());
     let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     Server::start(
         "portcullis",
