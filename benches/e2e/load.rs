@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Value};
+use mysql_async::{Conn, Opts, OptsBuilder, SslOpts, Value};
 
 use super::procs::cpu_secs;
 
@@ -154,19 +154,38 @@ pub async fn point_select(opts: &Opts, threads: usize, dur: Duration, pids: &[u3
     Run::timed(lat_us, secs, cpu, 0)
 }
 
-/// Connection churn: `concurrency` tasks each connect (full TLS handshake,
+/// Connection churn: `concurrency` tasks each connect (TLS handshake,
 /// authentication), run `SELECT 1` and close, for `dur`.
-pub async fn churn(opts: &Opts, concurrency: usize, dur: Duration, pids: &[u32]) -> Run {
+///
+/// mysql_async keeps one rustls client config, with its session cache, per
+/// `Opts`: connections made from clones of one `Opts` resume TLS sessions.
+/// With `fresh_tls` every connection gets new TLS options, hence a new
+/// client config and a full handshake (certificate signature and chain
+/// verification on both sides).
+pub async fn churn(
+    opts: &Opts,
+    fresh_tls: Option<&SslOpts>,
+    concurrency: usize,
+    dur: Duration,
+    pids: &[u32],
+) -> Run {
     let work = async {
         let deadline = Instant::now() + dur;
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
                 let opts = opts.clone();
+                let fresh = fresh_tls.cloned();
                 tokio::spawn(async move {
                     let mut lat = Vec::new();
                     while Instant::now() < deadline {
                         let t = Instant::now();
-                        let mut conn = Conn::new(opts.clone())
+                        let opts = match &fresh {
+                            Some(ssl) => OptsBuilder::from_opts(opts.clone())
+                                .ssl_opts(Some(ssl.clone()))
+                                .into(),
+                            None => opts.clone(),
+                        };
+                        let mut conn = Conn::new(opts)
                             .await
                             .unwrap_or_else(|e| panic!("churn connect: {e}"));
                         let one: Option<i64> =
