@@ -1,17 +1,33 @@
 //! The command phase: after authentication, bytes are copied both ways at
 //! once, unparsed, until either side closes.
+//!
+//! Each direction reads into one buffer per worker thread and writes the
+//! bytes on within the same poll, so an idle session holds no relay buffer
+//! at all (10 000 idle pooled connections would otherwise pin 2 × 16 KiB
+//! each). Only when the writer cannot take everything (a slow peer, a full
+//! socket) are the rest copied into the session's own spill buffer, and
+//! nothing more is read from that side until the spill is written: memory
+//! per session stays bounded by one read.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::outcome::{Fault, Finished};
 
-/// Relay buffer size per direction. 16 KiB matches the largest TLS record
-/// plaintext, so one read from the TLS side fills at most one buffer.
+/// Relay read size. 16 KiB matches the largest TLS record plaintext, so a
+/// full read from the backend becomes one TLS record.
 pub const RELAY_BUF: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of every relay polled on this thread. Borrowed for
+    /// the length of one poll only, never across an `.await`.
+    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; RELAY_BUF]);
+}
 
 /// Byte counts of a finished relay.
 #[derive(Debug, Default, Clone, Copy)]
@@ -22,32 +38,34 @@ pub struct Transferred {
     pub down: u64,
 }
 
-/// Copies both ways until either side closes or fails.
+/// Copies both ways until both sides have closed, or either fails.
 pub async fn relay<C, B>(client: &mut C, backend: &mut B) -> (Finished, Transferred)
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut c = Watched::new(client);
-    let mut b = Watched::new(backend);
-    let res = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut b, RELAY_BUF, RELAY_BUF).await;
+    let mut up = Pump::new(Fault::Client, Fault::Backend);
+    let mut down = Pump::new(Fault::Backend, Fault::Client);
+    let res = poll_fn(|cx| {
+        let up_done = up.poll(cx, client, backend)?.is_ready();
+        let down_done = down.poll(cx, backend, client)?.is_ready();
+        if up_done && down_done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
     let t = Transferred {
-        up: c.read,
-        down: c.written,
+        up: up.read,
+        down: down.written,
     };
     let finished = match res {
-        Ok(_) => Finished::Relayed,
+        Ok(()) => Finished::Relayed,
         // A peer that goes away without a clean close is normal for database
         // clients (pools are killed, laptops sleep): count it, but as relayed.
-        Err(e) if is_disconnect(&e) => Finished::Relayed,
-        Err(error) => Finished::RelayError {
-            fault: if b.failed {
-                Fault::Backend
-            } else {
-                Fault::Client
-            },
-            error,
-        },
+        Err((_, e)) if is_disconnect(&e) => Finished::Relayed,
+        Err((fault, error)) => Finished::RelayError { fault, error },
     };
     (finished, t)
 }
@@ -62,64 +80,246 @@ fn is_disconnect(e: &io::Error) -> bool {
     )
 }
 
-/// Counts bytes and remembers whether this side produced an I/O error.
-struct Watched<'a, S: ?Sized> {
-    inner: &'a mut S,
+type PumpResult = Result<(), (Fault, io::Error)>;
+
+/// One direction of the relay.
+struct Pump {
+    /// Who is at fault when reading / writing fails.
+    reader: Fault,
+    writer: Fault,
+    /// Bytes read but not yet written; empty (no allocation) normally.
+    spill: Vec<u8>,
+    spill_pos: usize,
+    need_flush: bool,
+    eof: bool,
+    done: bool,
     read: u64,
     written: u64,
-    failed: bool,
 }
 
-impl<'a, S: ?Sized> Watched<'a, S> {
-    fn new(inner: &'a mut S) -> Self {
-        Watched {
-            inner,
+impl Pump {
+    fn new(reader: Fault, writer: Fault) -> Pump {
+        Pump {
+            reader,
+            writer,
+            spill: Vec::new(),
+            spill_pos: 0,
+            need_flush: false,
+            eof: false,
+            done: false,
             read: 0,
             written: 0,
-            failed: false,
         }
     }
-    fn note<T>(&mut self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Err(_)) = &r {
-            self.failed = true;
+
+    /// Ready(Ok) once the reader reached EOF and everything was written and
+    /// the writer shut down; stays Ready after that.
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<PumpResult>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
         }
-        r
+        loop {
+            while self.spill_pos < self.spill.len() {
+                let n = ready!(self.write(cx, w, SpillOrBuf::Spill))?;
+                self.spill_pos += n;
+            }
+            if !self.spill.is_empty() {
+                // Drained: give the memory back, idle sessions keep none.
+                self.spill = Vec::new();
+                self.spill_pos = 0;
+            }
+            if self.eof {
+                let w_fault = self.writer;
+                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(|e| (w_fault, e))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            match self.read_and_write(cx, r, w) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    if self.need_flush {
+                        let w_fault = self.writer;
+                        if let Poll::Ready(r) = Pin::new(&mut *w).poll_flush(cx) {
+                            r.map_err(|e| (w_fault, e))?;
+                            self.need_flush = false;
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Reads once into the thread's buffer and writes as much as the writer
+    /// takes; keeps the rest in the spill buffer.
+    fn read_and_write<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<PumpResult>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        BUF.with(|cell| {
+            // Never contended (one poll at a time per thread), but a second
+            // borrow must not panic: fall back to a temporary buffer.
+            let mut own;
+            let mut borrowed = cell.try_borrow_mut();
+            let buf: &mut [u8] = match &mut borrowed {
+                Ok(b) => b,
+                Err(_) => {
+                    own = vec![0; RELAY_BUF];
+                    &mut own
+                }
+            };
+            let mut rb = ReadBuf::new(buf);
+            let r_fault = self.reader;
+            ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).map_err(|e| (r_fault, e))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                self.eof = true;
+                return Poll::Ready(Ok(()));
+            }
+            self.read += n as u64;
+            let mut pos = 0;
+            while pos < n {
+                match self.write(cx, w, SpillOrBuf::Buf(&buf[pos..n])) {
+                    Poll::Ready(Ok(k)) => pos += k,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.spill.extend_from_slice(&buf[pos..n]);
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    fn write<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+        what: SpillOrBuf<'_>,
+    ) -> Poll<Result<usize, (Fault, io::Error)>>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let bytes = match what {
+            SpillOrBuf::Spill => &self.spill[self.spill_pos..],
+            SpillOrBuf::Buf(b) => b,
+        };
+        let w_fault = self.writer;
+        let n = ready!(Pin::new(&mut *w).poll_write(cx, bytes)).map_err(|e| (w_fault, e))?;
+        if n == 0 {
+            return Poll::Ready(Err((
+                w_fault,
+                io::Error::new(io::ErrorKind::WriteZero, "write zero bytes"),
+            )));
+        }
+        self.written += n as u64;
+        self.need_flush = true;
+        Poll::Ready(Ok(n))
     }
 }
 
-impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            self.read += (buf.filled().len() - before) as u64;
-        }
-        self.note(r)
-    }
+enum SpillOrBuf<'a> {
+    Spill,
+    Buf(&'a [u8]),
 }
 
-impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut *self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.written += *n as u64;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    /// Small pipes and a slow reader force partial and pending writes:
+    /// every byte still arrives, in order, both ways, and the counts match.
+    #[tokio::test]
+    async fn spills_and_preserves_bytes_under_backpressure() {
+        let (client_far, mut client) = duplex(512);
+        let (mut backend, mut backend_far) = duplex(300);
+        let relay = tokio::spawn(async move { relay(&mut client, &mut backend).await });
+
+        let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+        let (mut client_rd, mut client_wr) = tokio::io::split(client_far);
+        let up2 = up.clone();
+        tokio::spawn(async move {
+            client_wr.write_all(&up2).await.unwrap();
+            client_wr.shutdown().await.unwrap();
+        });
+        let down2 = down.clone();
+        let backend_task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 97];
+            loop {
+                let n = backend_far.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+                tokio::task::yield_now().await;
+            }
+            backend_far.write_all(&down2).await.unwrap();
+            backend_far.shutdown().await.unwrap();
+            got
+        });
+        let mut got_down = Vec::new();
+        client_rd.read_to_end(&mut got_down).await.unwrap();
+        let got_up = backend_task.await.unwrap();
+        let (finished, t) = relay.await.unwrap();
+        assert!(matches!(finished, Finished::Relayed), "{finished:?}");
+        assert_eq!(got_up, up);
+        assert_eq!(got_down, down);
+        assert_eq!((t.up, t.down), (up.len() as u64, down.len() as u64));
+    }
+
+    /// A backend whose writes fail (not a disconnect).
+    struct BrokenBackend;
+    impl AsyncRead for BrokenBackend {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
         }
-        self.note(r)
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut *self.inner).poll_flush(cx);
-        self.note(r)
+    impl AsyncWrite for BrokenBackend {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::Error::other("disk on fire")))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut *self.inner).poll_shutdown(cx);
-        self.note(r)
+
+    #[tokio::test]
+    async fn a_failing_write_is_the_writers_fault() {
+        let (mut client_far, mut client) = duplex(1024);
+        client_far.write_all(b"\x01\x00\x00\x00\x0e").await.unwrap();
+        let (finished, t) = relay(&mut client, &mut BrokenBackend).await;
+        match finished {
+            Finished::RelayError { fault, error } => {
+                assert_eq!(fault, Fault::Backend);
+                assert_eq!(error.to_string(), "disk on fire");
+            }
+            other => panic!("expected a backend relay error, got {other:?}"),
+        }
+        assert_eq!(t.up, 5);
     }
 }

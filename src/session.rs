@@ -90,7 +90,7 @@ pub async fn serve<S: ClientIo>(
     let failover = listener.failover.load();
     if failover.applies(listener.is_unix(), listener.config.admin) {
         if let (Some(packet), Some(target)) = (failover.packet(), failover.target.clone()) {
-            let answer = refuse(client, listener, info, &packet);
+            let answer = Box::pin(refuse(client, listener, info, &packet));
             return match tokio::select! {
                 r = tokio::time::timeout(deadline, answer) => r,
                 _ = cancel.cancelled() => return Err(SessionError::Shutdown),
@@ -102,7 +102,9 @@ pub async fn serve<S: ClientIo>(
         }
     }
 
-    let phase = tokio::time::timeout(deadline, connection_phase(client, listener, info));
+    // Boxed: the connection phase's state (TLS accept, packet readers) is
+    // several KiB and would otherwise stay in every idle session's task.
+    let phase = tokio::time::timeout(deadline, Box::pin(connection_phase(client, listener, info)));
     let (mut client, mut backend) = tokio::select! {
         r = phase => match r {
             Ok(Ok(Phase::Ready { client, backend })) => (client, backend),
