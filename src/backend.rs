@@ -1,6 +1,7 @@
 //! Connecting to a backend database over TCP or a Unix socket.
 
 use std::io;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpStream, UnixStream};
@@ -15,6 +16,17 @@ use crate::tls::{ClientTls, TlsLoadError};
 pub struct BackendRuntime {
     pub config: BackendConfig,
     pub tls: Option<Reloadable<ClientTls>>,
+    /// Sessions routed to it now (least-connections routing).
+    active: AtomicI64,
+}
+
+/// Counts a session on a backend until dropped.
+pub struct Routed<'a>(&'a BackendRuntime);
+
+impl Drop for Routed<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl BackendRuntime {
@@ -24,7 +36,21 @@ impl BackendRuntime {
             Some(t) => Some(Reloadable::new(ClientTls::load(t)?)),
             None => None,
         };
-        Ok(BackendRuntime { config, tls })
+        Ok(BackendRuntime {
+            config,
+            tls,
+            active: AtomicI64::new(0),
+        })
+    }
+
+    pub fn active(&self) -> i64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a session routed here while the guard lives.
+    pub fn route_session(&self) -> Routed<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Routed(self)
     }
 }
 

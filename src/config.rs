@@ -57,6 +57,16 @@ struct RawConfig {
     listeners: Vec<Spanned<RawListener>>,
     admin: Option<Spanned<RawAdmin>>,
     tls_reload: Option<Spanned<RawTlsReload>>,
+    monitor: Option<Spanned<RawMonitor>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    user: Spanned<String>,
+    password: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +89,7 @@ struct RawBackend {
     name: Spanned<String>,
     address: Spanned<String>,
     connect_timeout: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
     tls: Option<Spanned<RawBackendTls>>,
 }
 
@@ -108,6 +119,9 @@ struct RawListener {
     failover_target: Option<Spanned<String>>,
     failover_message: Option<Spanned<String>>,
     failover_error_code: Option<Spanned<u16>>,
+    on_primary_change: Option<Spanned<OnPrimaryChange>>,
+    primary_wait: Option<Spanned<String>>,
+    max_replica_lag: Option<Spanned<String>>,
     tls: Option<Spanned<RawTls>>,
 }
 
@@ -143,6 +157,66 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The `[tls_reload]` section.
     pub tls_reload: TlsReloadConfig,
+    /// The `[monitor]` section: the topology monitor's account.
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// The `[monitor]` section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    pub user: String,
+    pub password: String,
+    pub interval: Duration,
+}
+
+impl fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("MonitorConfig")
+            .field("user", &self.user)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+/// The default `[monitor] interval`.
+pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// The default `primary_wait`.
+pub const DEFAULT_PRIMARY_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a listener sends new connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// One named backend.
+    Backend(String),
+    /// The current primary.
+    Primary,
+    /// The least-loaded healthy replica.
+    Replica,
+    /// The least-loaded primary or replica.
+    Any,
+}
+
+impl Route {
+    fn parse(s: &str) -> Route {
+        match s {
+            "primary" => Route::Primary,
+            "replica" => Route::Replica,
+            "any" => Route::Any,
+            name => Route::Backend(name.to_string()),
+        }
+    }
+}
+
+/// What happens to sessions routed as `primary` when the primary changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPrimaryChange {
+    /// Close them, so applications reconnect to the new primary.
+    #[default]
+    Close,
+    /// Leave them on the demoted server.
+    Keep,
 }
 
 /// The `[tls_reload]` section: how TLS material is watched.
@@ -183,6 +257,9 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Outbound TLS: portcullis sends the SSLRequest to the backend.
     pub tls: Option<BackendTlsConfig>,
+    /// `host:port` clients are redirected to when this backend is the
+    /// primary (`failover_target = "primary"`).
+    pub advertise: Option<String>,
 }
 
 /// A backend's `[backend.tls]`: how portcullis verifies the backend and
@@ -201,8 +278,14 @@ pub struct BackendTlsConfig {
 pub struct ListenerConfig {
     pub name: String,
     pub address: ListenAddr,
-    /// Name of the backend this listener routes to.
+    /// As written: a backend name, `primary`, `replica` or `any`.
     pub route: String,
+    pub route_kind: Route,
+    pub on_primary_change: OnPrimaryChange,
+    /// How long a `primary` connection waits for a primary to be known.
+    pub primary_wait: Duration,
+    /// `replica` routing skips replicas further behind than this.
+    pub max_replica_lag: Option<Duration>,
     pub handshake_timeout: Duration,
     pub max_connections: usize,
     pub max_handshake_packet: usize,
@@ -508,6 +591,14 @@ fn validate(
                 b.name.span(),
                 format!("duplicate backend name {:?}", b.name.get_ref()),
             );
+        } else if ["primary", "replica", "any"].contains(&b.name.get_ref().as_str()) {
+            p.at(
+                b.name.span(),
+                format!(
+                    "backend name {:?} is reserved (it is a route)",
+                    b.name.get_ref()
+                ),
+            );
         }
         let address = match parse_backend_addr(b.address.get_ref(), base) {
             Ok(a) => a,
@@ -519,11 +610,21 @@ fn validate(
         let tls = b
             .tls
             .map(|t| validate_backend_tls(t, &address, base, tls_check, p));
+        let advertise = b.advertise.map(|a| {
+            let text = a.get_ref().clone();
+            match crate::failover::validate_target(&text) {
+                Ok(()) if text != crate::failover::PRIMARY_TARGET => {}
+                Ok(()) => p.at(a.span(), "advertise must be \"host:port\""),
+                Err(e) => p.at(a.span(), e.replace("failover_target", "advertise")),
+            }
+            text
+        });
         backends.push(BackendConfig {
             name: b.name.into_inner(),
             address,
             connect_timeout: duration_or(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, p),
             tls,
+            advertise,
         });
     }
 
@@ -561,7 +662,18 @@ fn validate(
                 None
             }
         };
-        if !backend_names.contains(l.route.get_ref()) {
+        let route_kind = Route::parse(l.route.get_ref());
+        if route_kind != Route::Backend(l.route.get_ref().clone()) {
+            if raw.monitor.is_none() {
+                p.at(
+                    l.route.span(),
+                    format!(
+                        "route = {:?} follows the topology: it needs a [monitor] section",
+                        l.route.get_ref()
+                    ),
+                );
+            }
+        } else if !backend_names.contains(l.route.get_ref()) {
             p.at(
                 l.route.span(),
                 format!(
@@ -622,6 +734,16 @@ fn validate(
                 .map(|c| *c.get_ref())
                 .unwrap_or(crate::failover::DEFAULT_ERROR_CODE),
         };
+        if failover.target.as_deref() == Some(crate::failover::PRIMARY_TARGET)
+            && raw.monitor.is_none()
+        {
+            if let Some(t) = &l.failover_target {
+                p.at(
+                    t.span(),
+                    "failover_target = \"primary\" follows the topology: it needs a [monitor] section",
+                );
+            }
+        }
         if let Err(e) = failover.validate() {
             // Point at the most specific key present.
             let span = [
@@ -654,9 +776,17 @@ fn validate(
             admin: l.admin,
             failover,
             tls,
+            route_kind,
+            on_primary_change: value(&l.on_primary_change).unwrap_or_default(),
+            primary_wait: duration_or(&l.primary_wait, DEFAULT_PRIMARY_WAIT, p),
+            max_replica_lag: l
+                .max_replica_lag
+                .as_ref()
+                .map(|_| duration_or(&l.max_replica_lag, Duration::ZERO, p)),
         });
     }
     let admin = raw.admin.map(|a| validate_admin(a, &listen_addrs, base, p));
+    let monitor = raw.monitor.map(|m| validate_monitor(m, base, p));
     let tls_reload = raw
         .tls_reload
         .map(|r| {
@@ -674,6 +804,7 @@ fn validate(
         listeners,
         admin,
         tls_reload,
+        monitor,
     }
 }
 
@@ -814,6 +945,49 @@ fn validate_tls(
         }
     }
     cfg
+}
+
+fn validate_monitor(m: Spanned<RawMonitor>, base: &Path, p: &mut Problems<'_>) -> MonitorConfig {
+    let span = m.span();
+    let m = m.into_inner();
+    let password = match (&m.password, &m.password_file) {
+        (Some(pw), None) => pw.get_ref().clone(),
+        (None, Some(f)) => {
+            let path = resolve(f.get_ref(), base);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => s.trim_end_matches(['\n', '\r']).to_string(),
+                Err(e) => {
+                    p.at(
+                        f.span(),
+                        format!("cannot read password_file {}: {e}", path.display()),
+                    );
+                    String::new()
+                }
+            }
+        }
+        (Some(_), Some(f)) => {
+            p.at(
+                f.span(),
+                "[monitor] takes password or password_file, not both",
+            );
+            String::new()
+        }
+        (None, None) => {
+            p.at(span, "[monitor] needs password or password_file");
+            String::new()
+        }
+    };
+    let interval = duration_or(&m.interval, DEFAULT_MONITOR_INTERVAL, p);
+    if interval.is_zero() {
+        if let Some(i) = &m.interval {
+            p.at(i.span(), "[monitor] interval must be more than zero");
+        }
+    }
+    MonitorConfig {
+        user: m.user.into_inner(),
+        password,
+        interval,
+    }
 }
 
 fn validate_backend_tls(
@@ -1261,6 +1435,70 @@ route = "a"
         assert_eq!(host_of("db2.example.net:3307"), "db2.example.net");
         assert_eq!(host_of("[::1]:3307"), "::1");
         assert_eq!(host_of("10.0.0.1:3306"), "10.0.0.1");
+    }
+
+    #[test]
+    fn topology_routes_need_a_monitor_and_reserve_their_names() {
+        let e = parse(
+            r#"
+[[backend]]
+name = "primary"
+address = "unix:/run/a.sock"
+advertise = "[2001:db8::1]:3307"
+
+[[listener]]
+name = "rw"
+address = "unix:/tmp/rw.sock"
+route = "primary"
+failover = "on"
+failover_target = "primary"
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":3: backend name \"primary\" is reserved"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":5: advertise \"[2001:db8::1]:3307\" is an IPv6 literal"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                ":10: route = \"primary\" follows the topology: it needs a [monitor] section"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains(":12: failover_target = \"primary\" follows the topology"),
+            "{e}"
+        );
+
+        let e = parse("[monitor]\nuser = \"mon\"\ninterval = \"0s\"\n[[backend]]\nname = \"a\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = \"unix:/tmp/l.sock\"\nroute = \"replica\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":1: [monitor] needs password or password_file"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":3: [monitor] interval must be more than zero"),
+            "{e}"
+        );
+
+        let c = parse("[monitor]\nuser = \"mon\"\npassword = \"pw\"\n[[backend]]\nname = \"a\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = \"unix:/tmp/l.sock\"\nroute = \"replica\"\nmax_replica_lag = \"30s\"\non_primary_change = \"keep\"\n").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.route_kind, Route::Replica);
+        assert_eq!(l.max_replica_lag, Some(Duration::from_secs(30)));
+        assert_eq!(l.on_primary_change, OnPrimaryChange::Keep);
+        assert_eq!(l.primary_wait, DEFAULT_PRIMARY_WAIT);
+        let m = c.monitor.as_ref().unwrap();
+        assert_eq!(
+            (m.user.as_str(), m.interval),
+            ("mon", DEFAULT_MONITOR_INTERVAL)
+        );
+        assert!(!format!("{m:?}").contains("pw"), "no password in Debug");
     }
 
     #[test]

@@ -114,20 +114,24 @@ impl FailoverSettings {
 
     /// The redirect ERR packet, or `None` when no target is set.
     pub fn packet(&self) -> Option<ErrPacket> {
-        let target = self.target.as_deref()?;
-        Some(ErrPacket::new(
-            self.error_code,
-            b"HY000",
-            self.message_for(target),
-        ))
+        Some(self.packet_to(self.target.as_deref()?))
+    }
+
+    /// The redirect ERR packet sending clients to `target` (`host:port`).
+    pub fn packet_to(&self, target: &str) -> ErrPacket {
+        ErrPacket::new(self.error_code, b"HY000", self.message_for(target))
     }
 }
 
-/// A target is `host:port`. The published client parser splits host and
+/// `failover_target = "primary"`: the current primary's `advertise`
+/// address, looked up when each client is redirected.
+pub const PRIMARY_TARGET: &str = "primary";
+
+/// A target is `host:port` (or [`PRIMARY_TARGET`]). The published client parser splits host and
 /// port at the first `:`, so an IPv6 literal cannot be carried.
 pub fn validate_target(t: &str) -> Result<(), String> {
-    if t == "primary" {
-        return Err("failover_target = \"primary\" needs topology routing, which this version of portcullis does not have yet; name the new primary as \"host:port\"".into());
+    if t == PRIMARY_TARGET {
+        return Ok(());
     }
     if t.starts_with('[') || t.matches(':').count() > 1 {
         return Err(format!(
@@ -213,7 +217,7 @@ mod tests {
             .contains("IPv6 literal"));
         assert!(on("db2").validate().is_err());
         assert!(on("db2:0").validate().is_err());
-        assert!(on("primary").validate().unwrap_err().contains("topology"));
+        assert!(on("primary").validate().is_ok());
         let mut s = on("db2:1");
         s.message = Some("a|b".into());
         assert!(s.validate().unwrap_err().contains("'|'"));

@@ -41,6 +41,7 @@ pub mod failover;
 pub mod listener;
 pub mod live;
 pub mod metrics;
+pub mod monitor;
 pub mod outcome;
 pub mod packet_io;
 pub mod protocol;

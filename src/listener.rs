@@ -14,8 +14,9 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::backend::BackendRuntime;
-use crate::config::{ListenAddr, ListenerConfig};
+use crate::config::{ListenAddr, ListenerConfig, Route};
 use crate::failover::FailoverSettings;
+use crate::monitor::Topology;
 use crate::reload::TlsRuntime;
 use crate::tls::{ServerTls, TlsLoadError};
 
@@ -28,7 +29,9 @@ const BACKLOG: i32 = 1024;
 /// per connection and never lock), and its connection slots.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
-    pub backend: Arc<BackendRuntime>,
+    pub route: RouteRuntime,
+    /// The topology (with `[monitor]`), for `failover_target = "primary"`.
+    pub topology: Option<Arc<Topology>>,
     pub tls: Option<TlsRuntime>,
     pub slots: Arc<Semaphore>,
     /// Failover redirect settings, switchable at runtime; read once per
@@ -36,9 +39,40 @@ pub struct ListenerRuntime {
     pub failover: ArcSwap<FailoverSettings>,
 }
 
+/// Where a listener's connections go.
+pub enum RouteRuntime {
+    /// Always this backend.
+    Fixed(Arc<BackendRuntime>),
+    /// Decided per connection from the topology (`primary`, `replica`,
+    /// `any`).
+    Topology {
+        kind: Route,
+        topology: Arc<Topology>,
+    },
+}
+
+impl RouteRuntime {
+    /// The fixed backend's name, or the route kind, for logs.
+    pub fn name(&self) -> &str {
+        match self {
+            RouteRuntime::Fixed(b) => &b.config.name,
+            RouteRuntime::Topology { kind, .. } => match kind {
+                Route::Primary => "primary",
+                Route::Replica => "replica",
+                Route::Any => "any",
+                Route::Backend(n) => n,
+            },
+        }
+    }
+}
+
 impl ListenerRuntime {
     /// Loads the listener's TLS material (if any) and sets up its state.
-    pub fn new(config: ListenerConfig, backend: Arc<BackendRuntime>) -> Result<Self, TlsLoadError> {
+    pub fn new(
+        config: ListenerConfig,
+        route: RouteRuntime,
+        topology: Option<Arc<Topology>>,
+    ) -> Result<Self, TlsLoadError> {
         let tls = match &config.tls {
             Some(t) => Some(TlsRuntime::new(ServerTls::load(t)?)),
             None => None,
@@ -47,7 +81,8 @@ impl ListenerRuntime {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             failover: ArcSwap::from_pointee(config.failover.clone()),
             config,
-            backend,
+            route,
+            topology,
             tls,
         })
     }

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use crate::backend::BackendRuntime;
 use crate::config::{ListenAddr, TlsReloadConfig};
 use crate::listener::ListenerRuntime;
+use crate::monitor::Topology;
 use crate::outcome::{Finished, SessionError};
 use crate::reload::ReloadLock;
 use crate::session::SessionInfo;
@@ -91,6 +92,8 @@ pub struct ProxyState {
     pub tls_reload: TlsReloadConfig,
     /// Serializes reloads (poll, SIGHUP, admin).
     pub reload_lock: ReloadLock,
+    /// The topology, with a `[monitor]`.
+    pub topology: Option<Arc<Topology>>,
 }
 
 /// One listener as the admin API sees it.
@@ -144,6 +147,7 @@ impl ProxyState {
         backends: Vec<Arc<BackendRuntime>>,
         config_path: PathBuf,
         tls_reload: TlsReloadConfig,
+        topology: Option<Arc<Topology>>,
     ) -> ProxyState {
         ProxyState {
             started: Instant::now(),
@@ -154,6 +158,7 @@ impl ProxyState {
             config_path,
             tls_reload,
             reload_lock: ReloadLock::default(),
+            topology,
         }
     }
 
@@ -657,6 +662,44 @@ impl Collector for Scrape {
                         .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
                 }
             }
+        }
+        if let Some(topology) = &self.0.topology {
+            let mut m = enc.encode_descriptor(
+                "backend_role",
+                "The monitor's classification of each backend: 1 for its current role, 0 for the others.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for b in &topology.backends {
+                let role = b.health.load().role;
+                for r in crate::monitor::ROLES {
+                    let labels: L2 = [("backend", b.backend.config.name.as_str()), ("role", r)];
+                    m.encode_family(&labels)?
+                        .encode_gauge(&i64::from(r == role))?;
+                }
+            }
+            let mut m = enc.encode_descriptor(
+                "backend_replication_lag_seconds",
+                "Seconds_Behind_Master of each replicating backend, as the monitor last read it.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for b in &topology.backends {
+                if let Some(lag) = b.health.load().lag_seconds {
+                    let labels: L1 = [("backend", b.backend.config.name.as_str())];
+                    m.encode_family(&labels)?.encode_gauge(&(lag as i64))?;
+                }
+            }
+            let mut m = enc.encode_descriptor(
+                "primary_changes",
+                "Times the primary changed (to another backend, or to none), monitor or pin.",
+                None,
+                MetricType::Counter,
+            )?;
+            m.encode_counter::<NoLabelSet, u64, u64>(
+                &topology.changes.load(Ordering::Relaxed),
+                None,
+            )?;
         }
         let mut m = enc.encode_descriptor(
             "tls_loaded_timestamp_seconds",

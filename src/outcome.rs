@@ -61,6 +61,8 @@ pub enum SessionError {
     },
     #[error("backend does not offer TLS, which [backend.tls] requires")]
     BackendTlsRefused,
+    #[error("no backend to route to: {0}")]
+    NoBackend(String),
     #[error("listener is at max_connections ({0})")]
     TooManyConnections(usize),
     #[error("closed by portcullis shutdown")]
@@ -88,6 +90,7 @@ impl SessionError {
             SessionError::BackendTls { .. } => "backend_tls_failed",
             SessionError::BackendTlsRefused => "backend_tls_not_offered",
             SessionError::TooManyConnections(_) => "too_many_connections",
+            SessionError::NoBackend(_) => "no_backend",
             SessionError::Shutdown => "shutdown",
         }
     }
@@ -100,7 +103,8 @@ impl SessionError {
             | SessionError::BackendClosed
             | SessionError::BackendIo(_)
             | SessionError::BackendTls { .. }
-            | SessionError::BackendTlsRefused => Fault::Backend,
+            | SessionError::BackendTlsRefused
+            | SessionError::NoBackend(_) => Fault::Backend,
             SessionError::TooManyConnections(_) | SessionError::Shutdown => Fault::Proxy,
             _ => Fault::Client,
         }
@@ -161,6 +165,9 @@ pub enum Finished {
     /// Closed because newly loaded trust material (CRL, CA bundle) refuses
     /// the client certificate; `reason` is the TLS failure label.
     Revoked { reason: &'static str },
+    /// Routed as `primary` to a server that is no longer the primary, and
+    /// closed (`on_primary_change = "close"`).
+    PrimaryChanged,
 }
 
 impl Finished {
@@ -176,6 +183,7 @@ impl Finished {
             Finished::Closed => "closed_by_proxy",
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
+            Finished::PrimaryChanged => "closed_primary_changed",
         }
     }
 }

@@ -11,9 +11,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer};
 use crate::backend::BackendRuntime;
+use crate::config::Route;
 use crate::config::{Config, ListenAddr};
-use crate::listener::{Accepted, BindError, Bound, ListenerRuntime};
+use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
 use crate::metrics::{Lifecycle, ListenerMetrics, ListenerState, ProxyState};
+use crate::monitor::Topology;
 use crate::outcome::{Fault, Finished, SessionError};
 use crate::session::{self, SessionInfo};
 use crate::tls::TlsLoadError;
@@ -52,7 +54,7 @@ pub enum StartError {
         backend: String,
         source: Box<TlsLoadError>,
     },
-    #[error("listener {listener:?} routes to unknown backend {route:?}")]
+    #[error("listener {listener:?} cannot route to {route:?} (no such backend, or no [monitor])")]
     Route { listener: String, route: String },
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -84,20 +86,35 @@ impl Proxy {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let topology = config
+            .monitor
+            .as_ref()
+            .map(|_| Arc::new(Topology::new(&backends)));
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let backend = backends
-                .iter()
-                .find(|b| b.config.name == l.route)
-                .ok_or_else(|| StartError::Route {
-                    listener: l.name.clone(),
-                    route: l.route.clone(),
-                })?
-                .clone();
+            let unroutable = || StartError::Route {
+                listener: l.name.clone(),
+                route: l.route.clone(),
+            };
+            let route = match &l.route_kind {
+                Route::Backend(name) => RouteRuntime::Fixed(
+                    backends
+                        .iter()
+                        .find(|b| &b.config.name == name)
+                        .ok_or_else(unroutable)?
+                        .clone(),
+                ),
+                kind => RouteRuntime::Topology {
+                    kind: kind.clone(),
+                    topology: topology.clone().ok_or_else(unroutable)?,
+                },
+            };
             let rt =
-                ListenerRuntime::new(l.clone(), backend).map_err(|source| StartError::Tls {
-                    listener: l.name.clone(),
-                    source: Box::new(source),
+                ListenerRuntime::new(l.clone(), route, topology.clone()).map_err(|source| {
+                    StartError::Tls {
+                        listener: l.name.clone(),
+                        source: Box::new(source),
+                    }
                 })?;
             let bound = Bound::bind(l)?;
             let address = bound.local_addr().unwrap_or_else(|_| l.address.clone());
@@ -108,6 +125,7 @@ impl Proxy {
             backends,
             config.path.clone(),
             config.tls_reload.clone(),
+            topology,
         ));
         let admin = config
             .admin
@@ -150,7 +168,7 @@ impl Proxy {
         for (ls, bound) in self.listeners {
             let rt = &ls.runtime;
             tracing::info!(listener = %rt.config.name, address = %ls.address,
-                tls = rt.tls.is_some(), backend = %rt.backend.config.name, "listening");
+                tls = rt.tls.is_some(), route = %rt.route.name(), "listening");
             let accepting = ls.accepting();
             let accept = accept_loop(
                 ls.clone(),
@@ -170,6 +188,14 @@ impl Proxy {
             self.state.clone(),
             stop_watching.clone(),
         ));
+        let monitor = match (&self.state.topology, &self.config.monitor) {
+            (Some(t), Some(m)) => Some(tokio::spawn(crate::monitor::run(
+                t.clone(),
+                m.clone(),
+                stop_watching.clone(),
+            ))),
+            _ => None,
+        };
         self.state.set_lifecycle(Lifecycle::Serving);
         // After this line /health answers 200: scripts may wait for it.
         tracing::info!(listeners = self.state.listeners.len(), "serving");
@@ -226,6 +252,9 @@ impl Proxy {
         sessions.wait().await;
         stop_watching.cancel();
         let _ = watcher.await;
+        if let Some(m) = monitor {
+            let _ = m.await;
+        }
         for (name, addr) in self.config.listeners.iter().map(|l| (&l.name, &l.address)) {
             if let ListenAddr::Unix(p) = addr {
                 if let Err(e) = std::fs::remove_file(p) {
@@ -309,7 +338,7 @@ async fn run_session<S: session::ClientIo>(
     let mut info = SessionInfo::default();
     let result = session::serve(stream, rt, &mut info, token).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
-    metrics.record(&info, &result, &rt.backend.config.name);
+    metrics.record(&info, &result, rt.route.name());
 }
 
 async fn refuse_full<S: session::ClientIo>(
@@ -327,7 +356,7 @@ async fn refuse_full<S: session::ClientIo>(
         Ok(Ok(())) | Err(_) => Err(SessionError::TooManyConnections(rt.config.max_connections)),
     };
     log_outcome(rt, peer, &info, &result, started.elapsed());
-    metrics.record(&info, &result, &rt.backend.config.name);
+    metrics.record(&info, &result, rt.route.name());
 }
 
 /// The one log event per connection.

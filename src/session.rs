@@ -22,8 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use rustls_pki_types::UnixTime;
 
-use crate::backend::{self, BackendStream};
-use crate::listener::ListenerRuntime;
+use std::sync::Arc;
+
+use crate::backend::{self, BackendRuntime, BackendStream};
+use crate::config::{OnPrimaryChange, Route};
+use crate::listener::{ListenerRuntime, RouteRuntime};
 use crate::live::Registration;
 use crate::outcome::{Finished, SessionError};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
@@ -89,7 +92,14 @@ pub async fn serve<S: ClientIo>(
     // answered after TLS and the HandshakeResponse, without a backend.
     let failover = listener.failover.load();
     if failover.applies(listener.is_unix(), listener.config.admin) {
-        if let (Some(packet), Some(target)) = (failover.packet(), failover.target.clone()) {
+        if let Some(target) = failover.target.clone() {
+            let (target, packet) = match redirect_target(listener, target) {
+                Ok(t) => {
+                    let packet = failover.packet_to(&t);
+                    (t, packet)
+                }
+                Err(why) => return Box::pin(refuse_no_backend(client, listener, info, why)).await,
+            };
             let answer = Box::pin(refuse(client, listener, info, &packet));
             return match tokio::select! {
                 r = tokio::time::timeout(deadline, answer) => r,
@@ -102,9 +112,23 @@ pub async fn serve<S: ClientIo>(
         }
     }
 
+    // Route: the backend for this connection, from the topology snapshot
+    // now (a `primary` route may wait up to primary_wait for one).
+    let route = tokio::select! {
+        r = resolve_route(listener) => r,
+        _ = cancel.cancelled() => return Err(SessionError::Shutdown),
+    };
+    let (target, tenure) = match route {
+        Ok(r) => r,
+        Err(why) => return Box::pin(refuse_no_backend(client, listener, info, why)).await,
+    };
+    let _routed = target.route_session();
     // Boxed: the connection phase's state (TLS accept, packet readers) is
     // several KiB and would otherwise stay in every idle session's task.
-    let phase = tokio::time::timeout(deadline, Box::pin(connection_phase(client, listener, info)));
+    let phase = tokio::time::timeout(
+        deadline,
+        Box::pin(connection_phase(client, listener, &target, info)),
+    );
     let (mut client, mut backend) = tokio::select! {
         r = phase => match r {
             Ok(Ok(Phase::Ready { client, backend })) => (client, backend),
@@ -122,18 +146,112 @@ pub async fn serve<S: ClientIo>(
             None => std::future::pending().await,
         }
     };
+    let demoted = async {
+        match &tenure {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let (finished, transferred) = tokio::select! {
         r = relay::relay(&mut client, &mut backend) => r,
         _ = cancel.cancelled() => (Finished::Closed, Transferred::default()),
         reason = revoked => (Finished::Revoked { reason }, Transferred::default()),
+        _ = demoted => (Finished::PrimaryChanged, Transferred::default()),
     };
-    if let Finished::Revoked { .. } = finished {
+    if let Finished::Revoked { .. } | Finished::PrimaryChanged = finished {
         // A clean TLS close, so the client reports a lost connection rather
         // than a TLS error; an ERR packet cannot be injected mid-command.
         let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
     }
     info.transferred = transferred;
     Ok(finished)
+}
+
+/// Answers a client the route found no backend for: ERR 1105 with `why`,
+/// after TLS and its handshake response.
+async fn refuse_no_backend<S: ClientIo>(
+    client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    why: String,
+) -> Result<Finished, SessionError> {
+    let err = ErrPacket::new(
+        ERR_BACKEND_UNAVAILABLE,
+        b"HY000",
+        format!("portcullis: listener '{}': {why}", listener.config.name),
+    );
+    let answer = refuse(client, listener, info, &err);
+    match tokio::time::timeout(listener.config.handshake_timeout, answer).await {
+        Ok(Err(e)) => Err(e),
+        _ => Err(SessionError::NoBackend(why)),
+    }
+}
+
+/// The `host:port` a redirected client is sent to: the configured target,
+/// or for `"primary"` the current primary's `advertise` address.
+fn redirect_target(listener: &ListenerRuntime, target: String) -> Result<String, String> {
+    if target != crate::failover::PRIMARY_TARGET {
+        return Ok(target);
+    }
+    let topology = listener
+        .topology
+        .as_ref()
+        .ok_or("failover_target = \"primary\" without a [monitor]")?;
+    let name = topology
+        .primary()
+        .ok_or("no primary is known to redirect to; try again later")?;
+    topology
+        .backend(&name)
+        .and_then(|m| m.backend.config.advertise.clone())
+        .ok_or_else(|| format!("the primary {name:?} has no advertise address to redirect to"))
+}
+
+/// Picks the backend for a new connection; with `on_primary_change =
+/// "close"`, a `primary` route also returns the tenure token that ends the
+/// session when the primary changes. `Err` says why no backend is
+/// available, for the client.
+async fn resolve_route(
+    listener: &ListenerRuntime,
+) -> Result<(Arc<BackendRuntime>, Option<CancellationToken>), String> {
+    let (kind, topology) = match &listener.route {
+        RouteRuntime::Fixed(b) => return Ok((b.clone(), None)),
+        RouteRuntime::Topology { kind, topology } => (kind, topology),
+    };
+    let cfg = &listener.config;
+    match kind {
+        Route::Primary => {
+            // The token first: a change after this closes the session
+            // (too early at worst, never too late).
+            let tenure = topology.tenure();
+            let mut primary = topology.watch_primary();
+            let name =
+                match tokio::time::timeout(cfg.primary_wait, primary.wait_for(|p| p.is_some()))
+                    .await
+                {
+                    Ok(Ok(p)) => p.clone().unwrap_or_default(),
+                    _ => {
+                        return Err(format!(
+                            "no primary is available (waited {:?}); try again later",
+                            cfg.primary_wait
+                        ))
+                    }
+                };
+            let backend = topology
+                .backend(&name)
+                .map(|m| m.backend.clone())
+                .ok_or_else(|| format!("primary {name:?} is not a configured backend"))?;
+            let tenure = (cfg.on_primary_change == OnPrimaryChange::Close).then_some(tenure);
+            Ok((backend, tenure))
+        }
+        Route::Replica => topology
+            .pick("replica", cfg.max_replica_lag)
+            .map(|b| (b, None))
+            .ok_or_else(|| "no healthy replica is available; try again later".to_string()),
+        Route::Any | Route::Backend(_) => topology
+            .pick("any", None)
+            .map(|b| (b, None))
+            .ok_or_else(|| "no healthy backend is available; try again later".to_string()),
+    }
 }
 
 /// Registers a session that presented a client certificate, so reloads of
@@ -219,14 +337,14 @@ async fn backend_upgrade(
         .map_err(|source| backend_read_error(ReadError::Io(source)))
 }
 
-fn backend_tls_failed(l: &ListenerRuntime, e: &SessionError) -> ErrPacket {
+fn backend_tls_failed(l: &ListenerRuntime, b: &BackendRuntime, e: &SessionError) -> ErrPacket {
     ErrPacket::new(
         ERR_BACKEND_UNAVAILABLE,
         b"HY000",
         format!(
             "portcullis: listener '{}': database unavailable (TLS to backend '{}' failed: {}; try again later)",
             l.config.name,
-            l.backend.config.name,
+            b.config.name,
             match e {
                 SessionError::BackendTls { source, .. } => source.to_string(),
                 e => e.to_string(),
@@ -248,18 +366,19 @@ enum Phase<S: ClientIo> {
 async fn connection_phase<S: ClientIo>(
     mut client: S,
     listener: &ListenerRuntime,
+    target: &BackendRuntime,
     info: &mut SessionInfo,
 ) -> Result<Phase<S>, SessionError> {
     let limit = listener.config.max_handshake_packet;
-    info.backend = Some(listener.backend.config.name.clone());
+    info.backend = Some(target.config.name.clone());
 
     // Greeting: connect and read the backend's greeting. Without one, the
     // client still gets TLS and then a readable ERR (never an ERR before
     // TLS: Connector/C 3.3.9+ turns that into error 2002).
-    let mut backend = match backend::connect(&listener.backend.config).await {
+    let mut backend = match backend::connect(&target.config).await {
         Ok(b) => b,
         Err(e) => {
-            let err = backend_unavailable(listener);
+            let err = backend_unavailable(listener, target);
             refuse(client, listener, info, &err).await?;
             return Err(e.into());
         }
@@ -286,7 +405,13 @@ async fn connection_phase<S: ClientIo>(
     let mut greeting = match Greeting::parse(greeting_pkt.payload()) {
         Ok(g) => g,
         Err(e) => {
-            refuse(client, listener, info, &backend_unavailable(listener)).await?;
+            refuse(
+                client,
+                listener,
+                info,
+                &backend_unavailable(listener, target),
+            )
+            .await?;
             return Err(SessionError::BackendProtocol(format!("bad greeting: {e}")));
         }
     };
@@ -336,7 +461,7 @@ async fn connection_phase<S: ClientIo>(
     // Outbound TLS: the SSLRequest (the response's fixed prefix with
     // CLIENT_SSL) and a TLS handshake with the backend, which must offer TLS:
     // there is no plaintext fallback.
-    let mut backend = match listener.backend.tls.as_ref().map(|t| t.load()) {
+    let mut backend = match target.tls.as_ref().map(|t| t.load()) {
         None => Either::Left(backend),
         Some(tls) => {
             let upgraded = if !backend_offers_tls {
@@ -351,7 +476,7 @@ async fn connection_phase<S: ClientIo>(
             match upgraded {
                 Ok(b) => Either::Right(Box::new(b)),
                 Err(e) => {
-                    let err = backend_tls_failed(listener, &e);
+                    let err = backend_tls_failed(listener, target, &e);
                     let _ = write_own_packet(
                         &mut client,
                         resp.header.seq.wrapping_add(1),
@@ -416,7 +541,7 @@ async fn connection_phase<S: ClientIo>(
                             // TLS 1.3: the backend judges our certificate
                             // after our handshake is done; its alert comes
                             // with the first read. Tell the client why.
-                            let err = backend_tls_failed(listener, &e);
+                            let err = backend_tls_failed(listener, target, &e);
                             let _ = write_own_packet(&mut client, client_next, &err.encode()).await;
                             let _ = client.shutdown().await;
                         }
@@ -618,13 +743,13 @@ fn own_scramble() -> [u8; 20] {
     s
 }
 
-fn backend_unavailable(l: &ListenerRuntime) -> ErrPacket {
+fn backend_unavailable(l: &ListenerRuntime, b: &BackendRuntime) -> ErrPacket {
     ErrPacket::new(
         ERR_BACKEND_UNAVAILABLE,
         b"HY000",
         format!(
             "portcullis: listener '{}': database unavailable (backend '{}' cannot be reached; try again later)",
-            l.config.name, l.backend.config.name
+            l.config.name, b.config.name
         ),
     )
 }

@@ -41,7 +41,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::listener::ListenerRuntime;
+use portcullis::backend::BackendRuntime;
+use portcullis::listener::{ListenerRuntime, RouteRuntime};
 use portcullis::packet_io::read_packet_exact;
 use portcullis::protocol::packet::{split_packet, write_packet};
 use portcullis::protocol::{Capabilities, Greeting, HEADER_LEN};
@@ -139,7 +140,9 @@ client_auth = "required"
             .iter()
             .map(|l| {
                 let backend = config.backend(&l.route).expect("route").clone();
-                ListenerRuntime::new(l.clone(), backend).expect("demo PKI loads")
+                let backend = BackendRuntime::new(backend).expect("backend");
+                ListenerRuntime::new(l.clone(), RouteRuntime::Fixed(Arc::new(backend)), None)
+                    .expect("demo PKI loads")
             })
             .collect();
 

@@ -11,6 +11,8 @@
 //! | `GET /health` | 200 `ok`, or 503 `{"error": reason}` (never needs a token) |
 //! | `GET /status` | 200 JSON [`status::Status`] |
 //! | `GET /metrics` | 200 OpenMetrics text |
+//! | `GET /topology` | 200 JSON [`crate::monitor::TopologyStatus`] (404 without `[monitor]`) |
+//! | `POST /primary`, `DELETE /primary` | pin the primary / return to the monitor |
 //! | `POST /reload` | re-read the config and TLS material (as SIGHUP): 200 with a report, 422 if anything was not applied |
 //!
 //! With a token configured, every other request needs
@@ -276,14 +278,17 @@ fn route_with_body(
     {
         return failover(method, name, body, ctx);
     }
+    if path == "/primary" {
+        return primary(method, body, ctx);
+    }
     let allowed = match path {
-        "/health" | "/status" | "/metrics" => "GET",
+        "/health" | "/status" | "/metrics" | "/topology" => "GET",
         "/reload" => "POST",
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "no such endpoint: {path} (endpoints: /health, /status, /metrics, /reload, /listeners/NAME/failover)"
+                    "no such endpoint: {path} (endpoints: /health, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)"
                 ),
             )
         }
@@ -305,6 +310,13 @@ fn route_with_body(
             ctx.state.encode_metrics(),
         ),
         "/reload" => reload(&ctx.state),
+        "/topology" => match &ctx.state.topology {
+            Some(t) => json(StatusCode::OK, &t.status()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no topology: the config has no [monitor] section",
+            ),
+        },
         // "/health" with GET was answered above.
         _ => health(&ctx.state),
     }
@@ -327,6 +339,50 @@ fn reload(state: &ProxyState) -> Answer {
             };
             json(code, &report)
         }
+    }
+}
+
+/// `POST /primary {"backend": NAME}` pins the primary (overriding the
+/// monitor); `DELETE /primary` returns to the monitor's view. Both answer
+/// with the topology.
+fn primary(method: &Method, body: &[u8], ctx: &Ctx) -> Answer {
+    let Some(t) = &ctx.state.topology else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no topology: the config has no [monitor] section",
+        );
+    };
+    let pin = match *method {
+        Method::DELETE => None,
+        Method::POST => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Pin {
+                backend: String,
+            }
+            match serde_json::from_slice::<Pin>(body) {
+                Ok(p) => Some(p.backend),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("expected {{\"backend\": \"NAME\"}}: {e}"),
+                    )
+                }
+            }
+        }
+        _ => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/primary accepts POST or DELETE",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+            return r;
+        }
+    };
+    match t.pin(pin) {
+        Ok(()) => json(StatusCode::OK, &t.status()),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
     }
 }
 
@@ -373,6 +429,14 @@ fn failover(method: &Method, name: &str, body: &[u8], ctx: &Ctx) -> Answer {
                 message: change.message.or_else(|| old.message.clone()),
                 error_code: change.error_code.unwrap_or(old.error_code),
             };
+            if new.target.as_deref() == Some(crate::failover::PRIMARY_TARGET)
+                && ctx.state.topology.is_none()
+            {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "target \"primary\" follows the topology: the config has no [monitor] section",
+                );
+            }
             if let Err(e) = new.validate() {
                 return error(StatusCode::BAD_REQUEST, &e);
             }
@@ -534,6 +598,7 @@ mod tests {
                 Vec::new(),
                 PathBuf::from("/nonexistent/portcullis.toml"),
                 Default::default(),
+                None,
             )),
             token: token.map(str::to_string),
         }
@@ -569,7 +634,7 @@ mod tests {
             (
                 StatusCode::NOT_FOUND,
                 None,
-                "{\n  \"error\": \"no such endpoint: /nope (endpoints: /health, /status, /metrics, /reload, /listeners/NAME/failover)\"\n}\n".into()
+                "{\n  \"error\": \"no such endpoint: /nope (endpoints: /health, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)\"\n}\n".into()
             )
         );
         assert_eq!(

@@ -148,7 +148,7 @@ impl Status {
                 ListenerStatus {
                     name: cfg.name.clone(),
                     address: l.address.to_string(),
-                    route: l.runtime.backend.config.name.clone(),
+                    route: l.runtime.route.name().to_string(),
                     tls: tls.is_some(),
                     client_auth: cfg.tls.as_ref().map(|t| t.client_auth.as_str().to_string()),
                     accepting: l.is_accepting(),
@@ -205,7 +205,12 @@ impl Status {
                     BackendStatus {
                         name: b.config.name.clone(),
                         address: b.config.address.to_string(),
-                        state: "unmonitored".into(),
+                        state: state
+                            .topology
+                            .as_ref()
+                            .and_then(|t| t.backend(&b.config.name))
+                            .map_or("unmonitored", |m| m.health.load().role)
+                            .into(),
                         tls: tls.is_some(),
                         server_name: tls.as_ref().map(|t| t.source.server_name.clone()),
                         client_certificate: tls

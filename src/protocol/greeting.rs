@@ -46,6 +46,28 @@ impl Greeting {
         })
     }
 
+    /// The 20-byte authentication scramble and the default authentication
+    /// plugin of a greeting payload (what a client — the monitor — needs to
+    /// log in).
+    pub fn scramble(&self, payload: &[u8]) -> Result<([u8; 20], Option<String>), ParseError> {
+        let part1 = payload
+            .get(self.caps_lower_at - 9..self.caps_lower_at - 1)
+            .ok_or(ParseError::malformed(WHAT, "truncated scramble"))?;
+        // caps lower (2), charset (1), status (2), caps upper (2), auth data
+        // length (1), reserved (10), then part 2 (12 bytes and a NUL).
+        let part2_at = self.caps_lower_at + 18;
+        let part2 = payload
+            .get(part2_at..part2_at + 12)
+            .ok_or(ParseError::malformed(WHAT, "truncated scramble part 2"))?;
+        let mut scramble = [0u8; 20];
+        scramble[..8].copy_from_slice(part1);
+        scramble[8..].copy_from_slice(part2);
+        let plugin = nul_str(payload, part2_at + 13, WHAT)
+            .ok()
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned());
+        Ok((scramble, plugin))
+    }
+
     /// Sets or clears `CLIENT_SSL` in `payload`, the bytes this greeting was
     /// parsed from.
     pub fn set_ssl(&mut self, payload: &mut [u8], on: bool) {
@@ -161,6 +183,16 @@ mod tests {
             .unwrap()
             .capabilities
             .has(Capabilities::SSL));
+    }
+
+    #[test]
+    fn own_greeting_scramble_round_trips() {
+        let scramble: [u8; 20] = *b"abcdefghijklmnopqrst";
+        let payload = build_own(&scramble, 7, true);
+        let g = Greeting::parse(&payload).unwrap();
+        let (s, plugin) = g.scramble(&payload).unwrap();
+        assert_eq!(&s, b"abcdefghijklmnopqrst");
+        assert_eq!(plugin.as_deref(), Some("mysql_native_password"));
     }
 
     #[test]

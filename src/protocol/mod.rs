@@ -55,11 +55,7 @@ pub(crate) fn nul_str<'a>(
 }
 
 /// Reads a length-encoded integer at `pos`; returns it and the position after it.
-pub(crate) fn lenenc_int(
-    buf: &[u8],
-    pos: usize,
-    what: &'static str,
-) -> Result<(u64, usize), ParseError> {
+pub fn lenenc_int(buf: &[u8], pos: usize, what: &'static str) -> Result<(u64, usize), ParseError> {
     let first = *buf
         .get(pos)
         .ok_or(ParseError::malformed(what, "length starts past the end"))?;
