@@ -20,6 +20,8 @@
 //!   the connection phase.
 //! - [`tls`] — certificates, keys, CA bundles, CRLs → rustls configs; peer
 //!   identity; TLS failure reasons.
+//! - [`perm`] — warnings for secret files (keys, admin token) that other
+//!   local users can read.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
@@ -38,6 +40,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outcome;
 pub mod packet_io;
+pub mod perm;
 pub mod protocol;
 pub mod relay;
 pub mod server;

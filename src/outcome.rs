@@ -144,6 +144,9 @@ pub enum Finished {
     Closed,
     /// Sent elsewhere with the instant-failover ERR packet.
     Redirected { target: String },
+    /// Closed by portcullis: no byte either way for the listener's
+    /// `idle_timeout`.
+    IdleTimeout { after: std::time::Duration },
 }
 
 impl Finished {
@@ -158,6 +161,7 @@ impl Finished {
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
             Finished::Redirected { .. } => "redirected",
+            Finished::IdleTimeout { .. } => "idle_timeout",
         }
     }
 }

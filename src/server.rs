@@ -355,6 +355,9 @@ fn log_outcome(
                     Some(format!("backend rejected authentication with error {code}"))
                 }
                 Finished::Redirected { target } => Some(format!("redirected to {target}")),
+                Finished::IdleTimeout { after } => Some(format!(
+                    "no traffic either way for {after:?} (idle_timeout)"
+                )),
                 _ => None,
             };
             match f {
