@@ -696,3 +696,53 @@ fn a_private_key_readable_by_others_is_warned_about_at_load() {
     let stderr = check();
     assert!(!stderr.contains("private key"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// What is logged
+// ---------------------------------------------------------------------------
+
+/// The per-connection log event names the user and database, and carries
+/// neither the auth data nor the connect attributes of the handshake
+/// response (docs/security.md, "What is logged").
+#[tokio::test]
+async fn auth_data_and_connect_attributes_never_reach_the_log() {
+    use portcullis::protocol::Capabilities as C;
+    let pki = Pki::new();
+    let fake = FakeBackend::start(Misbehaviour::AcceptAndIdle);
+    let dir = short_tempdir("lg");
+    let port = common::mariadb::free_port();
+    let cfg = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &cfg,
+        config(&pki, &fake.address, "", "").replace("[::1]:0", &format!("[::1]:{port}")),
+    )
+    .unwrap();
+    let mut bin = common::binary::RunningBinary::start(&cfg).await;
+
+    let caps = common::raw::CAPS | C::SSL | C::CONNECT_WITH_DB | C::CONNECT_ATTRS;
+    let mut r = fixed_prefix(true);
+    r[..4].copy_from_slice(&caps.to_le_bytes());
+    r.extend_from_slice(b"alice\0");
+    r.push(20);
+    r.extend_from_slice(b"AUTHDATA-SECRET-1234");
+    r.extend_from_slice(b"shop\0mysql_native_password\0");
+    let attrs = b"\x07_secret\x10ATTR-SECRET-5678";
+    r.push(attrs.len() as u8);
+    r.extend_from_slice(attrs);
+    let addr = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let mut c = RawClient::connect(addr).await;
+    c.read_packet().await;
+    c.start_tls(&pki, Some(&pki.app)).await.expect("TLS");
+    c.write_packet(2, &r).await;
+    assert_eq!(c.read_packet().await[4], 0x00, "OK");
+    drop(c);
+
+    let event = bin.wait_for_log("connection closed").await;
+    assert_eq!(event["outcome"], "relayed", "{event}");
+    assert_eq!(event["user"], "alice", "{event}");
+    assert_eq!(event["database"], "shop", "{event}");
+    let text = event.to_string();
+    for secret in ["AUTHDATA", "SECRET", "ATTR"] {
+        assert!(!text.contains(secret), "{secret} in the log: {text}");
+    }
+}
