@@ -48,7 +48,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let activity = Activity::new();
+    let activity = Activity::new(idle.is_some());
     // Shutting down the client's side is what the copy does once the
     // backend has closed and its last bytes are passed on.
     let mut c = Watched::new(client, &activity, true);
@@ -110,20 +110,27 @@ struct IdleTimedOut;
 /// `start`), and that the backend → client direction has finished.
 struct Activity {
     start: Instant,
+    /// Whether anyone waits on `last_ms` (an idle timeout is set); if not,
+    /// reads skip the clock.
+    timed: bool,
     last_ms: AtomicU64,
     backend_done: Notify,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(timed: bool) -> Self {
         Activity {
             start: Instant::now(),
+            timed,
             last_ms: AtomicU64::new(0),
             backend_done: Notify::new(),
         }
     }
 
     fn touch(&self) {
+        if !self.timed {
+            return;
+        }
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
