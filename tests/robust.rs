@@ -746,3 +746,43 @@ async fn auth_data_and_connect_attributes_never_reach_the_log() {
         assert!(!text.contains(secret), "{secret} in the log: {text}");
     }
 }
+
+/// Over `max_connections`, refusals (greeting, TLS, ERR 1040) cost a TLS
+/// handshake each, so only 256 run at a time; past that, a connection is
+/// closed without a word — and still counted.
+#[tokio::test]
+async fn past_the_refusals_in_flight_connections_are_closed_without_a_word() {
+    let pki = Pki::new();
+    let (_fake, proxy) =
+        with_fake(&pki, Misbehaviour::AcceptAndIdle, "", "max_connections = 1").await;
+    let mut holder = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    assert_eq!(holder.read_packet().await[4], 0x00, "OK");
+
+    let addr = proxy.tcp_addr("public");
+    let mut refused = Vec::new();
+    for _ in 0..portcullis::server::MAX_CONCURRENT_REFUSALS {
+        let mut c = RawClient::connect(addr).await;
+        let g = c.read_packet().await;
+        Greeting::parse(&g[4..]).expect("portcullis's own greeting");
+        refused.push(c);
+    }
+    let mut silent = RawClient::connect(addr).await;
+    assert!(read_to_end(&mut silent.tcp).await.is_empty(), "no greeting");
+
+    // The refusals in flight still end with their ERR.
+    let mut c = refused.pop().unwrap();
+    c.start_tls(&pki, Some(&pki.app)).await.expect("TLS");
+    c.write_packet(2, &response_payload("app", true)).await;
+    assert_eq!(err_of(&c.read_packet().await).code, 1040);
+    drop((c, refused, holder));
+
+    let n = portcullis::server::MAX_CONCURRENT_REFUSALS as u64;
+    assert_eq!(
+        settled(&proxy).await,
+        BTreeMap::from([
+            ("relayed".to_string(), 1),
+            ("client_closed".to_string(), n - 1),
+            ("too_many_connections".to_string(), 2),
+        ])
+    );
+}
