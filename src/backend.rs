@@ -64,6 +64,10 @@ pub enum ConnectError {
     Timeout { addr: String, timeout: Duration },
     #[error("connecting to {addr}: {source}")]
     Io { addr: String, source: io::Error },
+    /// The connect succeeded but no greeting came within the connect
+    /// timeout (a hung or overloaded server, or not a database at all).
+    #[error("{addr} accepted the connection but sent no greeting within {timeout:?}")]
+    NoGreeting { addr: String, timeout: Duration },
 }
 
 /// Connects to `backend` within its connect timeout.

@@ -113,6 +113,7 @@ struct RawListener {
     handshake_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
     max_handshake_packet: Option<Spanned<usize>>,
+    idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
     admin: bool,
     failover: Option<Spanned<FailoverMode>>,
@@ -289,6 +290,10 @@ pub struct ListenerConfig {
     pub handshake_timeout: Duration,
     pub max_connections: usize,
     pub max_handshake_packet: usize,
+    /// Close a relayed session after this long without a byte either way;
+    /// `None` (the default, or `"0s"`) never does: replication links and
+    /// pooled connections are idle for long stretches by design.
+    pub idle_timeout: Option<Duration>,
     /// An operators' listener: exempt from `failover = "on"`.
     pub admin: bool,
     /// Initial failover settings (changeable at runtime).
@@ -773,6 +778,8 @@ fn validate(
             handshake_timeout: duration_or(&l.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, p),
             max_connections,
             max_handshake_packet,
+            idle_timeout: Some(duration_or(&l.idle_timeout, Duration::ZERO, p))
+                .filter(|d| !d.is_zero()),
             admin: l.admin,
             failover,
             tls,
@@ -818,8 +825,9 @@ fn validate_admin(
     let a = a.into_inner();
     let token_file = a.token_file.as_ref().map(|t| {
         let path = resolve(t.get_ref(), base);
-        if let Err(e) = read_admin_token(&path) {
-            p.at(t.span(), e.to_string());
+        match read_admin_token(&path) {
+            Ok(_) => crate::perm::warn_if_exposed(&path, "admin token file"),
+            Err(e) => p.at(t.span(), e.to_string()),
         }
         path
     });
@@ -909,6 +917,7 @@ fn validate_tls(
     };
     let cert = file(&t.cert, "certificate");
     let key = file(&t.key, "private key");
+    crate::perm::warn_if_exposed(&key, "TLS private key");
     let ca = t.ca.as_ref().map(|c| file(c, "CA bundle"));
     let crl: Vec<PathBuf> = t.crl.iter().map(|c| file(c, "CRL")).collect();
     if ca.is_none() && client_auth != ClientAuth::None {
@@ -1205,7 +1214,26 @@ route = "local"
             BackendAddr::Unix("/run/mysqld/mysqld.sock".into())
         );
         assert_eq!(c.listeners[0].handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert_eq!(c.listeners[0].idle_timeout, None, "off by default");
         assert!(c.listeners[0].tls.is_none());
+    }
+
+    #[test]
+    fn idle_timeout_zero_means_off_and_bad_values_have_lines() {
+        let with = |v: &str| {
+            parse(&format!(
+                "[[backend]]\nname = \"b\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = \"unix:/tmp/l.sock\"\nroute = \"b\"\nidle_timeout = {v:?}\n"
+            ))
+        };
+        assert_eq!(
+            with("30m").unwrap().listeners[0].idle_timeout,
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(with("0s").unwrap().listeners[0].idle_timeout, None);
+        let e = with("forever").unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert_eq!(e.problems[0].line, Some(8));
+        assert!(e.problems[0].message.contains("invalid duration"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   (poll, SIGHUP, admin), expiry warnings, re-checking live sessions.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
+//! - [`perm`] — warnings for secret files (keys, admin token) that other
+//!   local users can read.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
@@ -44,6 +46,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod outcome;
 pub mod packet_io;
+pub mod perm;
 pub mod protocol;
 pub mod relay;
 pub mod reload;

@@ -191,6 +191,7 @@ fn reload(state: &portcullis::metrics::ProxyState) {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
+    portcullis::perm::warn_if_root();
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -168,6 +168,9 @@ pub enum Finished {
     /// Routed as `primary` to a server that is no longer the primary, and
     /// closed (`on_primary_change = "close"`).
     PrimaryChanged,
+    /// Closed by portcullis: no byte either way for the listener's
+    /// `idle_timeout`.
+    IdleTimeout { after: std::time::Duration },
 }
 
 impl Finished {
@@ -184,6 +187,7 @@ impl Finished {
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
             Finished::PrimaryChanged => "closed_primary_changed",
+            Finished::IdleTimeout { .. } => "idle_timeout",
         }
     }
 }

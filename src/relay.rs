@@ -1,5 +1,16 @@
 //! The command phase: after authentication, bytes are copied both ways at
-//! once, unparsed, until either side closes.
+//! once, unparsed, until the backend's side is done or either side fails
+//! (or, with an idle timeout, until neither side has sent a byte for that
+//! long).
+//!
+//! Half-closes: a client that closes its sending side (after COM_QUIT, or a
+//! `shutdown(SHUT_WR)`) still gets everything the backend sends until the
+//! backend closes. The reverse is not kept open: once the backend has closed
+//! and everything it sent has been passed on and the client's side shut
+//! down, the session ends, whether or not the client has noticed. A MySQL
+//! server that closed is gone (a restart, a crash, a KILL), and a pooled
+//! client that never reads would otherwise hold its slot until it next
+//! writes.
 //!
 //! Each direction reads into one buffer per worker thread and writes the
 //! bytes on within the same poll, so an idle session holds no relay buffer
@@ -13,9 +24,12 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::outcome::{Fault, Finished};
 
@@ -38,34 +52,59 @@ pub struct Transferred {
     pub down: u64,
 }
 
-/// Copies both ways until both sides have closed, or either fails.
-pub async fn relay<C, B>(client: &mut C, backend: &mut B) -> (Finished, Transferred)
+/// Copies both ways until the backend's side is done or either side fails,
+/// or, with `idle` set, until no byte has come from either side for that
+/// long.
+pub async fn relay<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    idle: Option<Duration>,
+) -> (Finished, Transferred)
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    let activity = Activity::new(idle.is_some());
     let mut up = Pump::new(Fault::Client, Fault::Backend);
     let mut down = Pump::new(Fault::Backend, Fault::Client);
-    let res = poll_fn(|cx| {
-        let up_done = up.poll(cx, client, backend)?.is_ready();
-        let down_done = down.poll(cx, backend, client)?.is_ready();
-        if up_done && down_done {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+    let res = {
+        let copy = poll_fn(|cx| {
+            // The client → backend direction finishing (a half-close) does
+            // not end the session: the backend's answer still flows.
+            let _ = up.poll(cx, client, backend, &activity)?;
+            if down.poll(cx, backend, client, &activity)?.is_ready() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        });
+        let idle_timer = async {
+            match idle {
+                Some(limit) => activity.quiet_for(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = copy => r.map_err(Some),
+            _ = idle_timer => Err(None),
         }
-    })
-    .await;
+    };
     let t = Transferred {
         up: up.read,
         down: down.written,
     };
     let finished = match res {
-        Ok(()) => Finished::Relayed,
+        Err(None) => Finished::IdleTimeout {
+            after: idle.unwrap_or_default(),
+        },
         // A peer that goes away without a clean close is normal for database
         // clients (pools are killed, laptops sleep): count it, but as relayed.
-        Err((_, e)) if is_disconnect(&e) => Finished::Relayed,
-        Err((fault, error)) => Finished::RelayError { fault, error },
+        Err(Some(e)) => match e {
+            (_, e) if is_disconnect(&e) => Finished::Relayed,
+            (fault, error) => Finished::RelayError { fault, error },
+        },
+        Ok(()) => Finished::Relayed,
     };
     (finished, t)
 }
@@ -78,6 +117,46 @@ fn is_disconnect(e: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted
     )
+}
+
+/// When either side last delivered bytes (milliseconds since `start`), for
+/// the idle timeout; both directions are polled from one task.
+struct Activity {
+    start: Instant,
+    /// Whether anyone waits on `last_ms` (an idle timeout is set); if not,
+    /// reads skip the clock.
+    timed: bool,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new(timed: bool) -> Self {
+        Activity {
+            start: Instant::now(),
+            timed,
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        if !self.timed {
+            return;
+        }
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has been read from either side for `limit`.
+    async fn quiet_for(&self, limit: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
 }
 
 type PumpResult = Result<(), (Fault, io::Error)>;
@@ -114,7 +193,13 @@ impl Pump {
 
     /// Ready(Ok) once the reader reached EOF and everything was written and
     /// the writer shut down; stays Ready after that.
-    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<PumpResult>
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        activity: &Activity,
+    ) -> Poll<PumpResult>
     where
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
@@ -138,7 +223,7 @@ impl Pump {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            match self.read_and_write(cx, r, w) {
+            match self.read_and_write(cx, r, w, activity) {
                 Poll::Ready(r) => r?,
                 Poll::Pending => {
                     if self.need_flush {
@@ -161,6 +246,7 @@ impl Pump {
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
+        activity: &Activity,
     ) -> Poll<PumpResult>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -187,6 +273,7 @@ impl Pump {
                 return Poll::Ready(Ok(()));
             }
             self.read += n as u64;
+            activity.touch();
             let mut pos = 0;
             while pos < n {
                 match self.write(cx, w, SpillOrBuf::Buf(&buf[pos..n])) {
@@ -245,7 +332,7 @@ mod tests {
     async fn spills_and_preserves_bytes_under_backpressure() {
         let (client_far, mut client) = duplex(512);
         let (mut backend, mut backend_far) = duplex(300);
-        let relay = tokio::spawn(async move { relay(&mut client, &mut backend).await });
+        let relay = tokio::spawn(async move { relay(&mut client, &mut backend, None).await });
 
         let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
@@ -312,7 +399,7 @@ mod tests {
     async fn a_failing_write_is_the_writers_fault() {
         let (mut client_far, mut client) = duplex(1024);
         client_far.write_all(b"\x01\x00\x00\x00\x0e").await.unwrap();
-        let (finished, t) = relay(&mut client, &mut BrokenBackend).await;
+        let (finished, t) = relay(&mut client, &mut BrokenBackend, None).await;
         match finished {
             Finished::RelayError { fault, error } => {
                 assert_eq!(fault, Fault::Backend);
@@ -321,5 +408,99 @@ mod tests {
             other => panic!("expected a backend relay error, got {other:?}"),
         }
         assert_eq!(t.up, 5);
+    }
+
+    /// With the clock paused, time only moves when every task waits, so
+    /// the deadlines below are exact.
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_counts_from_the_last_byte_either_way() {
+        let (mut client, mut proxy_client) = duplex(1024);
+        let (mut proxy_backend, mut backend) = duplex(1024);
+        let start = Instant::now();
+        let relay = tokio::spawn(async move {
+            let r = relay(
+                &mut proxy_client,
+                &mut proxy_backend,
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+            (r, Instant::now())
+        });
+
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        client.write_all(b"up").await.unwrap();
+        let mut buf = [0u8; 2];
+        backend.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        backend.write_all(b"down").await.unwrap();
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).await.unwrap();
+        assert!(!relay.is_finished(), "activity at 6 s and 12 s");
+
+        let ((finished, t), ended) = relay.await.unwrap();
+        assert!(
+            matches!(finished, Finished::IdleTimeout { after } if after == Duration::from_secs(10)),
+            "{finished:?}"
+        );
+        assert_eq!(
+            ended - start,
+            Duration::from_secs(22),
+            "10 s after the last byte"
+        );
+        assert_eq!((t.up, t.down), (2, 4));
+        // Both ends are closed once the relay is gone.
+        assert_eq!(client.read(&mut [0u8; 1]).await.unwrap(), 0);
+        assert_eq!(backend.read(&mut [0u8; 1]).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_idle_timeout_a_quiet_relay_stays_open() {
+        let (_client, mut proxy_client) = duplex(1024);
+        let (mut proxy_backend, _backend) = duplex(1024);
+        let relay =
+            tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_backend, None).await });
+        tokio::time::sleep(Duration::from_secs(7 * 24 * 3600)).await;
+        assert!(!relay.is_finished());
+        relay.abort();
+    }
+
+    /// COM_QUIT and a half-close: the backend's last bytes still arrive.
+    #[tokio::test]
+    async fn a_client_half_close_still_gets_the_backend_s_answer() {
+        let (mut client, mut proxy_client) = duplex(1024);
+        let (mut proxy_backend, mut backend) = duplex(1024);
+        let relay =
+            tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_backend, None).await });
+        client.write_all(b"quit").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"quit", "the client's bytes, then EOF");
+        backend.write_all(b"bye").await.unwrap();
+        drop(backend);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+        let (finished, t) = relay.await.unwrap();
+        assert!(matches!(finished, Finished::Relayed), "{finished:?}");
+        assert_eq!((t.up, t.down), (4, 3));
+    }
+
+    /// A backend that dies ends the session even if the client never reads
+    /// or closes (a pooled connection).
+    #[tokio::test]
+    async fn a_closed_backend_ends_the_session_without_the_client() {
+        let (mut client, mut proxy_client) = duplex(1024);
+        let (mut proxy_backend, mut backend) = duplex(1024);
+        let relay =
+            tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_backend, None).await });
+        backend.write_all(b"partial result").await.unwrap();
+        drop(backend);
+        let (finished, t) = relay.await.unwrap();
+        assert!(matches!(finished, Finished::Relayed), "{finished:?}");
+        assert_eq!((t.up, t.down), (0, 14));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"partial result", "delivered before the close");
     }
 }

@@ -37,7 +37,7 @@ pub enum Shutdown {
 /// "Too many connections" ERR, but only this many at a time across the
 /// process; beyond that they are closed without a word, since answering
 /// costs a TLS handshake.
-const MAX_CONCURRENT_REFUSALS: usize = 256;
+pub const MAX_CONCURRENT_REFUSALS: usize = 256;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +309,16 @@ async fn accept_loop(
             }
             Err(_) => {
                 let Ok(refusal) = refusals.clone().try_acquire_owned() else {
-                    tracing::warn!(listener = %rt.config.name, "at max_connections and too many refusals in flight: closing without an answer");
+                    let peer = match &accepted {
+                        Accepted::Tcp(_, p) => p.to_string(),
+                        Accepted::Unix(_) => "unix".to_string(),
+                    };
+                    tracing::warn!(listener = %rt.config.name, %peer, outcome = "too_many_connections", "at max_connections and too many refusals in flight: closing without an answer");
+                    // Counted like every other connection, so accepted ==
+                    // sum of outcomes always holds.
+                    let result = Err(SessionError::TooManyConnections(rt.config.max_connections));
+                    ls.metrics
+                        .record(&SessionInfo::default(), &result, rt.route.name());
                     continue;
                 };
                 sessions.spawn(async move {
@@ -403,6 +412,9 @@ fn log_outcome(
                 Finished::Redirected { target } => Some(format!("redirected to {target}")),
                 Finished::Revoked { reason } => Some(format!(
                     "closed: the client certificate is refused by newly loaded trust material ({reason})"
+                )),
+                Finished::IdleTimeout { after } => Some(format!(
+                    "no traffic either way for {after:?} (idle_timeout)"
                 )),
                 _ => None,
             };

@@ -153,7 +153,7 @@ pub async fn serve<S: ClientIo>(
         }
     };
     let (finished, transferred) = tokio::select! {
-        r = relay::relay(&mut client, &mut backend) => r,
+        r = relay::relay(&mut client, &mut backend, listener.config.idle_timeout) => r,
         _ = cancel.cancelled() => (Finished::Closed, Transferred::default()),
         reason = revoked => (Finished::Revoked { reason }, Transferred::default()),
         _ = demoted => (Finished::PrimaryChanged, Transferred::default()),
@@ -372,22 +372,19 @@ async fn connection_phase<S: ClientIo>(
     let limit = listener.config.max_handshake_packet;
     info.backend = Some(target.config.name.clone());
 
-    // Greeting: connect and read the backend's greeting. Without one, the
-    // client still gets TLS and then a readable ERR (never an ERR before
-    // TLS: Connector/C 3.3.9+ turns that into error 2002).
-    let mut backend = match backend::connect(&target.config).await {
-        Ok(b) => b,
-        Err(e) => {
-            let err = backend_unavailable(listener, target);
-            refuse(client, listener, info, &err).await?;
-            return Err(e.into());
-        }
-    };
-    let mut backend_reader = PacketReader::new();
-    let mut greeting_pkt = backend_reader
-        .read(&mut backend, limit)
-        .await
-        .map_err(SessionError::from_backend_read)?;
+    // Greeting: connect and read the backend's greeting, both within the
+    // backend's connect timeout. Without one, the client still gets TLS and
+    // then a readable ERR (never an ERR before TLS: Connector/C 3.3.9+ turns
+    // that into error 2002).
+    let (backend, mut backend_reader, mut greeting_pkt) =
+        match backend_greeting(target, limit).await {
+            Ok(g) => g,
+            Err(e) => {
+                let err = backend_unavailable(listener, target);
+                refuse(client, listener, info, &err).await?;
+                return Err(e);
+            }
+        };
     if greeting_pkt.payload().first() == Some(&ERR_HEADER) {
         // e.g. "Host is blocked" or "Too many connections": relay as is.
         let e = ErrPacket::parse(greeting_pkt.payload())
@@ -437,19 +434,22 @@ async fn connection_phase<S: ClientIo>(
     // ResponseRead: the HandshakeResponse, over TLS or (plaintext listener)
     // the first packet already read.
     let mut client_reader = PacketReader::new();
+    // Over TLS the response follows the SSLRequest (greeting seq + 2).
+    let expected_seq = greeting_pkt
+        .header
+        .seq
+        .wrapping_add(1 + u8::from(client_tls));
     let mut resp = match first {
         Some(p) => p,
-        None => client_reader
-            .read(&mut client, limit)
-            .await
-            .map_err(SessionError::from_client_read)?,
+        None => match client_reader.read(&mut client, limit).await {
+            Ok(p) => p,
+            Err(e) => return Err(client_failed(&mut client, expected_seq, e).await),
+        },
     };
     let parsed = match HandshakeResponse::parse(resp.payload()) {
         Ok(r) => r,
         Err(e) => {
-            let err = ErrPacket::new(ERR_BAD_HANDSHAKE, b"08S01", "Bad handshake");
-            let _ =
-                write_own_packet(&mut client, resp.header.seq.wrapping_add(1), &err.encode()).await;
+            bad_handshake(&mut client, resp.header.seq.wrapping_add(1)).await;
             return Err(SessionError::ClientProtocol(format!(
                 "handshake response: {e}"
             )));
@@ -503,16 +503,16 @@ async fn connection_phase<S: ClientIo>(
         seq.wrapping_add(u8::from(client_tls))
             .wrapping_sub(u8::from(backend_tls))
     };
-    let resp_client_seq = resp.header.seq;
+    // The sequence id the client expects next from us, for an ERR of our
+    // own if the backend fails half-way through authentication.
+    let mut next_to_client = resp.header.seq.wrapping_add(1);
     resp.set_seq(to_backend(resp.header.seq));
-    backend
-        .write_all(&resp.bytes)
-        .await
-        .map_err(SessionError::BackendIo)?;
+    if let Err(e) = backend.write_all(&resp.bytes).await {
+        let e = SessionError::BackendIo(e);
+        return Err(backend_failed(&mut client, next_to_client, listener, target, e).await);
+    }
 
     let mut backend_continues = false;
-    // The sequence id the client expects next, for an ERR of our own.
-    let mut client_next = resp_client_seq.wrapping_add(1);
     loop {
         enum Ev {
             Client(Result<Packet, ReadError>),
@@ -524,13 +524,18 @@ async fn connection_phase<S: ClientIo>(
         };
         match ev {
             Ev::Client(r) => {
-                let mut p = r.map_err(SessionError::from_client_read)?;
-                client_next = p.header.seq.wrapping_add(1);
+                let mut p = match r {
+                    Ok(p) => p,
+                    Err(e) => return Err(client_failed(&mut client, next_to_client, e).await),
+                };
+                next_to_client = p.header.seq.wrapping_add(1);
                 p.set_seq(to_backend(p.header.seq));
-                backend
-                    .write_all(&p.bytes)
-                    .await
-                    .map_err(SessionError::BackendIo)?;
+                if let Err(e) = backend.write_all(&p.bytes).await {
+                    let e = SessionError::BackendIo(e);
+                    return Err(
+                        backend_failed(&mut client, next_to_client, listener, target, e).await,
+                    );
+                }
             }
             Ev::Backend(r) => {
                 let mut p = match r {
@@ -542,10 +547,19 @@ async fn connection_phase<S: ClientIo>(
                             // after our handshake is done; its alert comes
                             // with the first read. Tell the client why.
                             let err = backend_tls_failed(listener, target, &e);
-                            let _ = write_own_packet(&mut client, client_next, &err.encode()).await;
+                            let _ =
+                                write_own_packet(&mut client, next_to_client, &err.encode()).await;
                             let _ = client.shutdown().await;
+                            return Err(e);
                         }
-                        return Err(e);
+                        return Err(backend_failed(
+                            &mut client,
+                            next_to_client,
+                            listener,
+                            target,
+                            e,
+                        )
+                        .await);
                     }
                 };
                 // During authentication the server sends OK (00), ERR (ff),
@@ -558,7 +572,7 @@ async fn connection_phase<S: ClientIo>(
                 };
                 backend_continues = p.header.continues();
                 p.set_seq(to_client(p.header.seq));
-                client_next = p.header.seq.wrapping_add(1);
+                next_to_client = p.header.seq.wrapping_add(1);
                 client
                     .write_all(&p.bytes)
                     .await
@@ -606,17 +620,18 @@ async fn upgrade<S: ClientIo>(
     greeting_seq: u8,
 ) -> Result<(ClientStream<S>, Option<Packet>), SessionError> {
     let limit = listener.config.max_handshake_packet;
-    let first = read_packet_exact(&mut client, limit, true)
-        .await
-        .map_err(|e| match e {
-            ReadError::LooksLikeTls => SessionError::TlsWithoutSslRequest,
-            e => SessionError::from_client_read(e),
-        })?;
-    if first.header.seq != greeting_seq.wrapping_add(1) {
+    let expected = greeting_seq.wrapping_add(1);
+    let first = match read_packet_exact(&mut client, limit, true).await {
+        Ok(p) => p,
+        // A raw TLS client cannot read a plaintext ERR: just close.
+        Err(ReadError::LooksLikeTls) => return Err(SessionError::TlsWithoutSslRequest),
+        Err(e) => return Err(client_failed(&mut client, expected, e).await),
+    };
+    if first.header.seq != expected {
+        bad_handshake(&mut client, first.header.seq.wrapping_add(1)).await;
         return Err(SessionError::ClientProtocol(format!(
-            "first packet has sequence id {}, expected {}",
+            "first packet has sequence id {}, expected {expected}",
             first.header.seq,
-            greeting_seq.wrapping_add(1)
         )));
     }
     let wants_tls = response::is_ssl_request(first.payload());
@@ -730,6 +745,104 @@ pub async fn refuse<S: ClientIo>(
         .map_err(SessionError::ClientIo)?;
     let _ = client.shutdown().await;
     Ok(())
+}
+
+/// Connects to the listener's backend and reads its first packet (the
+/// greeting, or an ERR such as "Too many connections"), all within the
+/// backend's connect timeout: a server that accepts but never greets is as
+/// unavailable as one that refuses.
+async fn backend_greeting(
+    target: &BackendRuntime,
+    limit: usize,
+) -> Result<(BackendStream, PacketReader, Packet), SessionError> {
+    let cfg = &target.config;
+    let greet = async {
+        let mut backend = backend::connect(cfg).await?;
+        let mut reader = PacketReader::new();
+        let greeting = reader
+            .read(&mut backend, limit)
+            .await
+            .map_err(SessionError::from_backend_read)?;
+        Ok((backend, reader, greeting))
+    };
+    match tokio::time::timeout(cfg.connect_timeout, greet).await {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::BackendUnavailable(
+            backend::ConnectError::NoGreeting {
+                addr: cfg.address.to_string(),
+                timeout: cfg.connect_timeout,
+            },
+        )),
+    }
+}
+
+/// Tells the client, at sequence id `seq`, that the backend failed during
+/// authentication, closes, and hands back `e` for the log.
+async fn backend_failed<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    seq: u8,
+    listener: &ListenerRuntime,
+    target: &BackendRuntime,
+    e: SessionError,
+) -> SessionError {
+    let err = ErrPacket::new(
+        ERR_BACKEND_UNAVAILABLE,
+        b"HY000",
+        format!(
+            "portcullis: listener '{}': backend '{}' failed during authentication; try again",
+            listener.config.name, target.config.name
+        ),
+    );
+    let _ = write_own_packet(client, seq, &err.encode()).await;
+    let _ = client.shutdown().await;
+    e
+}
+
+/// Maps a failed client read; a packet over the connection-phase limit
+/// also gets "Bad handshake" at `seq` (as mariadbd answers one), since the
+/// client is still there to read it.
+async fn client_failed<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    seq: u8,
+    e: ReadError,
+) -> SessionError {
+    if let ReadError::TooLarge { .. } = e {
+        bad_handshake(client, seq.wrapping_add(1)).await;
+    }
+    SessionError::from_client_read(e)
+}
+
+/// ER_HANDSHAKE_ERROR "Bad handshake" at `seq`, then a lingering close;
+/// best effort.
+async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(client: &mut C, seq: u8) {
+    let err = ErrPacket::new(ERR_BAD_HANDSHAKE, b"08S01", "Bad handshake");
+    let _ = write_own_packet(client, seq, &err.encode()).await;
+    let _ = client.shutdown().await;
+    linger(client).await;
+}
+
+/// How long a lingering close waits for the client to close, and how much
+/// it reads meanwhile.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Reads and discards what the client still sends, until it closes, for at
+/// most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy the ERR just
+/// written before the client reads it (the rest of an HTTP request, an
+/// oversized packet's payload).
+async fn linger<C: AsyncRead + Unpin>(client: &mut C) {
+    let drain = async {
+        let mut scratch = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match client.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// A random 20-byte scramble without NUL bytes (the greeting carries it as

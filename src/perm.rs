@@ -1,0 +1,124 @@
+//! File-permission checks for secrets (TLS private keys, the admin token).
+//!
+//! A secret that other local users can read is a leak waiting to happen,
+//! but refusing to start over it would break deployments that share a key
+//! through a group on purpose (e.g. `root:portcullis 0640`, or Kubernetes
+//! secrets mounted 0644). So it is a warning at config load, naming the
+//! file, its mode and the fix — never an error.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Permission bits that give anyone but the owner access.
+const GROUP_OTHER: u32 = 0o077;
+
+/// The file's permission bits (`0o7777` part of the mode) when the group
+/// or others have any access to it; `None` when only the owner does.
+/// Follows symlinks: what matters is the file that is read.
+pub fn loose_mode(path: &Path) -> io::Result<Option<u32>> {
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    Ok((mode & GROUP_OTHER != 0).then_some(mode))
+}
+
+/// Logs a warning when `path` (a `what`, e.g. "TLS private key") is
+/// accessible by its group or by others. A file that cannot be examined is
+/// reported elsewhere (the load that needs it fails), so that is silent here.
+pub fn warn_if_exposed(path: &Path, what: &str) {
+    if let Ok(Some(mode)) = loose_mode(path) {
+        let who = if mode & 0o007 != 0 {
+            "every local user"
+        } else {
+            "its group"
+        };
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:04o}"),
+            "{what} {} can be read or changed by {who} (mode {mode:04o}); run `chmod 600 {}` and own it by the user portcullis runs as",
+            path.display(),
+            path.display(),
+        );
+    }
+}
+
+/// The effective user id from a `/proc/<pid>/status` text (its `Uid:`
+/// line: real, effective, saved, filesystem).
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Logs a warning when the process runs as root: portcullis needs no
+/// privilege (its default ports are above 1024; it reads its keys and
+/// connects to the database socket), so root only widens what a bug could
+/// reach. Reads `/proc/self/status`, so no unsafe code is needed; silent
+/// where that file does not exist.
+pub fn warn_if_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_uid(&s));
+    if uid == Some(0) {
+        tracing::warn!(
+            "running as root: portcullis needs no privileges; run it as its own unprivileged user (ports below 1024 need only CAP_NET_BIND_SERVICE)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::Permissions;
+
+    #[test]
+    fn effective_uid_is_the_second_uid_field() {
+        let status =
+            "Name:\tportcullis\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Uid:\t1000\t1001\t1000\t1000\n"), Some(1001));
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(effective_uid(&own).is_some(), "{own}");
+    }
+
+    fn file_with_mode(dir: &Path, mode: u32) -> std::path::PathBuf {
+        let p = dir.join(format!("key-{mode:o}.pem"));
+        std::fs::write(&p, "secret").unwrap();
+        std::fs::set_permissions(&p, Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn owner_only_modes_are_fine_anything_else_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o400, 0o700] {
+            assert_eq!(loose_mode(&file_with_mode(dir.path(), mode)).unwrap(), None);
+        }
+        for mode in [0o640, 0o644, 0o604, 0o660, 0o602, 0o610] {
+            assert_eq!(
+                loose_mode(&file_with_mode(dir.path(), mode)).unwrap(),
+                Some(mode),
+                "{mode:o}"
+            );
+        }
+    }
+
+    #[test]
+    fn symlinks_are_judged_by_their_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = file_with_mode(dir.path(), 0o644);
+        let link = dir.path().join("link.pem");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(loose_mode(&link).unwrap(), Some(0o644));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_a_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(loose_mode(&dir.path().join("absent.pem")).is_err());
+    }
+}
