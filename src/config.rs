@@ -964,7 +964,10 @@ fn validate_monitor(m: Spanned<RawMonitor>, base: &Path, p: &mut Problems<'_>) -
         (None, Some(f)) => {
             let path = resolve(f.get_ref(), base);
             match std::fs::read_to_string(&path) {
-                Ok(s) => s.trim_end_matches(['\n', '\r']).to_string(),
+                Ok(s) => {
+                    crate::perm::warn_if_exposed(&path, "monitor password file");
+                    s.trim_end_matches(['\n', '\r']).to_string()
+                }
                 Err(e) => {
                     p.at(
                         f.span(),
@@ -1018,7 +1021,11 @@ fn validate_backend_tls(
     };
     let ca = file(&t.ca, "CA bundle");
     let client_cert = match (&t.cert, &t.key) {
-        (Some(c), Some(k)) => Some((file(c, "client certificate"), file(k, "private key"))),
+        (Some(c), Some(k)) => {
+            let key = file(k, "private key");
+            crate::perm::warn_if_exposed(&key, "outbound TLS private key");
+            Some((file(c, "client certificate"), key))
+        }
         (None, None) => None,
         (Some(c), None) => {
             p.at(c.span(), "[backend.tls] cert needs key (or neither)");
