@@ -1,9 +1,11 @@
 //! Connecting to a backend database over TCP or a Unix socket.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::either::Either;
 
@@ -70,19 +72,37 @@ pub enum ConnectError {
     NoGreeting { addr: String, timeout: Duration },
 }
 
-/// Connects to `backend` within its connect timeout.
-pub async fn connect(backend: &BackendConfig) -> Result<BackendStream, ConnectError> {
+/// Whose connection a backend connection carries, for the PROXY protocol
+/// header: the client's address and the listener address it reached
+/// (both `None` for a Unix-socket client or portcullis's own connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub client: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+}
+
+/// Connects to `backend` within its connect timeout and, with
+/// `proxy_protocol`, sends the PROXY v2 header for `origin` first.
+pub async fn connect(
+    backend: &BackendConfig,
+    origin: Origin,
+) -> Result<BackendStream, ConnectError> {
     let addr = backend.address.to_string();
     let fut = async {
-        match &backend.address {
+        let mut s = match &backend.address {
             BackendAddr::Tcp(a) => {
                 let s = TcpStream::connect(a.as_str()).await?;
                 // Small request/response packets: never wait to coalesce.
                 s.set_nodelay(true)?;
-                Ok(Either::Left(s))
+                Either::Left(s)
             }
-            BackendAddr::Unix(p) => Ok(Either::Right(UnixStream::connect(p).await?)),
+            BackendAddr::Unix(p) => Either::Right(UnixStream::connect(p).await?),
+        };
+        if backend.proxy_protocol {
+            let header = crate::proxy_protocol::v2_header(origin.client, origin.local);
+            s.write_all(&header).await?;
         }
+        Ok(s)
     };
     match tokio::time::timeout(backend.connect_timeout, fut).await {
         Ok(Ok(s)) => Ok(s),

@@ -90,6 +90,8 @@ struct RawBackend {
     address: Spanned<String>,
     connect_timeout: Option<Spanned<String>>,
     advertise: Option<Spanned<String>>,
+    #[serde(default)]
+    proxy_protocol: bool,
     tls: Option<Spanned<RawBackendTls>>,
 }
 
@@ -261,6 +263,8 @@ pub struct BackendConfig {
     /// `host:port` clients are redirected to when this backend is the
     /// primary (`failover_target = "primary"`).
     pub advertise: Option<String>,
+    /// Send a PROXY protocol v2 header with the client's address first.
+    pub proxy_protocol: bool,
 }
 
 /// A backend's `[backend.tls]`: how portcullis verifies the backend and
@@ -630,6 +634,7 @@ fn validate(
             connect_timeout: duration_or(&b.connect_timeout, DEFAULT_CONNECT_TIMEOUT, p),
             tls,
             advertise,
+            proxy_protocol: b.proxy_protocol,
         });
     }
 

@@ -26,6 +26,8 @@
 //!   certificate, so that revocation reaches them.
 //! - [`perm`] — warnings for secret files (keys, admin token) that other
 //!   local users can read.
+//! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
+//!   address to the backend.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
@@ -48,6 +50,7 @@ pub mod outcome;
 pub mod packet_io;
 pub mod perm;
 pub mod protocol;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod server;

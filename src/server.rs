@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer};
-use crate::backend::BackendRuntime;
+use crate::backend::{self, BackendRuntime};
 use crate::config::Route;
 use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
@@ -300,9 +300,12 @@ async fn accept_loop(
                 sessions.spawn(async move {
                     match accepted {
                         Accepted::Tcp(s, peer) => {
-                            run_session(s, Some(peer), &rt, &ls.metrics, &token).await
+                            let local = s.local_addr().ok();
+                            run_session(s, Some(peer), local, &rt, &ls.metrics, &token).await
                         }
-                        Accepted::Unix(s) => run_session(s, None, &rt, &ls.metrics, &token).await,
+                        Accepted::Unix(s) => {
+                            run_session(s, None, None, &rt, &ls.metrics, &token).await
+                        }
                     }
                     drop(permit);
                 });
@@ -338,13 +341,20 @@ async fn accept_loop(
 async fn run_session<S: session::ClientIo>(
     stream: S,
     peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     rt: &ListenerRuntime,
     metrics: &ListenerMetrics,
     token: &CancellationToken,
 ) {
     let started = Instant::now();
     let _active = metrics.session_started();
-    let mut info = SessionInfo::default();
+    let mut info = SessionInfo {
+        origin: backend::Origin {
+            client: peer,
+            local,
+        },
+        ..SessionInfo::default()
+    };
     let result = session::serve(stream, rt, &mut info, token).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
     metrics.record(&info, &result, rt.route.name());

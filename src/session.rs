@@ -76,6 +76,9 @@ pub struct SessionInfo {
     /// When the client certificate was verified, and the generation of the
     /// TLS material that verified it.
     pub verified: Option<(UnixTime, u64)>,
+    /// The client's and the listener's addresses (TCP), for the PROXY
+    /// protocol header.
+    pub origin: backend::Origin,
 }
 
 /// Serves one client connection until it closes.
@@ -377,7 +380,7 @@ async fn connection_phase<S: ClientIo>(
     // then a readable ERR (never an ERR before TLS: Connector/C 3.3.9+ turns
     // that into error 2002).
     let (backend, mut backend_reader, mut greeting_pkt) =
-        match backend_greeting(target, limit).await {
+        match backend_greeting(target, info.origin, limit).await {
             Ok(g) => g,
             Err(e) => {
                 let err = backend_unavailable(listener, target);
@@ -753,11 +756,12 @@ pub async fn refuse<S: ClientIo>(
 /// unavailable as one that refuses.
 async fn backend_greeting(
     target: &BackendRuntime,
+    origin: backend::Origin,
     limit: usize,
 ) -> Result<(BackendStream, PacketReader, Packet), SessionError> {
     let cfg = &target.config;
     let greet = async {
-        let mut backend = backend::connect(cfg).await?;
+        let mut backend = backend::connect(cfg, origin).await?;
         let mut reader = PacketReader::new();
         let greeting = reader
             .read(&mut backend, limit)

@@ -118,7 +118,8 @@ impl MonitorConn {
         user: &str,
         password: &str,
     ) -> Result<MonitorConn, MonitorError> {
-        let mut raw = backend::connect(&backend.config).await?;
+        // The monitor's own connection: a LOCAL PROXY header, if any.
+        let mut raw = backend::connect(&backend.config, backend::Origin::default()).await?;
         let mut reader = PacketReader::new();
         let greeting_pkt = reader.read(&mut raw, MAX_PACKET).await?;
         if greeting_pkt.payload().first() == Some(&ERR_HEADER) {
