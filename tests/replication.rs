@@ -1,0 +1,398 @@
+//! Replication through portcullis (issue 7): a remote replica's IO thread
+//! connects with `MASTER_SSL` and a client certificate to the primary's
+//! sidecar, which relays the binlog stream from the primary's Unix socket.
+//! Covered: bulk rows and a row event larger than one 16 MiB packet, a
+//! sidecar restart the IO thread rides out by itself, a revoked replica
+//! certificate cutting the link for good, and semi-sync acks flowing back.
+//!
+//! Catching up is waited for with `MASTER_POS_WAIT`. Where a test waits for
+//! the replica's IO thread to *notice* something (an error, semi-sync being
+//! switched on), it polls the server's own status with a short pause between
+//! polls, bounded by a timeout: that is waiting on an external process'
+//! state, which offers nothing to subscribe to.
+
+mod common;
+
+use std::net::{Ipv6Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::http::http;
+use common::mariadb::{short_tempdir, MariaDb};
+use common::pki::{Pki, REPL_SERIAL, REVOKED_SERIAL};
+use common::proxy::TestProxy;
+use mysql_async::Row;
+use portcullis::Shutdown;
+use tempfile::TempDir;
+use tokio::sync::watch;
+
+const REPL_USER: &str = "repl";
+const REPL_PASS: &str = "repl-pass";
+/// Bound for the replica to catch up or to report a state.
+const WAIT: Duration = Duration::from_secs(60);
+/// Pause between two polls of a server's status.
+const POLL: Duration = Duration::from_millis(50);
+/// A value that needs two protocol packets (> 16 MiB - 1) on every hop.
+const BIG_LEN: usize = 17 * 1024 * 1024 + 123;
+
+/// A port nobody listens on at `::1` now (bound to 0, read, released), so a
+/// restarted sidecar can take the same one.
+fn free_v6_port() -> u16 {
+    TcpListener::bind((Ipv6Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind [::1]:0")
+        .port()
+}
+
+/// The primary's sidecar: one mTLS listener `public` on `[::1]:port`
+/// forwarding to the primary's Unix socket, CRLs read from `crl` and polled
+/// every 50 ms, admin API on a free port.
+fn sidecar_config(pki: &Pki, primary: &MariaDb, port: u16, crl: &Path) -> String {
+    format!(
+        "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n\
+         [[backend]]\nname = \"db\"\naddress = {:?}\n\n\
+         [[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n\
+         [listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\nclient_auth = \"required\"\n",
+        primary.unix_address(),
+        pki.server.cert,
+        pki.server.key,
+        pki.ca,
+        crl,
+    )
+}
+
+/// A primary with its sidecar and a replica replicating through it.
+struct Link {
+    pki: Pki,
+    primary: MariaDb,
+    replica: MariaDb,
+    /// None while a test has it stopped.
+    sidecar: Option<TestProxy>,
+    port: u16,
+    /// Holds the CRL file the sidecar polls.
+    crl_dir: TempDir,
+}
+
+impl Link {
+    /// Starts both servers (`primary_args`/`replica_args` added), the
+    /// sidecar, and replication from the primary's first binlog; returns
+    /// once the replica has caught up.
+    async fn start(primary_args: &[&str], replica_args: &[&str]) -> Link {
+        let pki = Pki::new();
+        let (primary, replica) = tokio::join!(
+            MariaDb::builder()
+                .log_bin(1)
+                .args(primary_args.iter().copied())
+                .start(),
+            MariaDb::builder()
+                .log_bin(2)
+                .args(replica_args.iter().copied())
+                .start(),
+        );
+        primary
+            .exec(&format!(
+                "CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASS}'"
+            ))
+            .await;
+        primary
+            .exec(&format!(
+                "GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'"
+            ))
+            .await;
+        let crl_dir = short_tempdir("crl");
+        std::fs::copy(&pki.crl, crl_dir.path().join("ca.pem")).expect("copy the CRL");
+        let port = free_v6_port();
+        let sidecar = start_sidecar(&pki, &primary, port, &crl_dir.path().join("ca.pem")).await;
+        let link = Link {
+            pki,
+            primary,
+            replica,
+            sidecar: Some(sidecar),
+            port,
+            crl_dir,
+        };
+        link.replica.exec(&link.change_master()).await;
+        link.replica.exec("START SLAVE").await;
+        link.caught_up().await;
+        link
+    }
+
+    fn sidecar(&self) -> &TestProxy {
+        self.sidecar.as_ref().expect("sidecar running")
+    }
+
+    fn crl_path(&self) -> PathBuf {
+        self.crl_dir.path().join("ca.pem")
+    }
+
+    /// The replica's `CHANGE MASTER TO`: the sidecar on `::1`, TLS with the
+    /// `repl` client certificate, the server certificate verified.
+    fn change_master(&self) -> String {
+        format!(
+            "CHANGE MASTER TO MASTER_HOST='::1', MASTER_PORT={}, MASTER_USER='{REPL_USER}', \
+             MASTER_PASSWORD='{REPL_PASS}', MASTER_SSL=1, MASTER_SSL_CA='{}', \
+             MASTER_SSL_CERT='{}', MASTER_SSL_KEY='{}', MASTER_SSL_VERIFY_SERVER_CERT=1, \
+             MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=no, \
+             MASTER_LOG_FILE='mariadb-bin.000001', MASTER_LOG_POS=4",
+            self.port,
+            self.pki.ca.display(),
+            self.pki.repl.cert.display(),
+            self.pki.repl.key.display(),
+        )
+    }
+
+    /// Waits until the replica has applied the primary's binlog up to now.
+    async fn caught_up(&self) {
+        let (file, pos, _, _): (String, u64, String, String) = self
+            .primary
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .expect("binary log on");
+        let waited: Option<i64> = self
+            .replica
+            .query_first(&format!(
+                "SELECT MASTER_POS_WAIT('{file}', {pos}, {})",
+                WAIT.as_secs()
+            ))
+            .await;
+        assert!(
+            waited.is_some_and(|w| w >= 0),
+            "replica caught up with {file}:{pos}: {waited:?}\n{}",
+            slave_status(&self.replica).await
+        );
+    }
+
+    /// Asserts `sql` gives the same first row on both servers; returns it.
+    async fn same_on_both(&self, sql: &str) -> Row {
+        let p: Row = self.primary.query_first(sql).await.expect("a row");
+        let r: Row = self.replica.query_first(sql).await.expect("a row");
+        assert_eq!(p.clone().unwrap(), r.unwrap(), "{sql}");
+        p
+    }
+}
+
+async fn start_sidecar(pki: &Pki, primary: &MariaDb, port: u16, crl: &Path) -> TestProxy {
+    TestProxy::start(&sidecar_config(pki, primary, port, crl)).await
+}
+
+/// `SHOW SLAVE STATUS` of `db` as `name: value` lines (for messages and
+/// lookups).
+async fn slave_status(db: &MariaDb) -> String {
+    let row: Option<Row> = db.query_first("SHOW SLAVE STATUS").await;
+    let Some(row) = row else {
+        return "no SHOW SLAVE STATUS row".into();
+    };
+    let cols = row.columns();
+    let values = row.unwrap();
+    cols.iter()
+        .zip(values)
+        .map(|(c, v)| {
+            let v = match v {
+                mysql_async::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                other => other.as_sql(true),
+            };
+            format!("{}: {v}\n", c.name_str())
+        })
+        .collect()
+}
+
+fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+}
+
+async fn global_status(db: &MariaDb, name: &str) -> String {
+    let row: Option<(String, String)> = db
+        .query_first(&format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .await;
+    row.unwrap_or_else(|| panic!("no status variable {name}")).1
+}
+
+/// A counter of the sidecar's `/metrics`, 0 while it has no sample yet.
+async fn metric(proxy: &TestProxy, name: &str) -> f64 {
+    let body = http(&proxy.admin_addr(), "GET", "/metrics", None)
+        .await
+        .body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Inserts ids `from..=to` into `test.t` with a derived payload.
+async fn insert_rows(db: &MariaDb, from: u32, to: u32) {
+    db.exec(&format!(
+        "INSERT INTO test.t (id, v) SELECT seq, SHA2(seq, 256) FROM test.seq_{from}_to_{to}"
+    ))
+    .await;
+}
+
+const ROWS_CHECK: &str = "SELECT COUNT(*), CAST(SUM(CRC32(CONCAT(id, v))) AS CHAR) FROM test.t";
+
+#[tokio::test]
+async fn a_replica_replicates_bulk_rows_and_a_row_over_16_mib_through_the_sidecar() {
+    let link = Link::start(&[], &[]).await;
+    let p = &link.primary;
+    p.exec("CREATE DATABASE test").await;
+    p.exec("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB")
+        .await;
+    p.exec("CREATE TABLE test.big (id INT PRIMARY KEY, v LONGBLOB) ENGINE=InnoDB")
+        .await;
+    insert_rows(p, 1, 10_000).await;
+    p.exec(&format!(
+        "INSERT INTO test.big VALUES (1, LEFT(REPEAT(SHA2('portcullis', 512), {}), {BIG_LEN}))",
+        BIG_LEN / 128 + 1
+    ))
+    .await;
+    link.caught_up().await;
+
+    let rows = link.same_on_both(ROWS_CHECK).await;
+    assert_eq!(rows.get::<u64, _>(0), Some(10_000));
+    let big = link
+        .same_on_both("SELECT LENGTH(v), MD5(v) FROM test.big WHERE id = 1")
+        .await;
+    assert_eq!(big.get::<u64, _>(0), Some(BIG_LEN as u64));
+    let s = slave_status(&link.replica).await;
+    assert_eq!(field(&s, "Slave_IO_Running"), "Yes", "{s}");
+    assert_eq!(field(&s, "Slave_SQL_Running"), "Yes", "{s}");
+    assert_eq!(field(&s, "Master_SSL_Allowed"), "Yes", "{s}");
+}
+
+#[tokio::test]
+async fn the_replica_reconnects_by_itself_after_a_sidecar_restart_and_loses_nothing() {
+    let mut link = Link::start(&[], &[]).await;
+    link.primary.exec("CREATE DATABASE test").await;
+    link.primary
+        .exec("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB")
+        .await;
+    insert_rows(&link.primary, 1, 1_000).await;
+    link.caught_up().await;
+
+    // Hard stop: the relayed binlog stream is cut. Rows written while no
+    // sidecar listens must arrive once a new one serves on the same port.
+    let sidecar = link.sidecar.take().expect("sidecar running");
+    sidecar.stop(Shutdown::Now).await;
+    insert_rows(&link.primary, 1_001, 2_000).await;
+    link.sidecar = Some(start_sidecar(&link.pki, &link.primary, link.port, &link.crl_path()).await);
+    insert_rows(&link.primary, 2_001, 3_000).await;
+    link.caught_up().await;
+
+    let rows = link.same_on_both(ROWS_CHECK).await;
+    assert_eq!(rows.get::<u64, _>(0), Some(3_000));
+    let s = slave_status(&link.replica).await;
+    assert_eq!(field(&s, "Slave_IO_Running"), "Yes", "{s}");
+}
+
+#[tokio::test]
+async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
+    let link = Link::start(&[], &[]).await;
+    let mut attempts: watch::Receiver<u64> = link.sidecar().state().listeners[0]
+        .runtime
+        .tls
+        .as_ref()
+        .expect("TLS listener")
+        .watch_attempts();
+    let before = *attempts.borrow();
+
+    let crl = link.pki.write_crl(
+        "crl-repl-revoked.pem",
+        &[REVOKED_SERIAL, REPL_SERIAL],
+        SystemTime::now() + Duration::from_secs(30 * 86_400),
+    );
+    let tmp = link.crl_path().with_extension("tmp-new");
+    std::fs::copy(&crl, &tmp).unwrap();
+    std::fs::rename(&tmp, link.crl_path()).unwrap();
+    tokio::time::timeout(WAIT, attempts.wait_for(|n| *n > before))
+        .await
+        .expect("the poll reloads the CRL")
+        .expect("proxy alive");
+
+    // The live session is closed; each reconnect of the IO thread is refused
+    // in the TLS handshake. With TLS 1.3 the client sees the refusal (an
+    // alert after its side of the handshake is done) as a lost connection
+    // while reading the authentication packet, so the replica's error is
+    // CR_SERVER_LOST (2013), not an SSL error; portcullis counts the refused
+    // handshakes.
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = slave_status(&link.replica).await;
+        let refused = metric(
+            link.sidecar(),
+            r#"portcullis_connections_total{listener="public",outcome="tls_handshake_failed"}"#,
+        )
+        .await;
+        if field(&s, "Slave_IO_Running") != "Yes"
+            && field(&s, "Last_IO_Error").contains("reconnecting to master")
+            && refused >= 1.0
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never cut off and refused (refused handshakes: {refused}):\n{s}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(field(&s, "Last_IO_Errno"), "2013", "{s}");
+    assert_eq!(
+        metric(
+            link.sidecar(),
+            r#"portcullis_revoked_sessions_total{listener="public",action="closed"}"#
+        )
+        .await,
+        1.0
+    );
+    // Nothing written after the cut reaches the replica.
+    link.primary.exec("CREATE DATABASE after_revocation").await;
+    let s = slave_status(&link.replica).await;
+    assert_ne!(field(&s, "Slave_IO_Running"), "Yes", "{s}");
+    let seen: Option<u64> = link
+        .replica
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'after_revocation'",
+        )
+        .await;
+    assert_eq!(seen, Some(0));
+}
+
+#[tokio::test]
+async fn semi_sync_acks_flow_back_through_the_sidecar() {
+    // Semi-sync is switched on at the primary once the link is up (with
+    // no semi-sync replica connected, every commit would wait out the
+    // timeout); the replica's IO thread reconnects to register for it.
+    let link = Link::start(&[], &["--rpl-semi-sync-slave-enabled=1"]).await;
+    let p = &link.primary;
+    p.exec("SET GLOBAL rpl_semi_sync_master_timeout = 60000")
+        .await;
+    p.exec("SET GLOBAL rpl_semi_sync_master_enabled = 1").await;
+    link.replica.exec("STOP SLAVE IO_THREAD").await;
+    link.replica.exec("START SLAVE IO_THREAD").await;
+    // The primary reports semi-sync ON once the replica connected as a
+    // semi-sync client; poll its status (module comment).
+    let deadline = Instant::now() + WAIT;
+    while global_status(p, "Rpl_semi_sync_master_clients").await != "1"
+        || global_status(p, "Rpl_semi_sync_master_status").await != "ON"
+    {
+        assert!(Instant::now() < deadline, "semi-sync never switched on");
+        tokio::time::sleep(POLL).await;
+    }
+    let acks = || async {
+        let yes = global_status(p, "Rpl_semi_sync_master_yes_tx").await;
+        let no = global_status(p, "Rpl_semi_sync_master_no_tx").await;
+        (yes.parse::<u64>().unwrap(), no.parse::<u64>().unwrap())
+    };
+    let (yes, no) = acks().await;
+    p.exec("CREATE DATABASE semi").await;
+    p.exec("CREATE TABLE semi.t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await;
+    p.exec("INSERT INTO semi.t VALUES (1)").await;
+    let (yes_after, no_after) = acks().await;
+    assert!(yes_after >= yes + 3, "acked: {yes} -> {yes_after}");
+    assert_eq!(no_after, no, "no commit fell back to asynchronous");
+    assert_eq!(global_status(p, "Rpl_semi_sync_master_clients").await, "1");
+    assert_eq!(
+        global_status(&link.replica, "Rpl_semi_sync_slave_status").await,
+        "ON"
+    );
+}
