@@ -274,6 +274,16 @@ async fn the_replica_reconnects_by_itself_after_a_sidecar_restart_and_loses_noth
     let sidecar = link.sidecar.take().expect("sidecar running");
     sidecar.stop(Shutdown::Now).await;
     insert_rows(&link.primary, 1_001, 2_000).await;
+    // The IO thread noticed the cut (polled, see the module comment).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = slave_status(&link.replica).await;
+        if field(&s, "Slave_IO_Running") != "Yes" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the link was never cut:\n{s}");
+        tokio::time::sleep(POLL).await;
+    }
     link.sidecar = Some(start_sidecar(&link.pki, &link.primary, link.port, &link.crl_path()).await);
     insert_rows(&link.primary, 2_001, 3_000).await;
     link.caught_up().await;
