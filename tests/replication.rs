@@ -47,10 +47,17 @@ fn free_v6_port() -> u16 {
 /// The primary's sidecar: one mTLS listener `public` on `[::1]:port`
 /// forwarding to the primary's Unix socket, CRLs read from `crl` and polled
 /// every 50 ms, admin API on a free port.
-fn sidecar_config(pki: &Pki, primary: &MariaDb, port: u16, crl: &Path) -> String {
+/// `backend_extra`: more `[[backend]]` lines.
+fn sidecar_config(
+    pki: &Pki,
+    primary: &MariaDb,
+    port: u16,
+    crl: &Path,
+    backend_extra: &str,
+) -> String {
     format!(
         "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n\
-         [[backend]]\nname = \"db\"\naddress = {:?}\n\n\
+         [[backend]]\nname = \"db\"\naddress = {:?}\n{backend_extra}\n\
          [[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n\
          [listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\nclient_auth = \"required\"\n",
         primary.unix_address(),
@@ -71,6 +78,8 @@ struct Link {
     port: u16,
     /// Holds the CRL file the sidecar polls.
     crl_dir: TempDir,
+    /// More `[[backend]]` lines of the sidecar.
+    backend_extra: String,
 }
 
 impl Link {
@@ -78,6 +87,17 @@ impl Link {
     /// sidecar, and replication from the primary's first binlog; returns
     /// once the replica has caught up.
     async fn start(primary_args: &[&str], replica_args: &[&str]) -> Link {
+        Link::start_with(primary_args, replica_args, "%", "").await
+    }
+
+    /// [`start`](Link::start) with the replication account at `repl_host`
+    /// and `backend_extra` lines in the sidecar's `[[backend]]`.
+    async fn start_with(
+        primary_args: &[&str],
+        replica_args: &[&str],
+        repl_host: &str,
+        backend_extra: &str,
+    ) -> Link {
         let pki = Pki::new();
         let (primary, replica) = tokio::join!(
             MariaDb::builder()
@@ -91,18 +111,20 @@ impl Link {
         );
         primary
             .exec(&format!(
-                "CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASS}'"
+                "CREATE USER '{REPL_USER}'@'{repl_host}' IDENTIFIED BY '{REPL_PASS}'"
             ))
             .await;
         primary
             .exec(&format!(
-                "GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'"
+                "GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'{repl_host}'"
             ))
             .await;
         let crl_dir = short_tempdir("crl");
         std::fs::copy(&pki.crl, crl_dir.path().join("ca.pem")).expect("copy the CRL");
         let port = free_v6_port();
-        let sidecar = start_sidecar(&pki, &primary, port, &crl_dir.path().join("ca.pem")).await;
+        let crl = crl_dir.path().join("ca.pem");
+        let sidecar =
+            TestProxy::start(&sidecar_config(&pki, &primary, port, &crl, backend_extra)).await;
         let link = Link {
             pki,
             primary,
@@ -110,6 +132,7 @@ impl Link {
             sidecar: Some(sidecar),
             port,
             crl_dir,
+            backend_extra: backend_extra.into(),
         };
         link.replica.exec(&link.change_master()).await;
         link.replica.exec("START SLAVE").await;
@@ -169,10 +192,6 @@ impl Link {
         assert_eq!(p.clone().unwrap(), r.unwrap(), "{sql}");
         p
     }
-}
-
-async fn start_sidecar(pki: &Pki, primary: &MariaDb, port: u16, crl: &Path) -> TestProxy {
-    TestProxy::start(&sidecar_config(pki, primary, port, crl)).await
 }
 
 /// `SHOW SLAVE STATUS` of `db` as `name: value` lines (for messages and
@@ -284,7 +303,14 @@ async fn the_replica_reconnects_by_itself_after_a_sidecar_restart_and_loses_noth
         assert!(Instant::now() < deadline, "the link was never cut:\n{s}");
         tokio::time::sleep(POLL).await;
     }
-    link.sidecar = Some(start_sidecar(&link.pki, &link.primary, link.port, &link.crl_path()).await);
+    let config = sidecar_config(
+        &link.pki,
+        &link.primary,
+        link.port,
+        &link.crl_path(),
+        &link.backend_extra,
+    );
+    link.sidecar = Some(TestProxy::start(&config).await);
     insert_rows(&link.primary, 2_001, 3_000).await;
     link.caught_up().await;
 
@@ -409,5 +435,31 @@ async fn semi_sync_acks_flow_back_through_the_sidecar() {
     assert_eq!(
         global_status(&link.replica, "Rpl_semi_sync_slave_status").await,
         "ON"
+    );
+}
+
+#[tokio::test]
+async fn with_proxy_protocol_the_primary_sees_and_grants_the_replicas_own_address() {
+    // The replication account exists for `::1` only: over the sidecar's
+    // Unix socket without a PROXY header the primary would see `localhost`
+    // and refuse it.
+    let link = Link::start_with(
+        &["--proxy-protocol-networks=localhost"],
+        &[],
+        "::1",
+        "proxy_protocol = true\n",
+    )
+    .await;
+    link.primary.exec("CREATE DATABASE pp").await;
+    link.caught_up().await;
+    let host: Option<String> = link
+        .primary
+        .query_first(
+            "SELECT HOST FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+        )
+        .await;
+    assert!(
+        host.as_deref().is_some_and(|h| h.starts_with("::1:")),
+        "the dump thread's client is the replica's address: {host:?}"
     );
 }
