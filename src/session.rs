@@ -703,17 +703,7 @@ const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// [`LINGER_MAX_BYTES`].
 async fn linger_close<S: ClientIo>(mut client: S, limit: Duration) {
     let _ = client.shutdown().await;
-    let mut buf = [0u8; 4096];
-    let mut left = LINGER_MAX_BYTES;
-    let drain = async {
-        while left > 0 {
-            match client.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(limit, drain).await;
+    linger(&mut client, limit, LINGER_MAX_BYTES).await;
 }
 
 /// Answers a client that cannot be served (no backend, too many
@@ -822,23 +812,23 @@ async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(client: &mut C, seq: u
     let err = ErrPacket::new(ERR_BAD_HANDSHAKE, b"08S01", "Bad handshake");
     let _ = write_own_packet(client, seq, &err.encode()).await;
     let _ = client.shutdown().await;
-    linger(client).await;
+    linger(client, LINGER_TIME, LINGER_BYTES).await;
 }
 
-/// How long a lingering close waits for the client to close, and how much
-/// it reads meanwhile.
+/// How long a lingering close after "Bad handshake" waits for the client
+/// to close, and how much it reads meanwhile.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// Reads and discards what the client still sends, until it closes, for at
-/// most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
-/// input makes the kernel send a reset, which can destroy the ERR just
-/// written before the client reads it (the rest of an HTTP request, an
-/// oversized packet's payload).
-async fn linger<C: AsyncRead + Unpin>(client: &mut C) {
+/// most `time` and `bytes`. Closing a socket with unread input makes the
+/// kernel send a reset, which can destroy what was just written (an ERR, a
+/// TLS alert) before the client reads it (the rest of an HTTP request, an
+/// oversized packet's payload, a TLS 1.3 client's HandshakeResponse).
+async fn linger<C: AsyncRead + Unpin>(client: &mut C, time: Duration, bytes: usize) {
     let drain = async {
         let mut scratch = [0u8; 4096];
-        let mut left = LINGER_BYTES;
+        let mut left = bytes;
         while left > 0 {
             match client.read(&mut scratch).await {
                 Ok(0) | Err(_) => break,
@@ -846,7 +836,7 @@ async fn linger<C: AsyncRead + Unpin>(client: &mut C) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
 /// A random 20-byte scramble without NUL bytes (the greeting carries it as
