@@ -666,7 +666,7 @@ async fn upgrade<S: ClientIo>(
             info.client_cert = conn
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| CertInfo::from_der(c).ok());
+                .and_then(|c| CertInfo::identity(c).ok());
             if info.client_cert.is_some() {
                 info.verified = Some((UnixTime::now(), tls.generation));
             }

@@ -235,7 +235,12 @@ impl fmt::Debug for Digest {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// Each built [`ServerTls`] gets the next number, so a session can tell
@@ -620,7 +625,8 @@ pub struct CertInfo {
     pub issuer: String,
     /// Serial number as lowercase hex without separators.
     pub serial: String,
-    /// SHA-256 of the DER encoding, lowercase hex.
+    /// SHA-256 of the DER encoding, lowercase hex; empty when built with
+    /// [`CertInfo::identity`].
     pub fingerprint: String,
     /// Not-before as seconds since the Unix epoch.
     pub not_before: i64,
@@ -629,14 +635,24 @@ pub struct CertInfo {
 }
 
 impl CertInfo {
+    /// Everything, including the fingerprint: for material loaded from
+    /// files, shown in `/status` and metrics.
     pub fn from_der(der: &[u8]) -> Result<CertInfo, String> {
+        let mut info = CertInfo::identity(der)?;
+        info.fingerprint = hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+        Ok(info)
+    }
+
+    /// Without the fingerprint (left empty): for a client's certificate,
+    /// read on every connection for its log line, which does not show it.
+    pub fn identity(der: &[u8]) -> Result<CertInfo, String> {
         let (_, c) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| format!("certificate does not parse: {e}"))?;
         Ok(CertInfo {
             subject: c.subject().to_string(),
             issuer: c.issuer().to_string(),
             serial: c.raw_serial_as_string().replace(':', ""),
-            fingerprint: hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()),
+            fingerprint: String::new(),
             not_before: c.validity().not_before.timestamp(),
             not_after: c.validity().not_after.timestamp(),
         })
