@@ -10,12 +10,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::client::{cli_socket_args, mariadb_cli, server_error_code};
 use common::mariadb::{short_tempdir, MariaDb, ED_PASS, ED_USER, NATIVE_PASS, NATIVE_USER};
 use common::pki::{ClientCert, Pki};
-use common::proxy::{mtls_config, tls_section, TestProxy};
+use common::proxy::{copy_in, mtls_config, tls_section, TestProxy};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use tempfile::TempDir;
@@ -207,32 +205,11 @@ async fn outbound_client_certificate_is_reloaded_by_the_poll() {
     assert_eq!(code, Some(1105), "{msg}");
     assert!(msg.contains("UnknownCA"), "{msg}");
 
-    let mut attempts = a.state().backends[0].tls.as_ref().unwrap().watch_attempts();
     // Publish a certificate B trusts, key first then certificate, each by
     // rename; a poll between the two fails once and the next one loads.
-    for (from, to) in [(&pki.app.key, &key), (&pki.app.cert, &cert)] {
-        let tmp = to.with_extension("new");
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
-    }
-    let backend = &a.state().backends[0];
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        attempts.wait_for(|_| {
-            backend
-                .tls
-                .as_ref()
-                .unwrap()
-                .load()
-                .leaf
-                .as_ref()
-                .map(|l| l.serial.as_str())
-                == Some("64")
-        }),
-    )
-    .await
-    .expect("reloaded within 30 s")
-    .unwrap();
+    copy_in(&pki.app.key, &key);
+    copy_in(&pki.app.cert, &cert);
+    a.backend_client_serial_becomes(0, "64").await;
     let mut conn = through_front(&a, pki)
         .await
         .expect("accepted with the new certificate");

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use common::binary::RunningBinary;
@@ -18,7 +18,7 @@ use common::client::{cli_tcp_args, cli_tls_args, mariadb_cli, tls_opts};
 use common::http::http;
 use common::mariadb::{short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
 use common::pki::{ClientCert, Pki, Signer, SERVER_SERIAL};
-use common::proxy::TestProxy;
+use common::proxy::{copy_in, publish, TestProxy};
 use common::raw::{response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -28,18 +28,6 @@ use tempfile::TempDir;
 use tokio::sync::watch;
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// Writes `contents` to `path` the way certificate tools publish: a
-/// temporary file in the same directory, renamed over the old one.
-fn publish(path: &Path, contents: &[u8]) {
-    let tmp = path.with_extension("tmp-new");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-fn copy_in(from: &Path, to: &Path) {
-    publish(to, &std::fs::read(from).unwrap());
-}
 
 /// The directory portcullis reads its TLS files from, filled from the PKI:
 /// `server.pem`, `server-key.pem`, `ca.pem` and `crl.d/ca.pem` (the CA's

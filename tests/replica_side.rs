@@ -11,20 +11,11 @@ use std::time::Duration;
 
 use common::mariadb::{free_port, short_tempdir, MariaDb};
 use common::pki::Pki;
-use common::proxy::{mtls_config, TestProxy};
-
-async fn binlog_position(db: &MariaDb) -> (String, u64) {
-    let (file, pos, _, _): (String, u64, String, String) = db
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .expect("binary log on");
-    (file, pos)
-}
+use common::proxy::{copy_in, mtls_config, TestProxy};
 
 async fn caught_up(replica: &MariaDb, primary: &MariaDb) {
-    let (file, pos) = binlog_position(primary).await;
-    let waited: Option<i64> = replica
-        .query_first(&format!("SELECT MASTER_POS_WAIT('{file}', {pos}, 60)"))
+    let waited = replica
+        .wait_caught_up(primary, Duration::from_secs(60))
         .await;
     assert!(
         waited.is_some_and(|w| w >= 0),
@@ -93,35 +84,9 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
 
     // Renewal on the replica side: new files for the local portcullis only.
     let renewed = pki.issue_client("repl-renewed", "repl-renewed", 0x777);
-    let mut attempts = local.state().backends[0]
-        .tls
-        .as_ref()
-        .unwrap()
-        .watch_attempts();
-    for (from, to) in [(&renewed.key, &key), (&renewed.cert, &cert)] {
-        let tmp = to.with_extension("new");
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
-    }
-    let local_state = local.state();
-    let backend = &local_state.backends[0];
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        attempts.wait_for(|_| {
-            backend
-                .tls
-                .as_ref()
-                .unwrap()
-                .load()
-                .leaf
-                .as_ref()
-                .map(|l| l.serial.as_str())
-                == Some("0777")
-        }),
-    )
-    .await
-    .expect("renewed certificate loaded")
-    .unwrap();
+    copy_in(&renewed.key, &key);
+    copy_in(&renewed.cert, &cert);
+    local.backend_client_serial_becomes(0, "0777").await;
     // The IO thread reconnects (no restart, no CHANGE MASTER) with it.
     replica.exec("STOP SLAVE IO_THREAD").await;
     replica.exec("START SLAVE IO_THREAD").await;

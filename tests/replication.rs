@@ -166,21 +166,10 @@ impl Link {
 
     /// Waits until the replica has applied the primary's binlog up to now.
     async fn caught_up(&self) {
-        let (file, pos, _, _): (String, u64, String, String) = self
-            .primary
-            .query_first("SHOW MASTER STATUS")
-            .await
-            .expect("binary log on");
-        let waited: Option<i64> = self
-            .replica
-            .query_first(&format!(
-                "SELECT MASTER_POS_WAIT('{file}', {pos}, {})",
-                WAIT.as_secs()
-            ))
-            .await;
+        let waited = self.replica.wait_caught_up(&self.primary, WAIT).await;
         assert!(
             waited.is_some_and(|w| w >= 0),
-            "replica caught up with {file}:{pos}: {waited:?}\n{}",
+            "replica caught up: {waited:?}\n{}",
             slave_status(&self.replica).await
         );
     }

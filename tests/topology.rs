@@ -39,22 +39,13 @@ async fn create_accounts(db: &MariaDb) {
     }
 }
 
-/// (file, position) of a server's binary log now.
-async fn binlog_position(db: &MariaDb) -> (String, u64) {
-    let (file, pos, _, _): (String, u64, String, String) = db
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .expect("binary log on");
-    (file, pos)
-}
-
 /// Makes `replica` replicate from `primary` (from `primary`'s position now,
 /// or from its first binlog), read-only, and waits until it caught up.
 async fn replicate(replica: &MariaDb, primary: &MariaDb, from_start: bool) {
     let (file, pos) = if from_start {
         ("mariadb-bin.000001".to_string(), 4)
     } else {
-        binlog_position(primary).await
+        primary.binlog_position().await
     };
     replica
         .exec(&format!(
@@ -64,9 +55,8 @@ async fn replicate(replica: &MariaDb, primary: &MariaDb, from_start: bool) {
         .await;
     replica.exec("START SLAVE").await;
     replica.exec("SET GLOBAL read_only = 1").await;
-    let (file, pos) = binlog_position(primary).await;
-    let waited: Option<i64> = replica
-        .query_first(&format!("SELECT MASTER_POS_WAIT('{file}', {pos}, 60)"))
+    let waited = replica
+        .wait_caught_up(primary, Duration::from_secs(60))
         .await;
     assert!(
         waited.is_some_and(|w| w >= 0),

@@ -35,15 +35,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The primary's binary log end: (file, position).
-async fn binlog_end(db: &MariaDb) -> (String, u64) {
-    let (file, pos, _, _): (String, u64, String, String) = db
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .expect("binary log");
-    (file, pos)
-}
-
 /// Streams the primary's whole binary log into `replica`'s relay log
 /// through `host:port` and returns the elapsed time.
 async fn stream_once(
@@ -125,7 +116,7 @@ async fn main() {
             .await;
         id += n;
     }
-    let end = binlog_end(&primary).await;
+    let end = primary.binlog_position().await;
     let binlog_bytes = end.1 as f64;
     let proxy = procs::start_portcullis(
         &procs::portcullis_bin(),

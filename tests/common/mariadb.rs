@@ -585,6 +585,27 @@ impl MariaDb {
     }
 
     /// The server's Unix socket as a portcullis backend address.
+    /// (file, position) of this server's binary log now (needs `log_bin`).
+    pub async fn binlog_position(&self) -> (String, u64) {
+        let (file, pos, _, _): (String, u64, String, String) = self
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .expect("binary log on");
+        (file, pos)
+    }
+
+    /// Waits, at most `timeout`, until this replica has applied `primary`'s
+    /// binary log up to its position now; the `MASTER_POS_WAIT` result
+    /// (`>= 0` when caught up).
+    pub async fn wait_caught_up(&self, primary: &MariaDb, timeout: Duration) -> Option<i64> {
+        let (file, pos) = primary.binlog_position().await;
+        self.query_first(&format!(
+            "SELECT MASTER_POS_WAIT('{file}', {pos}, {})",
+            timeout.as_secs()
+        ))
+        .await
+    }
+
     pub fn unix_address(&self) -> String {
         format!("unix:{}", self.socket_path().display())
     }

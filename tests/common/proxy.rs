@@ -171,3 +171,35 @@ pub fn mtls_config(pki: &Pki, backend_address: &str) -> String {
         tls_section(pki, "required")
     )
 }
+
+/// Writes `contents` to `path` the way certificate tools publish: a
+/// temporary file in the same directory, renamed over the old one.
+pub fn publish(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("tmp-new");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// [`publish`]es a copy of `from` at `to`.
+pub fn copy_in(from: &Path, to: &Path) {
+    publish(to, &std::fs::read(from).unwrap());
+}
+
+impl TestProxy {
+    /// Waits (up to 30 s) until backend number `index` presents a client
+    /// certificate with `serial` (lowercase hex), i.e. its outbound TLS
+    /// material was reloaded.
+    pub async fn backend_client_serial_becomes(&self, index: usize, serial: &str) {
+        let state = self.state();
+        let tls = state.backends[index].tls.as_ref().expect("[backend.tls]");
+        let mut attempts = tls.watch_attempts();
+        let serial_now = || tls.load().leaf.as_ref().map(|l| l.serial.clone());
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            attempts.wait_for(|_| serial_now().as_deref() == Some(serial)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("client certificate {serial} not loaded within 30 s"))
+        .expect("proxy alive");
+    }
+}
