@@ -142,6 +142,7 @@ struct RawTls {
     crl_scope: Option<Spanned<CrlScope>>,
     crl_expired: Option<Spanned<CrlExpired>>,
     unknown_revocation: Option<Spanned<UnknownRevocation>>,
+    cert_refusal: Option<Spanned<CertRefusal>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -318,6 +319,34 @@ pub struct TlsConfig {
     pub on_revoke: OnRevoke,
     /// How CRLs are applied to client certificates.
     pub crl_policy: CrlPolicy,
+    /// How a refused client certificate is reported to the client.
+    pub cert_refusal: CertRefusal,
+}
+
+/// How a client whose certificate is refused learns why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertRefusal {
+    /// A TLS alert during the handshake (certificate_revoked, unknown_ca,
+    /// ...), as any TLS server does.
+    #[default]
+    TlsAlert,
+    /// Finish the TLS handshake, then answer the HandshakeResponse with a
+    /// MySQL ERR packet (1045) naming the reason, over TLS. For clients that
+    /// do not report a TLS 1.3 alert that arrives after their side of the
+    /// handshake completed: mariadbd's own replica IO thread shows only
+    /// "Lost connection ... reading authorization packet" (errno 2013).
+    /// Nothing is forwarded to a backend either way.
+    MysqlError,
+}
+
+impl CertRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRefusal::TlsAlert => "tls_alert",
+            CertRefusal::MysqlError => "mysql_error",
+        }
+    }
 }
 
 /// What to do with an established session whose client certificate is
@@ -937,6 +966,16 @@ fn validate_tls(
     if !crl.is_empty() && client_auth == ClientAuth::None {
         p.at(span.clone(), "crl is set but client_auth = \"none\": no client certificate would be checked against it");
     }
+    let cert_refusal = value(&t.cert_refusal).unwrap_or_default();
+    if cert_refusal != CertRefusal::TlsAlert && client_auth == ClientAuth::None {
+        p.at(
+            span.clone(),
+            format!(
+                "cert_refusal = \"{}\" but client_auth = \"none\": no client certificate is checked, so none is refused",
+                cert_refusal.as_str()
+            ),
+        );
+    }
     let crl_policy = CrlPolicy {
         scope: value(&t.crl_scope).unwrap_or_default(),
         expired: value(&t.crl_expired).unwrap_or_default(),
@@ -950,6 +989,7 @@ fn validate_tls(
         client_auth,
         on_revoke: value(&t.on_revoke).unwrap_or_default(),
         crl_policy,
+        cert_refusal,
     };
     if p.list.is_empty() && check == TlsCheck::Load {
         // Files exist: load and build the whole TLS config now, so a config
@@ -1246,6 +1286,39 @@ route = "local"
         assert_eq!(e.problems.len(), 1);
         assert_eq!(e.problems[0].line, Some(8));
         assert!(e.problems[0].message.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn cert_refusal_values_and_needs_client_auth() {
+        let with = |tls: &str| {
+            parse(&format!(
+                "[[backend]]\nname = \"b\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = \"[::1]:0\"\nroute = \"b\"\n[listener.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{tls}"
+            ))
+            .unwrap_err()
+        };
+        // The files do not exist, so every config errs; what matters is
+        // which problems are reported.
+        let e = with("client_auth = \"none\"\ncert_refusal = \"mysql_error\"\n");
+        assert!(
+            e.problems.iter().any(|p| p
+                .message
+                .contains("cert_refusal = \"mysql_error\" but client_auth = \"none\"")),
+            "{e}"
+        );
+        let e = with("ca = \"ca.pem\"\ncert_refusal = \"mysql_error\"\n");
+        assert!(
+            !e.problems
+                .iter()
+                .any(|p| p.message.contains("cert_refusal")),
+            "{e}"
+        );
+        let e = with("ca = \"ca.pem\"\ncert_refusal = \"err\"\n");
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.message.contains("tls_alert") && p.message.contains("mysql_error")),
+            "the accepted values are named: {e}"
+        );
     }
 
     #[test]

@@ -667,6 +667,9 @@ async fn upgrade<S: ClientIo>(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| CertInfo::identity(c).ok());
+            if let Err(reason) = tls.deferred_verdict(conn.peer_certificates()) {
+                return Err(refuse_certificate(stream, listener, info, reason).await);
+            }
             if info.client_cert.is_some() {
                 info.verified = Some((UnixTime::now(), tls.generation));
             }
@@ -683,6 +686,36 @@ async fn upgrade<S: ClientIo>(
         }
         (None, true) => Err(SessionError::TlsNotOffered),
         (None, false) => Ok((Either::Left(client), Some(first))),
+    }
+}
+
+/// `cert_refusal = "mysql_error"`: the TLS handshake finished but the
+/// client's certificate is refused (`reason`, a [`tls::failure_reason`]
+/// label). Answers the HandshakeResponse with ERR 1045 naming the reason,
+/// over TLS, and closes; nothing reaches a backend.
+async fn refuse_certificate<S: ClientIo>(
+    mut stream: tokio_rustls::server::TlsStream<S>,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    reason: &'static str,
+) -> SessionError {
+    let linger_for = LINGER_TIMEOUT.min(listener.config.handshake_timeout / 2);
+    let mut reader = PacketReader::new();
+    let read = reader.read(&mut stream, listener.config.max_handshake_packet);
+    if let Ok(Ok(resp)) = tokio::time::timeout(linger_for, read).await {
+        if let Ok(r) = HandshakeResponse::parse(resp.payload()) {
+            info.user = Some(r.user);
+        }
+        let err = certificate_refused(listener, reason);
+        let _ = write_own_packet(&mut stream, resp.header.seq.wrapping_add(1), &err.encode()).await;
+    }
+    linger_close(stream, linger_for).await;
+    SessionError::TlsHandshake {
+        reason,
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "client certificate refused after the TLS handshake (cert_refusal = \"mysql_error\"), answered with ERR 1045",
+        ),
     }
 }
 
@@ -879,6 +912,33 @@ fn tls_required(l: &ListenerRuntime) -> ErrPacket {
         )
     };
     ErrPacket::new(ERR_TLS_REQUIRED, b"28000", message)
+}
+
+/// The ERR for a client whose certificate `cert_refusal = "mysql_error"`
+/// refuses: ER_ACCESS_DENIED_ERROR, like mariadbd's own answer to a
+/// `REQUIRE X509` user without a good certificate, with the reason.
+fn certificate_refused(l: &ListenerRuntime, reason: &str) -> ErrPacket {
+    let why = match reason {
+        "no_client_cert" => {
+            "no client certificate was presented (connect with --ssl-cert/--ssl-key)"
+        }
+        "revoked" => "the client certificate is revoked",
+        "expired" => "the client certificate has expired",
+        "not_yet_valid" => "the client certificate is not valid yet",
+        "unknown_ca" => "the client certificate is not issued by a trusted CA",
+        "unknown_revocation_status" => "no CRL covers the client certificate's issuer",
+        "crl_expired" => "the CRL for the client certificate is past its next update",
+        "wrong_key_usage" => "the client certificate is not for TLS client authentication",
+        _ => "the client certificate is not acceptable",
+    };
+    ErrPacket::new(
+        ERR_TLS_REQUIRED,
+        b"28000",
+        format!(
+            "portcullis: listener '{}': TLS client certificate refused ({reason}): {why}",
+            l.config.name
+        ),
+    )
 }
 
 /// The ERR for a client over a listener's connection limit.

@@ -10,17 +10,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
-use rustls::{CertificateError, RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
 
 use crate::config::{
-    BackendTlsConfig, ClientAuth, CrlExpired, CrlScope, TlsConfig, UnknownRevocation,
+    BackendTlsConfig, CertRefusal, ClientAuth, CrlExpired, CrlScope, TlsConfig, UnknownRevocation,
 };
 
 /// The crypto provider for every TLS config portcullis builds.
@@ -349,14 +353,15 @@ impl ServerTls {
                 source,
             })?);
         }
+        let in_handshake = match (&verifier, cfg.cert_refusal) {
+            (None, _) => WebPkiClientVerifier::no_client_auth(),
+            (Some(v), CertRefusal::TlsAlert) => v.clone(),
+            (Some(v), CertRefusal::MysqlError) => Arc::new(Deferred(v.clone())),
+        };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| invalid(&cfg.cert, e))?
-            .with_client_cert_verifier(
-                verifier
-                    .clone()
-                    .unwrap_or_else(WebPkiClientVerifier::no_client_auth),
-            )
+            .with_client_cert_verifier(in_handshake)
             .with_single_cert(chain, key)
             .map_err(|source| TlsLoadError::KeyMismatch {
                 cert: cfg.cert.clone(),
@@ -380,6 +385,26 @@ impl ServerTls {
         })
     }
 
+    /// The verdict on a finished handshake's client certificate chain when
+    /// `cert_refusal = "mysql_error"` deferred it ([`Deferred`]): `Err(reason)`
+    /// (a [`failure_reason`] label) when the client must be refused. Always
+    /// `Ok` when the handshake itself verified the certificate. Checked on
+    /// every connection, resumed ones included, before anything reaches a
+    /// backend.
+    pub fn deferred_verdict(
+        &self,
+        chain: Option<&[CertificateDer<'static>]>,
+    ) -> Result<(), &'static str> {
+        if self.source.cert_refusal != CertRefusal::MysqlError || self.verifier.is_none() {
+            return Ok(());
+        }
+        match chain {
+            Some(chain) if !chain.is_empty() => self.recheck(chain, UnixTime::now()),
+            _ if self.source.client_auth == ClientAuth::Required => Err("no_client_cert"),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether a client certificate chain accepted at `verified_at` would
     /// be accepted by this material at that same instant: `Err(reason)`
     /// (a [`failure_reason`] label) when it would now be refused. Used to
@@ -398,6 +423,62 @@ impl ServerTls {
             .verify_client_cert(leaf, intermediates, verified_at)
             .map(|_| ())
             .map_err(|e| error_reason(&e))
+    }
+}
+
+/// The handshake-time verifier of `cert_refusal = "mysql_error"`: it asks
+/// for a certificate like `inner` and checks the client's signature with
+/// it (possession of the key), but lets the handshake finish whatever the
+/// certificate, so that the refusal can be a MySQL ERR packet the client
+/// reads over TLS. The verdict is [`ServerTls::deferred_verdict`], which
+/// `session::upgrade` takes right after the handshake, before the client's
+/// first packet is even read.
+#[derive(Debug)]
+struct Deferred(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Deferred {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        // A client without a certificate is refused after the handshake.
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

@@ -190,6 +190,29 @@ async fn cli(proxy: &TestProxy, pki: &Pki, client: &ClientCert) -> (bool, String
     (out.success(), out.stderr)
 }
 
+/// Polls `name` until it reads at least `floor` (sessions are recorded when
+/// they end, just after the client sees its last byte) and returns it.
+async fn metric_at_least(proxy: &TestProxy, name: &str, floor: f64) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http(&proxy.admin_addr(), "GET", "/metrics", None)
+            .await
+            .body;
+        let v = body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0);
+        if v >= floor {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {v}, below {floor}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn metric(proxy: &TestProxy, name: &str) -> f64 {
     let r = http(&proxy.admin_addr(), "GET", "/metrics", None).await;
     r.body
@@ -513,6 +536,98 @@ async fn tls_resumption_works_but_never_outlives_a_trust_reload() {
         }
     };
     assert!(refused.contains("CertificateRevoked"), "{refused}");
+}
+
+/// `cert_refusal = "mysql_error"`: a refused certificate gets a TLS session
+/// and then ERR 1045 naming the reason (what mariadbd's replica IO thread
+/// can show, unlike a TLS 1.3 alert), for every kind of refusal, for a
+/// session resumed from a ticket the refused client was issued, and for a
+/// live session cut by a reload. Good certificates are served as usual.
+#[tokio::test]
+async fn cert_refusal_mysql_error_answers_err_1045_with_the_reason_even_when_resumed() {
+    let mut f = Fixture::start("cert_refusal = \"mysql_error\"\n").await;
+    let victim = f.pki.issue_client("victim", "victim", 0x500);
+    let (pki, proxy) = (&f.pki, &f.proxy);
+    let mut app = connect(proxy, pki, &pki.app).await.expect("app connects");
+    let mut doomed = connect(proxy, pki, &victim).await.expect("victim connects");
+    assert!(answers(&mut app).await && answers(&mut doomed).await);
+
+    for (who, reason) in [
+        (&pki.revoked, "(revoked): the client certificate is revoked"),
+        (
+            &pki.expired,
+            "(expired): the client certificate has expired",
+        ),
+        (
+            &pki.other,
+            "(unknown_ca): the client certificate is not issued by a trusted CA",
+        ),
+    ] {
+        let (ok, stderr) = cli(proxy, pki, who).await;
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.contains("ERROR 1045 (28000)")
+                && stderr.contains("listener 'public': TLS client certificate refused ")
+                && stderr.contains(reason),
+            "{}: {stderr}",
+            who.name
+        );
+    }
+    // No certificate at all.
+    let mut args = cli_tcp_args("::1", proxy.port("public"), NATIVE_USER, NATIVE_PASS);
+    args.extend(cli_tls_args(&pki.ca, None));
+    args.extend(["-e".into(), "SELECT 1".into()]);
+    let out = mariadb_cli(&args).await;
+    assert!(
+        !out.success()
+            && out.stderr.contains("ERROR 1045")
+            && out.stderr.contains("(no_client_cert)"),
+        "{}",
+        out.stderr
+    );
+    // mysql_async sees the server's error code too.
+    let e = connect(proxy, pki, &pki.revoked)
+        .await
+        .expect_err("refused");
+    assert_eq!(common::client::server_error_code(&e), Some(1045), "{e}");
+    // Sessions are counted when they end, just after the client read its
+    // ERR: wait for the second one, then check there is no third.
+    let revoked = r#"portcullis_tls_failures_total{listener="public",reason="revoked"}"#;
+    assert_eq!(metric_at_least(proxy, revoked, 2.0).await, 2.0);
+
+    // A refused client still finished a TLS handshake and holds a ticket:
+    // resuming with it is refused all the same.
+    let addr = proxy.tcp_addr("public");
+    let config = common::raw::client_config(pki, Some(&pki.revoked));
+    for expected in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+        let mut c = RawClient::connect(addr).await;
+        c.read_packet().await;
+        c.start_tls_with(config.clone()).await.expect("TLS session");
+        assert_eq!(c.tls.as_ref().unwrap().handshake_kind(), Some(expected));
+        c.write_packet(2, &response_payload(NATIVE_USER, true))
+            .await;
+        let err = c.read_packet().await;
+        assert_eq!(
+            &err[4..7],
+            &[0xff, 0x15, 0x04],
+            "ERR 1045 at seq 3: {err:?}"
+        );
+        assert_eq!(err[3], 3, "sequence id");
+        let text = String::from_utf8_lossy(&err[13..]).into_owned();
+        assert!(text.contains("(revoked)"), "{text}");
+        assert!(c.at_eof().await, "closed after the ERR");
+    }
+
+    // Revoked while connected: closed like with alerts, then refused by ERR.
+    f.revoke(&[0x102, 0x500]).await;
+    let (pki, proxy) = (&f.pki, &f.proxy);
+    assert!(!answers(&mut doomed).await, "the revoked session is closed");
+    assert!(answers(&mut app).await, "other sessions are untouched");
+    let (ok, stderr) = cli(proxy, pki, &victim).await;
+    assert!(
+        !ok && stderr.contains("ERROR 1045") && stderr.contains("(revoked)"),
+        "{stderr}"
+    );
 }
 
 /// Sends a HandshakeResponse (empty password, so the server says 1045) and

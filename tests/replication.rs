@@ -46,7 +46,8 @@ fn free_v6_port() -> u16 {
 
 /// The primary's sidecar: one mTLS listener `public` on `[::1]:port`
 /// forwarding to the primary's Unix socket, CRLs read from `crl` and polled
-/// every 50 ms, admin API on a free port.
+/// every 50 ms, a refused certificate answered with ERR 1045 (as
+/// docs/replication.md recommends), admin API on a free port.
 /// `backend_extra`: more `[[backend]]` lines.
 fn sidecar_config(
     pki: &Pki,
@@ -59,7 +60,8 @@ fn sidecar_config(
         "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n\
          [[backend]]\nname = \"db\"\naddress = {:?}\n{backend_extra}\n\
          [[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n\
-         [listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\nclient_auth = \"required\"\n",
+         [listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\nclient_auth = \"required\"\n\
+         cert_refusal = \"mysql_error\"\n",
         primary.unix_address(),
         pki.server.cert,
         pki.server.key,
@@ -334,11 +336,8 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
         .expect("proxy alive");
 
     // The live session is closed; each reconnect of the IO thread is refused
-    // in the TLS handshake. With TLS 1.3 the client sees the refusal (an
-    // alert after its side of the handshake is done) as a lost connection
-    // while reading the authentication packet, so the replica's error is
-    // CR_SERVER_LOST (2013), not an SSL error; portcullis counts the refused
-    // handshakes.
+    // with ERR 1045 naming the reason (cert_refusal = "mysql_error"; a TLS
+    // 1.3 alert would only show as 2013 "Lost connection").
     let deadline = Instant::now() + WAIT;
     let s = loop {
         let s = slave_status(&link.replica).await;
@@ -348,7 +347,7 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
         )
         .await;
         if field(&s, "Slave_IO_Running") != "Yes"
-            && field(&s, "Last_IO_Error").contains("reconnecting to master")
+            && field(&s, "Last_IO_Errno") == "1045"
             && refused >= 1.0
         {
             break s;
@@ -359,11 +358,20 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
         );
         tokio::time::sleep(POLL).await;
     };
-    // 2013 (lost connection) with TLS 1.3; 2026 (SSL error) where the
-    // client reads the refusal inside its handshake.
     assert!(
-        ["2013", "2026"].contains(&field(&s, "Last_IO_Errno")),
+        field(&s, "Last_IO_Error").contains(
+            "listener 'public': TLS client certificate refused (revoked): \
+             the client certificate is revoked"
+        ),
         "{s}"
+    );
+    assert!(
+        metric(
+            link.sidecar(),
+            r#"portcullis_tls_failures_total{listener="public",reason="revoked"}"#
+        )
+        .await
+            >= 1.0
     );
     assert_eq!(
         metric(
