@@ -3,7 +3,9 @@
 //! sidecar, which relays the binlog stream from the primary's Unix socket.
 //! Covered: bulk rows and a row event larger than one 16 MiB packet, a
 //! sidecar restart the IO thread rides out by itself, a revoked replica
-//! certificate cutting the link for good, and semi-sync acks flowing back.
+//! certificate cutting the link for good, and semi-sync acks flowing back;
+//! `#[ignore]`d, a soak of one session streaming for as long as asked
+//! (`scripts/soak 5400 replication_streams_for_hours`).
 //!
 //! Catching up is waited for with `MASTER_POS_WAIT`. Where a test waits for
 //! the replica's IO thread to *notice* something (an error, semi-sync being
@@ -21,6 +23,7 @@ use common::http::http;
 use common::mariadb::{short_tempdir, MariaDb};
 use common::pki::{Pki, REPL_SERIAL, REVOKED_SERIAL};
 use common::proxy::TestProxy;
+use mysql_async::prelude::*;
 use mysql_async::Row;
 use portcullis::Shutdown;
 use tempfile::TempDir;
@@ -48,18 +51,20 @@ fn free_v6_port() -> u16 {
 /// forwarding to the primary's Unix socket, CRLs read from `crl` and polled
 /// every 50 ms, a refused certificate answered with ERR 1045 (as
 /// docs/replication.md recommends), admin API on a free port.
-/// `backend_extra`: more `[[backend]]` lines.
+/// `backend_extra`: more `[[backend]]` lines; `listener_extra`: more
+/// `[[listener]]` lines.
 fn sidecar_config(
     pki: &Pki,
     primary: &MariaDb,
     port: u16,
     crl: &Path,
     backend_extra: &str,
+    listener_extra: &str,
 ) -> String {
     format!(
         "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n\
          [[backend]]\nname = \"db\"\naddress = {:?}\n{backend_extra}\n\
-         [[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n\
+         [[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{listener_extra}\
          [listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\nclient_auth = \"required\"\n\
          cert_refusal = \"mysql_error\"\n",
         primary.unix_address(),
@@ -82,6 +87,10 @@ struct Link {
     crl_dir: TempDir,
     /// More `[[backend]]` lines of the sidecar.
     backend_extra: String,
+    /// More `[[listener]]` lines of the sidecar.
+    listener_extra: String,
+    /// More `CHANGE MASTER TO` options (each starting with a comma).
+    master_extra: String,
 }
 
 impl Link {
@@ -92,6 +101,26 @@ impl Link {
         Link::start_with(primary_args, replica_args, "%", "").await
     }
 
+    /// [`start`](Link::start) with `listener_extra` lines in the sidecar's
+    /// `[[listener]]` and `master_extra` options (each starting with a
+    /// comma) in the replica's `CHANGE MASTER TO`.
+    async fn start_tuned(
+        primary_args: &[&str],
+        replica_args: &[&str],
+        listener_extra: &str,
+        master_extra: &str,
+    ) -> Link {
+        Link::start_full(
+            primary_args,
+            replica_args,
+            "%",
+            "",
+            listener_extra,
+            master_extra,
+        )
+        .await
+    }
+
     /// [`start`](Link::start) with the replication account at `repl_host`
     /// and `backend_extra` lines in the sidecar's `[[backend]]`.
     async fn start_with(
@@ -99,6 +128,17 @@ impl Link {
         replica_args: &[&str],
         repl_host: &str,
         backend_extra: &str,
+    ) -> Link {
+        Link::start_full(primary_args, replica_args, repl_host, backend_extra, "", "").await
+    }
+
+    async fn start_full(
+        primary_args: &[&str],
+        replica_args: &[&str],
+        repl_host: &str,
+        backend_extra: &str,
+        listener_extra: &str,
+        master_extra: &str,
     ) -> Link {
         let pki = Pki::new();
         let (primary, replica) = tokio::join!(
@@ -125,8 +165,8 @@ impl Link {
         std::fs::copy(&pki.crl, crl_dir.path().join("ca.pem")).expect("copy the CRL");
         let port = free_v6_port();
         let crl = crl_dir.path().join("ca.pem");
-        let sidecar =
-            TestProxy::start(&sidecar_config(&pki, &primary, port, &crl, backend_extra)).await;
+        let config = sidecar_config(&pki, &primary, port, &crl, backend_extra, listener_extra);
+        let sidecar = TestProxy::start(&config).await;
         let link = Link {
             pki,
             primary,
@@ -135,6 +175,8 @@ impl Link {
             port,
             crl_dir,
             backend_extra: backend_extra.into(),
+            listener_extra: listener_extra.into(),
+            master_extra: master_extra.into(),
         };
         link.replica.exec(&link.change_master()).await;
         link.replica.exec("START SLAVE").await;
@@ -158,11 +200,12 @@ impl Link {
              MASTER_PASSWORD='{REPL_PASS}', MASTER_SSL=1, MASTER_SSL_CA='{}', \
              MASTER_SSL_CERT='{}', MASTER_SSL_KEY='{}', MASTER_SSL_VERIFY_SERVER_CERT=1, \
              MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=no, \
-             MASTER_LOG_FILE='mariadb-bin.000001', MASTER_LOG_POS=4",
+             MASTER_LOG_FILE='mariadb-bin.000001', MASTER_LOG_POS=4{}",
             self.port,
             self.pki.ca.display(),
             self.pki.repl.cert.display(),
             self.pki.repl.key.display(),
+            self.master_extra,
         )
     }
 
@@ -300,6 +343,7 @@ async fn the_replica_reconnects_by_itself_after_a_sidecar_restart_and_loses_noth
         link.port,
         &link.crl_path(),
         &link.backend_extra,
+        &link.listener_extra,
     );
     link.sidecar = Some(TestProxy::start(&config).await);
     insert_rows(&link.primary, 2_001, 3_000).await;
@@ -458,5 +502,176 @@ async fn with_proxy_protocol_the_primary_sees_and_grants_the_replicas_own_addres
     assert!(
         host.as_deref().is_some_and(|h| h.starts_with("::1:")),
         "the dump thread's client is the replica's address: {host:?}"
+    );
+}
+
+/// Resident memory (KiB) and open descriptors of this process, which runs
+/// the sidecar in-process.
+fn rss_kib_and_fds() -> (u64, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .count();
+    (rss, fds)
+}
+
+/// Issue 7 point 1 for as long as `PORTCULLIS_REPL_SOAK_SECS` says
+/// (default 600; `scripts/soak 5400 replication_streams_for_hours` for 90
+/// minutes): one replication session streams through the sidecar the whole
+/// time, with semi-sync on from its first connection and quiet stretches
+/// longer than the listener's `idle_timeout` kept alive by heartbeats.
+///
+/// Each cycle commits 300 small rows and one 1 MiB row (every 10th cycle
+/// also a row over 16 MiB), waits until the replica has applied them, then
+/// stays quiet for 45 s: more than twice the listener's 20 s
+/// `idle_timeout`, which only `MASTER_HEARTBEAT_PERIOD` (5 s, or
+/// `PORTCULLIS_REPL_SOAK_HEARTBEAT`) keeps from cutting the link. Setting
+/// the heartbeat above 20 s makes the test fail (a second session), which
+/// is how the timeout advice in docs/replication.md was checked.
+///
+/// Asserts after every cycle: still exactly one session accepted and
+/// active, no refused TLS handshake, every commit acknowledged by the
+/// replica through the sidecar (`Rpl_semi_sync_master_no_tx` unchanged),
+/// and the IO thread running; at the end, both servers' tables match.
+#[tokio::test]
+#[ignore = "soak: run with scripts/soak SECONDS replication_streams_for_hours"]
+async fn replication_streams_for_hours_through_one_sidecar_session() {
+    let secs: u64 = std::env::var("PORTCULLIS_REPL_SOAK_SECS")
+        .map(|v| v.parse().expect("PORTCULLIS_REPL_SOAK_SECS: seconds"))
+        .unwrap_or(600);
+    let heartbeat: u64 = std::env::var("PORTCULLIS_REPL_SOAK_HEARTBEAT")
+        .map(|v| v.parse().expect("PORTCULLIS_REPL_SOAK_HEARTBEAT: seconds"))
+        .unwrap_or(5);
+    const QUIET: Duration = Duration::from_secs(45);
+    const MIB: usize = 1024 * 1024;
+
+    // Semi-sync is on at the primary before the replica first connects;
+    // the commits that create the replication account time out after
+    // 100 ms (no replica yet) and are the only asynchronous ones.
+    let link = Link::start_tuned(
+        &[
+            "--rpl-semi-sync-master-enabled=1",
+            "--rpl-semi-sync-master-timeout=100",
+        ],
+        &["--rpl-semi-sync-slave-enabled=1"],
+        "idle_timeout = \"20s\"\n",
+        &format!(", MASTER_HEARTBEAT_PERIOD={heartbeat}"),
+    )
+    .await;
+    let p = &link.primary;
+    let deadline = Instant::now() + WAIT;
+    while global_status(p, "Rpl_semi_sync_master_clients").await != "1" {
+        assert!(Instant::now() < deadline, "the replica never registered");
+        tokio::time::sleep(POLL).await;
+    }
+    p.exec("SET GLOBAL rpl_semi_sync_master_timeout = 600000")
+        .await;
+    p.exec("CREATE DATABASE test").await;
+    p.exec("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB")
+        .await;
+    p.exec("CREATE TABLE test.big (id INT AUTO_INCREMENT PRIMARY KEY, v LONGBLOB) ENGINE=InnoDB")
+        .await;
+    let status_u64 = |name: &'static str| async move {
+        global_status(p, name)
+            .await
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let yes_start = status_u64("Rpl_semi_sync_master_yes_tx").await;
+    let no_start = status_u64("Rpl_semi_sync_master_no_tx").await;
+    let heartbeats = || async {
+        global_status(&link.replica, "Slave_received_heartbeats")
+            .await
+            .parse::<u64>()
+            .expect("Slave_received_heartbeats")
+    };
+    let metrics = &link.sidecar().state().listeners[0].metrics;
+    let refused =
+        r#"portcullis_connections_total{listener="public",outcome="tls_handshake_failed"}"#;
+    let started = Instant::now();
+    let (rss_start, fds_start) = rss_kib_and_fds();
+    println!(
+        "soak: {secs}s, heartbeat {heartbeat}s, idle_timeout 20s, quiet {}s per cycle; \
+         rss {rss_start} KiB, fds {fds_start}",
+        QUIET.as_secs()
+    );
+
+    let (mut cycle, mut rows, mut big_rows, mut commits) = (0u32, 0u32, 0u32, 0u64);
+    while started.elapsed() < Duration::from_secs(secs) {
+        cycle += 1;
+        insert_rows(p, rows + 1, rows + 300).await;
+        rows += 300;
+        let mut sizes = vec![MIB + usize::try_from(cycle).unwrap()];
+        if cycle % 10 == 0 {
+            sizes.push(BIG_LEN);
+        }
+        for len in sizes {
+            p.exec(&format!(
+                "INSERT INTO test.big (v) VALUES \
+                 (LEFT(REPEAT(SHA2('{cycle}-{len}', 512), {}), {len}))",
+                len / 128 + 1
+            ))
+            .await;
+            big_rows += 1;
+            commits += 1;
+        }
+        commits += 1;
+        link.caught_up().await;
+        tokio::time::sleep(QUIET).await;
+
+        let s = slave_status(&link.replica).await;
+        let (rss, fds) = rss_kib_and_fds();
+        let (beats, yes, no) = (
+            heartbeats().await,
+            status_u64("Rpl_semi_sync_master_yes_tx").await,
+            status_u64("Rpl_semi_sync_master_no_tx").await,
+        );
+        println!(
+            "soak: cycle {cycle} at {}s: {rows} rows, {big_rows} large rows, {commits} commits, \
+             semi-sync yes_tx {yes} no_tx {no}, {beats} heartbeats, sessions accepted {} \
+             active {}, rss {rss} KiB, fds {fds}",
+            started.elapsed().as_secs(),
+            metrics.accepted_total(),
+            metrics.active(),
+        );
+        assert_eq!(field(&s, "Slave_IO_Running"), "Yes", "{s}");
+        assert_eq!(
+            (metrics.accepted_total(), metrics.active()),
+            (1, 1),
+            "the replica kept its one session (heartbeat {heartbeat}s vs idle_timeout 20s)"
+        );
+        assert_eq!(metric(link.sidecar(), refused).await, 0.0);
+        assert_eq!(no, no_start, "a commit fell back to asynchronous");
+        assert!(yes >= yes_start + commits, "acks {yes_start} -> {yes}");
+        assert!(beats >= 1, "no heartbeat during the quiet stretches");
+    }
+
+    let n = link.same_on_both(ROWS_CHECK).await;
+    assert_eq!(n.get::<u32, _>(0), Some(rows));
+    let big = link
+        .same_on_both("SELECT COUNT(*), CAST(SUM(CRC32(v)) AS CHAR), SUM(LENGTH(v)) FROM test.big")
+        .await;
+    assert_eq!(big.get::<u32, _>(0), Some(big_rows));
+    let binlog: Vec<(String, u64)> = link
+        .primary
+        .root_conn()
+        .await
+        .query("SHOW BINARY LOGS")
+        .await
+        .expect("SHOW BINARY LOGS");
+    let (rss, fds) = rss_kib_and_fds();
+    println!(
+        "soak: done after {}s, {cycle} cycles: {rows} rows + {big_rows} large rows \
+         ({} bytes), {} bytes of binary log streamed, {commits} commits acknowledged, \
+         {} heartbeats, 1 session; rss {rss_start} -> {rss} KiB, fds {fds_start} -> {fds}",
+        started.elapsed().as_secs(),
+        big.get::<String, _>(2).unwrap_or_default(),
+        binlog.iter().map(|(_, size)| size).sum::<u64>(),
+        heartbeats().await,
     );
 }
