@@ -29,7 +29,7 @@ use crate::config::{
 
 /// The crypto provider for every TLS config portcullis builds.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Why TLS material could not be loaded. Always names the file.
@@ -187,7 +187,7 @@ impl Material {
     /// SHA-256 over everything: any change of any byte, and any CRL file
     /// added to or removed from a directory, changes it.
     pub fn digest(&self) -> Digest {
-        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         self.hash_trust(&mut d);
         hash_part(&mut d, b"cert", &self.cert);
         hash_part(&mut d, b"key", &self.key);
@@ -198,14 +198,14 @@ impl Material {
     /// the CRLs and the policy. When it changes, live sessions are checked
     /// again.
     fn trust_digest(&self, cfg: &TlsConfig) -> Digest {
-        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         self.hash_trust(&mut d);
         let policy = format!("{:?}{:?}", cfg.client_auth, cfg.crl_policy);
         hash_part(&mut d, b"policy", policy.as_bytes());
         Digest::from(d.finish())
     }
 
-    fn hash_trust(&self, d: &mut ring::digest::Context) {
+    fn hash_trust(&self, d: &mut aws_lc_rs::digest::Context) {
         hash_part(d, b"ca", self.ca.as_deref().unwrap_or_default());
         for (path, data) in &self.crls {
             hash_part(d, path.as_os_str().as_encoded_bytes(), data);
@@ -213,7 +213,7 @@ impl Material {
     }
 }
 
-fn hash_part(d: &mut ring::digest::Context, label: &[u8], data: &[u8]) {
+fn hash_part(d: &mut aws_lc_rs::digest::Context, label: &[u8], data: &[u8]) {
     for part in [label, data] {
         d.update(&(part.len() as u64).to_be_bytes());
         d.update(part);
@@ -224,8 +224,8 @@ fn hash_part(d: &mut ring::digest::Context, label: &[u8], data: &[u8]) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Digest([u8; 32]);
 
-impl From<ring::digest::Digest> for Digest {
-    fn from(d: ring::digest::Digest) -> Self {
+impl From<aws_lc_rs::digest::Digest> for Digest {
+    fn from(d: aws_lc_rs::digest::Digest) -> Self {
         let mut v = [0u8; 32];
         v.copy_from_slice(d.as_ref());
         Digest(v)
@@ -563,6 +563,86 @@ fn check_served_chain(
     }
 }
 
+/// Whether the signed DER object `signed` (a CRL: `SEQUENCE { tbs,
+/// signatureAlgorithm, signatureValue }`) carries a valid signature by the
+/// key in `spki` (a DER SubjectPublicKeyInfo). The algorithms are the TLS
+/// provider's own, matched on their exact AlgorithmIdentifier encodings as
+/// webpki matches them for certificate chains, so one crypto library checks
+/// every signature portcullis relies on.
+fn signed_by(
+    signed: &[u8],
+    spki: &[u8],
+    algorithms: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm],
+) -> bool {
+    let (Some((tbs, sig_alg, signature)), Some((key_alg, key))) =
+        (signed_parts(signed), spki_parts(spki))
+    else {
+        return false;
+    };
+    algorithms.iter().any(|a| {
+        a.signature_alg_id().as_ref() == sig_alg
+            && a.public_key_alg_id().as_ref() == key_alg
+            && a.verify_signature(key, tbs, signature).is_ok()
+    })
+}
+
+/// A signed object's to-be-signed bytes (whole element), the contents of
+/// its signatureAlgorithm and its signature bits.
+fn signed_parts(signed: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (0x30, outer, _) = der_tlv(signed)? else {
+        return None;
+    };
+    let (0x30, _, after_tbs) = der_tlv(outer)? else {
+        return None;
+    };
+    let tbs = &outer[..outer.len() - after_tbs.len()];
+    let (0x30, sig_alg, after_alg) = der_tlv(after_tbs)? else {
+        return None;
+    };
+    let (0x03, [0, signature @ ..], _) = der_tlv(after_alg)? else {
+        return None;
+    };
+    Some((tbs, sig_alg, signature))
+}
+
+/// A SubjectPublicKeyInfo's algorithm (contents) and key bits.
+fn spki_parts(spki: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (0x30, spki, _) = der_tlv(spki)? else {
+        return None;
+    };
+    let (0x30, key_alg, after_key_alg) = der_tlv(spki)? else {
+        return None;
+    };
+    let (0x03, [0, key @ ..], _) = der_tlv(after_key_alg)? else {
+        return None;
+    };
+    Some((key_alg, key))
+}
+
+/// Splits one DER element off the front of `input`: its tag, its contents
+/// and what follows it. `None` for a truncated element or a length form DER
+/// does not allow here (indefinite, or more than four length bytes).
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        let len = bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        (len, rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(len);
+    Some((tag, contents, rest))
+}
+
 /// A CRL must parse, be signed by a CA of the bundle and, unless the
 /// policy accepts stale CRLs, not be past its nextUpdate.
 fn check_crl(
@@ -575,6 +655,7 @@ fn check_crl(
     let (_, crl) = x509_parser::parse_x509_crl(der)
         .map_err(|e| invalid(path, format!("CRL does not parse: {e}")))?;
     let info = CrlInfo::from_parsed(&crl);
+    let algorithms = provider().signature_verification_algorithms;
     let mut issuer_known = false;
     let mut signed = false;
     for ca in cas {
@@ -585,7 +666,7 @@ fn check_crl(
             continue;
         }
         issuer_known = true;
-        if crl.verify_signature(ca.public_key()).is_ok() {
+        if signed_by(der, ca.public_key().raw, algorithms.all) {
             signed = true;
             break;
         }
@@ -720,7 +801,7 @@ impl CertInfo {
     /// files, shown in `/status` and metrics.
     pub fn from_der(der: &[u8]) -> Result<CertInfo, String> {
         let mut info = CertInfo::identity(der)?;
-        info.fingerprint = hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+        info.fingerprint = hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref());
         Ok(info)
     }
 
@@ -809,5 +890,40 @@ pub fn error_reason(err: &rustls::Error) -> &'static str {
         }
         rustls::Error::AlertReceived(_) => "alert_from_client",
         _ => "protocol",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_tlv_reads_short_and_long_lengths_and_refuses_truncation() {
+        assert_eq!(
+            der_tlv(&[0x30, 0x02, 0xaa, 0xbb, 0xcc]),
+            Some((0x30, &[0xaa, 0xbb][..], &[0xcc][..]))
+        );
+        let mut long = vec![0x04, 0x82, 0x01, 0x00];
+        long.extend(std::iter::repeat_n(7u8, 256));
+        let (tag, contents, rest) = der_tlv(&long).unwrap();
+        assert_eq!((tag, contents.len(), rest.len()), (0x04, 256, 0));
+        // Truncated contents, truncated length, indefinite length, no input.
+        assert_eq!(der_tlv(&[0x30, 0x03, 0xaa]), None);
+        assert_eq!(der_tlv(&[0x30, 0x82, 0x01]), None);
+        assert_eq!(der_tlv(&[0x30, 0x80, 0x00, 0x00]), None);
+        assert_eq!(der_tlv(&[]), None);
+    }
+
+    #[test]
+    fn signed_by_refuses_garbage_without_panicking() {
+        let algorithms = provider().signature_verification_algorithms.all;
+        for junk in [
+            &[][..],
+            &[0x30, 0x00],
+            &[0x30, 0x03, 0x30, 0x01, 0x00],
+            &[0xff; 40],
+        ] {
+            assert!(!signed_by(junk, junk, algorithms));
+        }
     }
 }

@@ -815,7 +815,7 @@ async fn sigterm_drain_seen_by_keepalived_style_health_check() {
 }
 
 fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -716,6 +716,15 @@ async fn broken_material_keeps_the_old_config_and_says_why_in_log_metric_and_sta
             }),
             "no CA with that name is in the CA bundle",
         ),
+        (
+            "a CRL in the CA's name signed by another key",
+            Box::new(|| {
+                let forged =
+                    pki.write_crl_by(Signer::Impostor, "forged.pem", &[], SystemTime::now() + DAY);
+                copy_in(&forged, &tls.path("crl.d/ca.pem"));
+            }),
+            "has a signature that no CA of that name in the CA bundle made",
+        ),
     ];
     for (i, (what, break_it, expected)) in cases.into_iter().enumerate() {
         break_it();

@@ -83,7 +83,7 @@ pub fn native_scramble(password: &str, scramble: &[u8; 20]) -> Vec<u8> {
         return Vec::new();
     }
     let sha1 = |parts: &[&[u8]]| {
-        let mut c = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        let mut c = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
         for p in parts {
             c.update(p);
         }

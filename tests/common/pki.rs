@@ -73,6 +73,9 @@ pub struct ServerCert {
 pub enum Signer {
     Ca,
     OtherCa,
+    /// A CA with exactly the CA's name but a key of its own: what it signs
+    /// names the right issuer and carries a signature the CA never made.
+    Impostor,
 }
 
 /// The per-test PKI; the temporary directory is removed on drop.
@@ -106,6 +109,7 @@ pub struct Pki {
     pub crl_empty: PathBuf,
     ca_issuer: CertifiedIssuer<'static, KeyPair>,
     other_issuer: CertifiedIssuer<'static, KeyPair>,
+    impostor_issuer: CertifiedIssuer<'static, KeyPair>,
     next_crl_number: AtomicU64,
 }
 
@@ -286,6 +290,7 @@ impl Pki {
         let (other_issuer, other_key_pem) = make_ca(OTHER_CA_CN, OTHER_CA_SERIAL);
         let other_ca = write(d, "other-ca.pem", &other_issuer.pem());
         let other_ca_key = write(d, "other-ca-key.pem", &other_key_pem);
+        let (impostor_issuer, _) = make_ca(CA_CN, CA_SERIAL);
 
         let server = issue_server(d, &ca_issuer, "server", SERVER_SERIAL);
 
@@ -356,6 +361,7 @@ impl Pki {
             crl_empty,
             ca_issuer,
             other_issuer,
+            impostor_issuer,
             next_crl_number: AtomicU64::new(4),
         }
     }
@@ -445,6 +451,7 @@ impl Pki {
         match signer {
             Signer::Ca => &self.ca_issuer,
             Signer::OtherCa => &self.other_issuer,
+            Signer::Impostor => &self.impostor_issuer,
         }
     }
 }

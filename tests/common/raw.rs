@@ -52,7 +52,7 @@ pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
 /// A client config trusting the PKI's CA, presenting `cert`. Connections
 /// made with one config share its TLS session store (resumption).
 pub fn client_config(pki: &Pki, cert: Option<&ClientCert>) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in portcullis::tls::load_certs(&pki.ca).unwrap() {
         roots.add(c).unwrap();
