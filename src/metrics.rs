@@ -30,6 +30,7 @@ use crate::config::{ListenAddr, TlsReloadConfig};
 use crate::listener::ListenerRuntime;
 use crate::monitor::Topology;
 use crate::outcome::{Finished, SessionError};
+use crate::relay::ByteCounts;
 use crate::reload::ReloadLock;
 use crate::session::SessionInfo;
 
@@ -263,8 +264,8 @@ pub struct ListenerMetrics {
     tls_failures: LabeledCounters,
     /// Failed backend connects by backend name.
     backend_connect_errors: LabeledCounters,
-    bytes_up: AtomicU64,
-    bytes_down: AtomicU64,
+    /// Relayed bytes, added by each session's relay as they flow.
+    bytes: ByteCounts,
     handshake: AtomicHistogram,
 }
 
@@ -290,6 +291,11 @@ impl ListenerMetrics {
     pub fn session_started(&self) -> ActiveSession<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveSession(self)
+    }
+
+    /// The listener's relayed-byte totals, for its sessions' relays.
+    pub fn bytes(&self) -> &ByteCounts {
+        &self.bytes
     }
 
     pub fn accepted_total(&self) -> u64 {
@@ -331,10 +337,6 @@ impl ListenerMetrics {
         if let Some(d) = info.handshake_done {
             self.handshake.observe(d);
         }
-        self.bytes_up
-            .fetch_add(info.transferred.up, Ordering::Relaxed);
-        self.bytes_down
-            .fetch_add(info.transferred.down, Ordering::Relaxed);
     }
 
     /// Finished connections by outcome label, sorted by label.
@@ -547,18 +549,16 @@ impl Collector for Scrape {
 
         let mut m = enc.encode_descriptor(
             "bytes",
-            "Bytes relayed after authentication, by listener and direction, counted when a session ends.",
+            "Bytes relayed after authentication, by listener and direction, counted as they are written.",
             None,
             MetricType::Counter,
         )?;
         for l in listeners {
-            for (direction, n) in [
-                ("client_to_backend", &l.metrics.bytes_up),
-                ("backend_to_client", &l.metrics.bytes_down),
-            ] {
+            let t = l.metrics.bytes.snapshot();
+            for (direction, n) in [("client_to_backend", t.up), ("backend_to_client", t.down)] {
                 let labels: L2 = [("listener", l.name()), ("direction", direction)];
                 m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
             }
         }
 

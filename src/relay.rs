@@ -43,8 +43,8 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; RELAY_BUF]);
 }
 
-/// Byte counts of a finished relay.
-#[derive(Debug, Default, Clone, Copy)]
+/// Byte counts of a relay, taken from [`ByteCounts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Transferred {
     /// Client → backend.
     pub up: u64,
@@ -52,21 +52,59 @@ pub struct Transferred {
     pub down: u64,
 }
 
+/// Bytes a relay has delivered, counted as each write completes, so a
+/// session that streams for hours (a replication link) shows in them while
+/// it runs, and a session ended from outside (revoked, shut down) keeps
+/// what it moved. A session has its own; a listener's totals are another.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    /// Written to the backend.
+    up: AtomicU64,
+    /// Written to the client.
+    down: AtomicU64,
+}
+
+impl ByteCounts {
+    pub fn snapshot(&self) -> Transferred {
+        Transferred {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, dir: Direction, n: u64) {
+        let counter = match dir {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// Client → backend.
+    Up,
+    /// Backend → client.
+    Down,
+}
+
 /// Copies both ways until the backend's side is done or either side fails,
 /// or, with `idle` set, until no byte has come from either side for that
-/// long.
+/// long. Every write is added to each of `meters` as it completes.
 pub async fn relay<C, B>(
     client: &mut C,
     backend: &mut B,
     idle: Option<Duration>,
-) -> (Finished, Transferred)
+    meters: &[&ByteCounts],
+) -> Finished
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let activity = Activity::new(idle.is_some());
-    let mut up = Pump::new(Fault::Client, Fault::Backend);
-    let mut down = Pump::new(Fault::Backend, Fault::Client);
+    let mut up = Pump::new(Fault::Client, Fault::Backend, Direction::Up, meters);
+    let mut down = Pump::new(Fault::Backend, Fault::Client, Direction::Down, meters);
     let res = {
         let copy = poll_fn(|cx| {
             // The client → backend direction finishing (a half-close) does
@@ -90,11 +128,7 @@ where
             _ = idle_timer => Err(None),
         }
     };
-    let t = Transferred {
-        up: up.read,
-        down: down.written,
-    };
-    let finished = match res {
+    match res {
         Err(None) => Finished::IdleTimeout {
             after: idle.unwrap_or_default(),
         },
@@ -105,8 +139,7 @@ where
             (fault, error) => Finished::RelayError { fault, error },
         },
         Ok(()) => Finished::Relayed,
-    };
-    (finished, t)
+    }
 }
 
 fn is_disconnect(e: &io::Error) -> bool {
@@ -162,7 +195,7 @@ impl Activity {
 type PumpResult = Result<(), (Fault, io::Error)>;
 
 /// One direction of the relay.
-struct Pump {
+struct Pump<'m> {
     /// Who is at fault when reading / writing fails.
     reader: Fault,
     writer: Fault,
@@ -172,12 +205,17 @@ struct Pump {
     need_flush: bool,
     eof: bool,
     done: bool,
-    read: u64,
-    written: u64,
+    direction: Direction,
+    meters: &'m [&'m ByteCounts],
 }
 
-impl Pump {
-    fn new(reader: Fault, writer: Fault) -> Pump {
+impl<'m> Pump<'m> {
+    fn new(
+        reader: Fault,
+        writer: Fault,
+        direction: Direction,
+        meters: &'m [&'m ByteCounts],
+    ) -> Pump<'m> {
         Pump {
             reader,
             writer,
@@ -186,8 +224,8 @@ impl Pump {
             need_flush: false,
             eof: false,
             done: false,
-            read: 0,
-            written: 0,
+            direction,
+            meters,
         }
     }
 
@@ -272,7 +310,6 @@ impl Pump {
                 self.eof = true;
                 return Poll::Ready(Ok(()));
             }
-            self.read += n as u64;
             activity.touch();
             let mut pos = 0;
             while pos < n {
@@ -310,7 +347,9 @@ impl Pump {
                 io::Error::new(io::ErrorKind::WriteZero, "write zero bytes"),
             )));
         }
-        self.written += n as u64;
+        for m in self.meters {
+            m.add(self.direction, n as u64);
+        }
         self.need_flush = true;
         Poll::Ready(Ok(n))
     }
@@ -324,7 +363,50 @@ enum SpillOrBuf<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    /// `relay` with a meter of its own: the outcome and what it counted.
+    async fn metered<C, B>(
+        client: &mut C,
+        backend: &mut B,
+        idle: Option<Duration>,
+    ) -> (Finished, Transferred)
+    where
+        C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+        B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    {
+        let bytes = ByteCounts::default();
+        let finished = relay(client, backend, idle, &[&bytes]).await;
+        (finished, bytes.snapshot())
+    }
+
+    /// The counts move while the relay runs (a replication stream shows in
+    /// the listener's totals long before it ends), every meter gets them,
+    /// and they stay when the relay is dropped from outside (a session
+    /// ended for revocation).
+    #[tokio::test]
+    async fn counts_are_live_in_every_meter_and_survive_a_dropped_relay() {
+        let (mut client, mut proxy_client) = duplex(1024);
+        let (mut proxy_backend, mut backend) = duplex(1024);
+        let session = Arc::new(ByteCounts::default());
+        let totals = Arc::new(ByteCounts::default());
+        totals.add(Direction::Up, 1000);
+        let (s2, t2) = (session.clone(), totals.clone());
+        let relay = tokio::spawn(async move {
+            relay(&mut proxy_client, &mut proxy_backend, None, &[&*s2, &*t2]).await
+        });
+        client.write_all(b"query").await.unwrap();
+        backend.read_exact(&mut [0u8; 5]).await.unwrap();
+        backend.write_all(b"result!").await.unwrap();
+        client.read_exact(&mut [0u8; 7]).await.unwrap();
+        assert!(!relay.is_finished());
+        assert_eq!(session.snapshot(), Transferred { up: 5, down: 7 });
+        assert_eq!(totals.snapshot(), Transferred { up: 1005, down: 7 });
+        relay.abort();
+        assert!(relay.await.unwrap_err().is_cancelled());
+        assert_eq!(session.snapshot(), Transferred { up: 5, down: 7 });
+    }
 
     /// Small pipes and a slow reader force partial and pending writes:
     /// every byte still arrives, in order, both ways, and the counts match.
@@ -332,7 +414,7 @@ mod tests {
     async fn spills_and_preserves_bytes_under_backpressure() {
         let (client_far, mut client) = duplex(512);
         let (mut backend, mut backend_far) = duplex(300);
-        let relay = tokio::spawn(async move { relay(&mut client, &mut backend, None).await });
+        let relay = tokio::spawn(async move { metered(&mut client, &mut backend, None).await });
 
         let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
@@ -399,7 +481,7 @@ mod tests {
     async fn a_failing_write_is_the_writers_fault() {
         let (mut client_far, mut client) = duplex(1024);
         client_far.write_all(b"\x01\x00\x00\x00\x0e").await.unwrap();
-        let (finished, t) = relay(&mut client, &mut BrokenBackend, None).await;
+        let (finished, t) = metered(&mut client, &mut BrokenBackend, None).await;
         match finished {
             Finished::RelayError { fault, error } => {
                 assert_eq!(fault, Fault::Backend);
@@ -407,7 +489,8 @@ mod tests {
             }
             other => panic!("expected a backend relay error, got {other:?}"),
         }
-        assert_eq!(t.up, 5);
+        // Read from the client, never delivered: not counted.
+        assert_eq!(t.up, 0);
     }
 
     /// With the clock paused, time only moves when every task waits, so
@@ -418,7 +501,7 @@ mod tests {
         let (mut proxy_backend, mut backend) = duplex(1024);
         let start = Instant::now();
         let relay = tokio::spawn(async move {
-            let r = relay(
+            let r = metered(
                 &mut proxy_client,
                 &mut proxy_backend,
                 Some(Duration::from_secs(10)),
@@ -458,7 +541,7 @@ mod tests {
         let (_client, mut proxy_client) = duplex(1024);
         let (mut proxy_backend, _backend) = duplex(1024);
         let relay =
-            tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_backend, None).await });
+            tokio::spawn(async move { metered(&mut proxy_client, &mut proxy_backend, None).await });
         tokio::time::sleep(Duration::from_secs(7 * 24 * 3600)).await;
         assert!(!relay.is_finished());
         relay.abort();
@@ -470,7 +553,7 @@ mod tests {
         let (mut client, mut proxy_client) = duplex(1024);
         let (mut proxy_backend, mut backend) = duplex(1024);
         let relay =
-            tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_backend, None).await });
+            tokio::spawn(async move { metered(&mut proxy_client, &mut proxy_backend, None).await });
         client.write_all(b"quit").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -493,7 +576,7 @@ mod tests {
         let (mut client, mut proxy_client) = duplex(1024);
         let (mut proxy_backend, mut backend) = duplex(1024);
         let relay =
-            tokio::spawn(async move { relay(&mut proxy_client, &mut proxy_backend, None).await });
+            tokio::spawn(async move { metered(&mut proxy_client, &mut proxy_backend, None).await });
         backend.write_all(b"partial result").await.unwrap();
         drop(backend);
         let (finished, t) = relay.await.unwrap();

@@ -355,7 +355,7 @@ async fn run_session<S: session::ClientIo>(
         },
         ..SessionInfo::default()
     };
-    let result = session::serve(stream, rt, &mut info, token).await;
+    let result = session::serve(stream, rt, &mut info, token, metrics.bytes()).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
     metrics.record(&info, &result, rt.route.name());
 }

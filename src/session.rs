@@ -34,7 +34,7 @@ use crate::protocol::err::OK_HEADER;
 use crate::protocol::greeting::{self, Greeting};
 use crate::protocol::response::{self, HandshakeResponse};
 use crate::protocol::{Capabilities, ErrPacket, ERR_HEADER};
-use crate::relay::{self, Transferred};
+use crate::relay::{self, ByteCounts, Transferred};
 use crate::reload;
 use crate::tls::{self, CertInfo};
 
@@ -81,12 +81,15 @@ pub struct SessionInfo {
     pub origin: backend::Origin,
 }
 
-/// Serves one client connection until it closes.
+/// Serves one client connection until it closes. Relayed bytes are added
+/// to `totals` (the listener's `portcullis_bytes_total`) as they flow, and
+/// to `info.transferred` when the session ends.
 pub async fn serve<S: ClientIo>(
     client: S,
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
     cancel: &CancellationToken,
+    totals: &ByteCounts,
 ) -> Result<Finished, SessionError> {
     let started = tokio::time::Instant::now();
     let deadline = listener.config.handshake_timeout;
@@ -155,18 +158,20 @@ pub async fn serve<S: ClientIo>(
             None => std::future::pending().await,
         }
     };
-    let (finished, transferred) = tokio::select! {
-        r = relay::relay(&mut client, &mut backend, listener.config.idle_timeout) => r,
-        _ = cancel.cancelled() => (Finished::Closed, Transferred::default()),
-        reason = revoked => (Finished::Revoked { reason }, Transferred::default()),
-        _ = demoted => (Finished::PrimaryChanged, Transferred::default()),
+    let bytes = ByteCounts::default();
+    let meters = [&bytes, totals];
+    let finished = tokio::select! {
+        r = relay::relay(&mut client, &mut backend, listener.config.idle_timeout, &meters) => r,
+        _ = cancel.cancelled() => Finished::Closed,
+        reason = revoked => Finished::Revoked { reason },
+        _ = demoted => Finished::PrimaryChanged,
     };
     if let Finished::Revoked { .. } | Finished::PrimaryChanged = finished {
         // A clean TLS close, so the client reports a lost connection rather
         // than a TLS error; an ERR packet cannot be injected mid-command.
         let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
     }
-    info.transferred = transferred;
+    info.transferred = bytes.snapshot();
     Ok(finished)
 }
 

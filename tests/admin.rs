@@ -511,6 +511,26 @@ token_file = "admin.token"
         during.get(r#"portcullis_active_sessions{listener="plain"}"#),
         1.0
     );
+    // Its bytes count while it is open (a replication stream lasts hours):
+    // a 100 000-byte row shows in backend_to_client before the session ends.
+    let row: String = conn
+        .query_first("SELECT REPEAT('x', 100000)")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.len(), 100_000);
+    let down = r#"portcullis_bytes_total{listener="plain",direction="backend_to_client"}"#;
+    let up = r#"portcullis_bytes_total{listener="plain",direction="client_to_backend"}"#;
+    let live = metrics_when(&proxy, "the open session's bytes", |m| {
+        m.get(down) - before.get(down) >= 100_000.0
+    })
+    .await;
+    assert!(live.get(up) > before.get(up), "{live:#?}");
+    assert_eq!(
+        live.get(r#"portcullis_active_sessions{listener="plain"}"#),
+        1.0,
+        "still open"
+    );
     conn.disconnect().await.unwrap();
 
     // auth_rejected: the backend says no.

@@ -46,6 +46,7 @@ use portcullis::listener::{ListenerRuntime, RouteRuntime};
 use portcullis::packet_io::read_packet_exact;
 use portcullis::protocol::packet::{split_packet, write_packet};
 use portcullis::protocol::{Capabilities, Greeting, HEADER_LEN};
+use portcullis::relay::ByteCounts;
 use portcullis::session::{serve, SessionInfo};
 use portcullis::tls::{load_certs, load_key};
 use portcullis::Config;
@@ -330,8 +331,9 @@ async fn run_once(
     let cancel = CancellationToken::new();
     let session = async {
         let mut info = SessionInfo::default();
+        let totals = ByteCounts::default();
         let ended = tokio::select! {
-            r = serve(proxy_side, listener, &mut info, &cancel) => r,
+            r = serve(proxy_side, listener, &mut info, &cancel, &totals) => r,
             _ = fake_backend(&h.backend, backend_script, stall) => unreachable!(),
         };
         (ended, info)
