@@ -111,37 +111,8 @@ fn usage() -> Usage {
     }
 }
 
-/// Waits until every listener has no active session and every accepted
-/// connection has been recorded with an outcome.
 async fn settle(proxy: &TestProxy) {
-    let state = proxy.state();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let pending: Vec<String> = state
-            .listeners
-            .iter()
-            .filter_map(|l| {
-                let m = &l.metrics;
-                let recorded: u64 = m.outcomes().iter().map(|(_, n)| n).sum();
-                (m.active() != 0 || recorded != m.accepted_total()).then(|| {
-                    format!(
-                        "{}: active {}, accepted {}, recorded {recorded}",
-                        l.name(),
-                        m.active(),
-                        m.accepted_total()
-                    )
-                })
-            })
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sessions never settled: {pending:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    proxy.settle().await;
 }
 
 /// Waits until descriptors and tasks are back at `base` (closing is

@@ -162,6 +162,7 @@ async fn backend_tls_failures_give_the_client_a_readable_1105() {
     let (code, msg) = refused(&a, pki).await;
     assert_eq!(code, Some(1105), "{msg}");
     assert!(msg.contains("not valid for name"), "{msg}");
+    a.settle().await;
     let m = a.state().listeners[0].metrics.outcomes();
     assert!(
         m.iter()

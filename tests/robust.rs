@@ -160,27 +160,11 @@ fn outcomes(proxy: &TestProxy) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Waits until every accepted connection has ended with an outcome, then
-/// returns the outcomes. A session that panicked or leaked would never be
-/// recorded, so this doubles as the no-leak check.
+/// Waits until every accepted connection has ended with an outcome
+/// ([`TestProxy::settle`]), then returns the outcomes.
 async fn settled(proxy: &TestProxy) -> BTreeMap<String, u64> {
-    let state = proxy.state();
-    let m = &state.listeners[0].metrics;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = outcomes(proxy);
-        let recorded: u64 = o.values().sum();
-        if m.active() == 0 && recorded == m.accepted_total() {
-            return o;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sessions did not settle: accepted {}, active {}, outcomes {o:?}",
-            m.accepted_total(),
-            m.active()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    proxy.settle().await;
+    outcomes(proxy)
 }
 
 fn only(label: &str, n: u64) -> BTreeMap<String, u64> {

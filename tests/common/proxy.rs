@@ -134,6 +134,44 @@ impl TestProxy {
         self.tx.send(mode).expect("proxy still running");
     }
 
+    /// Waits until no listener has an active session and every accepted
+    /// connection has been recorded with an outcome. Sessions run on the
+    /// proxy's worker threads, so a client can see its answer before the
+    /// session that sent it has logged and counted itself. A session that
+    /// panicked or leaked would never be recorded, so this doubles as a
+    /// no-leak check.
+    pub async fn settle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let pending: Vec<String> = self
+                .state
+                .listeners
+                .iter()
+                .filter_map(|l| {
+                    let m = &l.metrics;
+                    let recorded: u64 = m.outcomes().iter().map(|(_, n)| n).sum();
+                    (m.active() != 0 || recorded != m.accepted_total()).then(|| {
+                        format!(
+                            "{}: active {}, accepted {}, outcomes {:?}",
+                            l.name(),
+                            m.active(),
+                            m.accepted_total(),
+                            m.outcomes()
+                        )
+                    })
+                })
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sessions never settled: {pending:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends `mode` and waits until `run` has returned.
     pub async fn stop(mut self, mode: Shutdown) {
         self.signal(mode);
