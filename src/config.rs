@@ -27,6 +27,18 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default backend connect timeout: the backend is normally local, so a
 /// connect that takes seconds means it is gone.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most session worker threads a config may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// One session worker for every two CPUs this process may run on (its
+/// affinity mask and cgroup quota, as `std` counts them), at least one.
+/// portcullis usually shares its machine with the mariadbd behind it, and
+/// on two cores one worker beat two in every workload measured
+/// (docs/performance.md, "Runtime").
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2))
+}
+
 /// Default per-listener cap on concurrent sessions.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default cap on one connection-phase packet. The server accepts up to 64 KiB
@@ -51,6 +63,7 @@ pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     shutdown_timeout: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
     #[serde(default, rename = "backend")]
     backends: Vec<Spanned<RawBackend>>,
     #[serde(default, rename = "listener")]
@@ -155,6 +168,9 @@ pub struct Config {
     /// The file it was read from (for reloads and messages).
     pub path: PathBuf,
     pub shutdown_timeout: Duration,
+    /// Session worker threads (see [`crate::workers`]); default:
+    /// [`default_workers`].
+    pub workers: usize,
     pub backends: Vec<BackendConfig>,
     pub listeners: Vec<ListenerConfig>,
     /// The admin HTTP endpoint; `None` (no `[admin]` section) serves none.
@@ -611,6 +627,22 @@ fn validate(
     p: &mut Problems<'_>,
 ) -> Config {
     let shutdown_timeout = duration_or(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT, p);
+    let workers = match &raw.workers {
+        None => default_workers(),
+        Some(w) => match usize::try_from(*w.get_ref()) {
+            Ok(n @ 1..=MAX_WORKERS) => n,
+            _ => {
+                p.at(
+                    w.span(),
+                    format!(
+                        "workers = {} is out of range: give 1 to {MAX_WORKERS} session worker threads, or leave it out for one per two CPUs",
+                        w.get_ref()
+                    ),
+                );
+                1
+            }
+        },
+    };
 
     let mut backend_names = HashSet::new();
     let mut backends = Vec::new();
@@ -841,6 +873,7 @@ fn validate(
     Config {
         path: path.to_path_buf(),
         shutdown_timeout,
+        workers,
         backends,
         listeners,
         admin,
@@ -1286,6 +1319,26 @@ route = "local"
         assert_eq!(e.problems.len(), 1);
         assert_eq!(e.problems[0].line, Some(8));
         assert!(e.problems[0].message.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn workers_default_to_the_cpus_and_out_of_range_values_have_lines() {
+        let with = |w: &str| {
+            parse(&format!(
+                "{w}\n[[backend]]\nname = \"b\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = \"unix:/tmp/l.sock\"\nroute = \"b\"\n"
+            ))
+        };
+        assert_eq!(with("").unwrap().workers, default_workers());
+        assert!(default_workers() >= 1);
+        assert_eq!(with("workers = 3").unwrap().workers, 3);
+        for bad in ["workers = 0", "workers = -2", "workers = 1025"] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+            assert_eq!(e.problems[0].line, Some(1), "{bad}");
+            assert!(e.problems[0].message.contains("out of range"), "{bad}: {e}");
+        }
+        let e = with("workers = \"2\"").unwrap_err();
+        assert_eq!(e.problems[0].line, Some(1), "{e}");
     }
 
     #[test]

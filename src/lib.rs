@@ -56,6 +56,7 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{Proxy, Shutdown};

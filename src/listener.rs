@@ -104,6 +104,33 @@ pub enum Accepted {
     Unix(UnixStream),
 }
 
+/// An accepted connection taken off the accepting runtime's I/O driver, to
+/// be registered on a session worker's ([`crate::workers`]).
+pub enum Detached {
+    Tcp(std::net::TcpStream, SocketAddr),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Accepted {
+    pub fn detach(self) -> io::Result<Detached> {
+        Ok(match self {
+            Accepted::Tcp(s, peer) => Detached::Tcp(s.into_std()?, peer),
+            Accepted::Unix(s) => Detached::Unix(s.into_std()?),
+        })
+    }
+}
+
+impl Detached {
+    /// Registers the socket with the current runtime (the worker's). The
+    /// socket is still non-blocking: `into_std` leaves it so.
+    pub fn attach(self) -> io::Result<Accepted> {
+        Ok(match self {
+            Detached::Tcp(s, peer) => Accepted::Tcp(TcpStream::from_std(s)?, peer),
+            Detached::Unix(s) => Accepted::Unix(UnixStream::from_std(s)?),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("listener {name:?}: cannot listen on {addr}: {source}")]
 pub struct BindError {

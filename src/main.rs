@@ -184,7 +184,7 @@ fn reload(state: &portcullis::metrics::ProxyState) {
             tracing::info!(
                 failover_changed = ?report.failover_changed,
                 tls = ?report.tls,
-                "reload done; addresses, routes, backends and [tls_reload] need a restart"
+                "reload done; addresses, routes, backends, workers and [tls_reload] need a restart"
             );
         }
     }
@@ -193,9 +193,10 @@ fn reload(state: &portcullis::metrics::ProxyState) {
 fn run(path: PathBuf) -> anyhow::Result<()> {
     portcullis::perm::warn_if_root();
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Sessions run on their own worker threads (`workers`); this thread
+    // only accepts, watches files and handles signals.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("portcullis")
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {

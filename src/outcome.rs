@@ -67,6 +67,8 @@ pub enum SessionError {
     TooManyConnections(usize),
     #[error("closed by portcullis shutdown")]
     Shutdown,
+    #[error("cannot hand the connection to a session worker: {0}")]
+    Worker(io::Error),
 }
 
 impl SessionError {
@@ -92,6 +94,7 @@ impl SessionError {
             SessionError::TooManyConnections(_) => "too_many_connections",
             SessionError::NoBackend(_) => "no_backend",
             SessionError::Shutdown => "shutdown",
+            SessionError::Worker(_) => "worker_error",
         }
     }
 
@@ -105,7 +108,9 @@ impl SessionError {
             | SessionError::BackendTls { .. }
             | SessionError::BackendTlsRefused
             | SessionError::NoBackend(_) => Fault::Backend,
-            SessionError::TooManyConnections(_) | SessionError::Shutdown => Fault::Proxy,
+            SessionError::TooManyConnections(_)
+            | SessionError::Shutdown
+            | SessionError::Worker(_) => Fault::Proxy,
             _ => Fault::Client,
         }
     }

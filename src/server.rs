@@ -19,6 +19,7 @@ use crate::monitor::Topology;
 use crate::outcome::{Fault, Finished, SessionError};
 use crate::session::{self, SessionInfo};
 use crate::tls::TlsLoadError;
+use crate::workers::Workers;
 
 /// What the proxy should be doing; sent through a `watch` channel so a
 /// signal handler and a test drive it the same way.
@@ -58,6 +59,8 @@ pub enum StartError {
     Route { listener: String, route: String },
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("cannot start the session worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A proxy whose sockets are bound, ready to [`run`](Proxy::run).
@@ -67,6 +70,8 @@ pub struct Proxy {
     state: Arc<ProxyState>,
     /// Stops (and removes its socket) when dropped, after `run` ends.
     admin: Option<AdminServer>,
+    /// Where sessions run; stopped when the last reference goes.
+    workers: Arc<Workers>,
 }
 
 impl Proxy {
@@ -132,11 +137,13 @@ impl Proxy {
             .as_ref()
             .map(|a| AdminServer::start(a, state.clone()))
             .transpose()?;
+        let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
         Ok(Proxy {
             config,
             listeners,
             state,
             admin,
+            workers: Arc::new(workers),
         })
     }
 
@@ -161,6 +168,7 @@ impl Proxy {
     /// Serves until `shutdown` leaves [`Shutdown::Run`].
     pub async fn run(self, mut shutdown: watch::Receiver<Shutdown>) {
         let sessions = TaskTracker::new();
+        let workers = self.workers.clone();
         let stop_accepting = CancellationToken::new();
         let close_sessions = CancellationToken::new();
         let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
@@ -173,6 +181,7 @@ impl Proxy {
             let accept = accept_loop(
                 ls.clone(),
                 bound,
+                workers.clone(),
                 sessions.clone(),
                 stop_accepting.clone(),
                 close_sessions.clone(),
@@ -198,7 +207,11 @@ impl Proxy {
         };
         self.state.set_lifecycle(Lifecycle::Serving);
         // After this line /health answers 200: scripts may wait for it.
-        tracing::info!(listeners = self.state.listeners.len(), "serving");
+        tracing::info!(
+            listeners = self.state.listeners.len(),
+            workers = workers.len(),
+            "serving"
+        );
         crate::reload::warn_at_start(&self.state);
 
         let mode = loop {
@@ -270,6 +283,7 @@ impl Proxy {
 async fn accept_loop(
     ls: Arc<ListenerState>,
     bound: Bound,
+    workers: Arc<Workers>,
     sessions: TaskTracker,
     stop: CancellationToken,
     close: CancellationToken,
@@ -297,14 +311,32 @@ async fn accept_loop(
         let token = close.child_token();
         match rt.slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                sessions.spawn(async move {
-                    match accepted {
-                        Accepted::Tcp(s, peer) => {
+                // The socket moves to the worker's own I/O driver: taken off
+                // this runtime's here, registered on the worker's there.
+                let detached = match accepted.detach() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(listener = %rt.config.name, error = %e, "cannot hand the connection to a worker");
+                        let result = Err(SessionError::Worker(e));
+                        ls.metrics
+                            .record(&SessionInfo::default(), &result, rt.route.name());
+                        continue;
+                    }
+                };
+                workers.spawn(&sessions, async move {
+                    match detached.attach() {
+                        Ok(Accepted::Tcp(s, peer)) => {
                             let local = s.local_addr().ok();
                             run_session(s, Some(peer), local, &rt, &ls.metrics, &token).await
                         }
-                        Accepted::Unix(s) => {
+                        Ok(Accepted::Unix(s)) => {
                             run_session(s, None, None, &rt, &ls.metrics, &token).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(listener = %rt.config.name, error = %e, "worker cannot take the connection");
+                            let result = Err(SessionError::Worker(e));
+                            ls.metrics
+                                .record(&SessionInfo::default(), &result, rt.route.name());
                         }
                     }
                     drop(permit);

@@ -44,6 +44,16 @@ impl TestProxy {
             std::fs::write(dir.path().join(name), contents).expect("write test file");
         }
         let path = dir.path().join("portcullis.toml");
+        // Three session workers unless the test says otherwise: more than
+        // this machine's default, so every test's sessions are spread over
+        // threads that each have their own event loop, and a session that
+        // is revoked, demoted or shut down from another thread is.
+        let toml = if toml.lines().any(|l| l.trim_start().starts_with("workers")) {
+            toml.to_string()
+        } else {
+            format!("workers = 3\n{toml}")
+        };
+        let toml = toml.as_str();
         std::fs::write(&path, toml).expect("write config");
         let config = Config::load(&path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
