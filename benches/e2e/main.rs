@@ -179,12 +179,14 @@ impl Env {
         let portcullis = procs::start_portcullis(
             &procs::portcullis_bin(),
             &[],
+            "",
             &pki,
             db.socket_path(),
             work.path(),
         );
-        let portcullis_b = alt_binary()
-            .map(|(b, env)| procs::start_portcullis(&b, &env, &pki, db.socket_path(), work.path()));
+        let portcullis_b = alt_binary().map(|b| {
+            procs::start_portcullis(&b.bin, &b.env, &b.toml, &pki, db.socket_path(), work.path())
+        });
         let haproxy = procs::haproxy_available().then(|| {
             procs::start_haproxy(
                 std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, db.port())),
@@ -592,12 +594,19 @@ async fn payload_section(env: &Env, p: &Params) {
 }
 
 async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
-    let mut bins = vec![("portcullis", procs::portcullis_bin(), Vec::new())];
-    if let Some((b, env)) = alt_binary() {
-        bins.push(("portcullis B", b, env));
+    let mut bins = vec![(
+        "portcullis",
+        AltBinary {
+            bin: procs::portcullis_bin(),
+            env: Vec::new(),
+            toml: String::new(),
+        },
+    )];
+    if let Some(b) = alt_binary() {
+        bins.push(("portcullis B", b));
     }
-    for (name, bin, vars) in bins {
-        let last = idle_sessions(env, p, name, &bin, &vars).await;
+    for (name, b) in bins {
+        let last = idle_sessions(env, p, name, &b).await;
         let _ = writeln!(
             summary,
             "- idle sessions: {name} **{last:.1} KiB** RSS per session at {} sessions (target ≤ 48)",
@@ -609,14 +618,15 @@ async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
 /// Opens idle sessions through a fresh portcullis (so earlier workloads'
 /// allocator state does not count) and prints its RSS at each level;
 /// returns KiB per session at the last level.
-async fn idle_sessions(
-    env: &Env,
-    p: &Params,
-    name: &str,
-    bin: &std::path::Path,
-    vars: &[(String, String)],
-) -> f64 {
-    let fresh = procs::start_portcullis(bin, vars, &env.pki, env.db.socket_path(), env.work.path());
+async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &AltBinary) -> f64 {
+    let fresh = procs::start_portcullis(
+        &b.bin,
+        &b.env,
+        &b.toml,
+        &env.pki,
+        env.db.socket_path(),
+        env.work.path(),
+    );
     let pid = fresh.pid();
     let opts: Opts = OptsBuilder::from_opts(env.opts(Target::Portcullis))
         .tcp_port(fresh.addr.port())
@@ -655,10 +665,19 @@ async fn idle_sessions(
     last
 }
 
+/// A portcullis to measure: binary, extra environment, extra config.
+struct AltBinary {
+    bin: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    toml: String,
+}
+
 /// `PC_BENCH_PORTCULLIS_B`: a second portcullis binary to compare (it may
 /// be the same file), run with the extra environment in
-/// `PC_BENCH_PORTCULLIS_B_ENV` ("K=V K=V", e.g. "TOKIO_WORKER_THREADS=1").
-fn alt_binary() -> Option<(std::path::PathBuf, Vec<(String, String)>)> {
+/// `PC_BENCH_PORTCULLIS_B_ENV` ("K=V K=V", e.g. "PORTCULLIS_LOG=warn") and
+/// the extra top-level config lines in `PC_BENCH_PORTCULLIS_B_TOML`
+/// (e.g. "workers = 1").
+fn alt_binary() -> Option<AltBinary> {
     let bin = std::env::var_os("PC_BENCH_PORTCULLIS_B")?;
     let env = std::env::var("PC_BENCH_PORTCULLIS_B_ENV")
         .unwrap_or_default()
@@ -670,7 +689,12 @@ fn alt_binary() -> Option<(std::path::PathBuf, Vec<(String, String)>)> {
             (k.to_string(), v.to_string())
         })
         .collect();
-    Some((bin.into(), env))
+    let toml = std::env::var("PC_BENCH_PORTCULLIS_B_TOML").unwrap_or_default();
+    Some(AltBinary {
+        bin: bin.into(),
+        env,
+        toml,
+    })
 }
 
 fn main() {

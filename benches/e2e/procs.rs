@@ -117,10 +117,12 @@ pub fn portcullis_bin() -> PathBuf {
 }
 
 /// Starts a portcullis binary: mTLS on `[::1]:port` in front of mariadbd's
-/// Unix socket, with the PKI's CA and CRL.
+/// Unix socket, with the PKI's CA and CRL; `extra` is added to the config's
+/// top level (e.g. `workers = 1`).
 pub fn start_portcullis(
     bin: &Path,
     env: &[(String, String)],
+    extra: &str,
     pki: &super::pki::BenchPki,
     socket: &Path,
     workdir: &Path,
@@ -129,6 +131,7 @@ pub fn start_portcullis(
     let p = |n: &str| pki.path(n).display().to_string();
     let toml = format!(
         r#"shutdown_timeout = "1s"
+{extra}
 
 [[backend]]
 name = "db"

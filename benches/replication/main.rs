@@ -121,6 +121,7 @@ async fn main() {
     let proxy = procs::start_portcullis(
         &procs::portcullis_bin(),
         &[],
+        "",
         &pki,
         primary.socket_path(),
         work.path(),
