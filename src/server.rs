@@ -316,10 +316,7 @@ async fn accept_loop(
                 let detached = match accepted.detach() {
                     Ok(d) => d,
                     Err(e) => {
-                        tracing::warn!(listener = %rt.config.name, error = %e, "cannot hand the connection to a worker");
-                        let result = Err(SessionError::Worker(e));
-                        ls.metrics
-                            .record(&SessionInfo::default(), &result, rt.route.name());
+                        not_handed_over(&rt, &ls.metrics, e);
                         continue;
                     }
                 };
@@ -332,12 +329,7 @@ async fn accept_loop(
                         Ok(Accepted::Unix(s)) => {
                             run_session(s, None, None, &rt, &ls.metrics, &token).await
                         }
-                        Err(e) => {
-                            tracing::warn!(listener = %rt.config.name, error = %e, "worker cannot take the connection");
-                            let result = Err(SessionError::Worker(e));
-                            ls.metrics
-                                .record(&SessionInfo::default(), &result, rt.route.name());
-                        }
+                        Err(e) => not_handed_over(&rt, &ls.metrics, e),
                     }
                     drop(permit);
                 });
@@ -390,6 +382,15 @@ async fn run_session<S: session::ClientIo>(
     let result = session::serve(stream, rt, &mut info, token, metrics.bytes()).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
     metrics.record(&info, &result, rt.route.name());
+}
+
+/// A connection that could not be moved to a session worker (taking the
+/// socket off this thread's event loop or registering it with the
+/// worker's failed): closed without an answer, logged and counted.
+fn not_handed_over(rt: &ListenerRuntime, metrics: &ListenerMetrics, e: std::io::Error) {
+    tracing::warn!(listener = %rt.config.name, error = %e, "cannot hand the connection to a worker");
+    let result = Err(SessionError::Worker(e));
+    metrics.record(&SessionInfo::default(), &result, rt.route.name());
 }
 
 async fn refuse_full<S: session::ClientIo>(

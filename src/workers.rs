@@ -72,13 +72,8 @@ impl Workers {
     }
 
     /// How many workers run.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.workers.len()
-    }
-
-    /// Always false: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
     }
 
     /// Runs `task` on the worker with the fewest running tasks, tracked by
@@ -105,7 +100,8 @@ impl Workers {
     }
 
     /// Sessions currently on each worker, in worker order.
-    pub fn loads(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn loads(&self) -> Vec<usize> {
         self.workers
             .iter()
             .map(|w| w.load.load(Ordering::Relaxed))
