@@ -111,10 +111,6 @@ fn usage() -> Usage {
     }
 }
 
-async fn settle(proxy: &TestProxy) {
-    proxy.settle().await;
-}
-
 /// Waits until descriptors and tasks are back at `base` (closing is
 /// asynchronous on both sides of a socket), then returns the final usage.
 async fn back_to(base: Usage) -> Usage {
@@ -228,7 +224,7 @@ impl Rig {
         };
         warm_up(&rig.opts("public")).await;
         warm_up(&rig.opts("stable")).await;
-        settle(&rig.proxy).await;
+        rig.proxy.settle().await;
         rig
     }
 
@@ -332,7 +328,7 @@ async fn idle_sessions_round(rig: &Rig, n: u64, round: u64) -> (Usage, Usage) {
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
-    settle(proxy).await;
+    proxy.settle().await;
     let after = back_to(before).await;
     println!(
         "round {}: {n} idle mTLS sessions opened in {opened:?}, all used and closed in {:?}",
@@ -390,7 +386,7 @@ async fn connection_storm_of_new_tls_sessions() {
     }
     assert_eq!(done, total);
     let took = started.elapsed();
-    settle(proxy).await;
+    proxy.settle().await;
     let after = back_to(before).await;
     let relayed: u64 = outcome_counts(proxy)
         .iter()
@@ -534,7 +530,7 @@ async fn soak_queries_reloads_and_redirect_switches() {
     assert!(failures.is_empty(), "{failures:?}");
     // Leave the listener as the file says, then let everything close.
     std::fs::write(&path, &cfg).unwrap();
-    settle(proxy).await;
+    proxy.settle().await;
     let after = back_to(before).await;
     let q = queries.load(Ordering::Relaxed);
     println!(
