@@ -596,7 +596,7 @@ async fn payload_section(env: &Env, p: &Params) {
 async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
     let mut bins = vec![(
         "portcullis",
-        AltBinary {
+        Variant {
             bin: procs::portcullis_bin(),
             env: Vec::new(),
             toml: String::new(),
@@ -618,7 +618,7 @@ async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
 /// Opens idle sessions through a fresh portcullis (so earlier workloads'
 /// allocator state does not count) and prints its RSS at each level;
 /// returns KiB per session at the last level.
-async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &AltBinary) -> f64 {
+async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &Variant) -> f64 {
     let fresh = procs::start_portcullis(
         &b.bin,
         &b.env,
@@ -666,7 +666,7 @@ async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &AltBinary) -> f64 
 }
 
 /// A portcullis to measure: binary, extra environment, extra config.
-struct AltBinary {
+struct Variant {
     bin: std::path::PathBuf,
     env: Vec<(String, String)>,
     toml: String,
@@ -677,7 +677,7 @@ struct AltBinary {
 /// `PC_BENCH_PORTCULLIS_B_ENV` ("K=V K=V", e.g. "PORTCULLIS_LOG=warn") and
 /// the extra top-level config lines in `PC_BENCH_PORTCULLIS_B_TOML`
 /// (e.g. "workers = 1").
-fn alt_binary() -> Option<AltBinary> {
+fn alt_binary() -> Option<Variant> {
     let bin = std::env::var_os("PC_BENCH_PORTCULLIS_B")?;
     let env = std::env::var("PC_BENCH_PORTCULLIS_B_ENV")
         .unwrap_or_default()
@@ -690,7 +690,7 @@ fn alt_binary() -> Option<AltBinary> {
         })
         .collect();
     let toml = std::env::var("PC_BENCH_PORTCULLIS_B_TOML").unwrap_or_default();
-    Some(AltBinary {
+    Some(Variant {
         bin: bin.into(),
         env,
         toml,
