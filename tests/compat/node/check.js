@@ -117,6 +117,43 @@ function refused(code, ...args) {
   };
 }
 
+// COM_CHANGE_USER on one connection: app_native -> app_ed (ed25519) -> app_native, each checked
+// with CURRENT_USER(), then app_native with a wrong password, which must give the server's
+// 1045. A connector without client_ed25519 must fail the ed25519 step naming that plugin; the
+// rest then runs on a new connection.
+async function changeUser() {
+  const db = env('COMPAT_DB');
+  const steps = [];
+  let c = await app();
+  try {
+    const to = async (user, password) => {
+      await c.changeUser({ user, password, database: db });
+      const got = await first(c, 'SELECT CURRENT_USER()');
+      if (got !== `${user}@%`) throw new Error(`after changeUser to ${user}, CURRENT_USER() is ${got}`);
+      steps.push(got);
+    };
+    try {
+      await to(env('COMPAT_ED_USER'), env('COMPAT_ED_PASSWORD'));
+    } catch (e) {
+      if (!d.noEd25519 || !describe(e).includes('client_ed25519')) throw e;
+      steps.push(`${env('COMPAT_ED_USER')} not possible (${d.noEd25519}: ${describe(e)})`);
+      c.destroy();
+      c = await app();
+    }
+    await to(env('COMPAT_USER'), env('COMPAT_PASSWORD'));
+    try {
+      await c.changeUser({ user: env('COMPAT_USER'), password: 'not-the-password', database: db });
+    } catch (e) {
+      const text = describe(e);
+      if (!text.startsWith('1045 ')) throw new Error(`wrong password: expected error 1045, got: ${text}`);
+      return `changeUser: ${steps.join(', then ')}; wrong password: ${text}`;
+    }
+    throw new Error('changeUser with a wrong password succeeded');
+  } finally {
+    c.destroy();
+  }
+}
+
 async function main() {
   console.log(`VERSION ${d.version}`);
   const cert = env('COMPAT_CERT');
@@ -159,6 +196,7 @@ async function main() {
   await report('revoked', refused(undefined, env('COMPAT_USER'), env('COMPAT_PASSWORD'), port, env('COMPAT_REVOKED_CERT'), env('COMPAT_REVOKED_KEY')));
   await report('wrong_password', refused(1045, env('COMPAT_USER'), 'not-the-password', port, cert, key));
   await report('redirect', refused(4196, env('COMPAT_USER'), env('COMPAT_PASSWORD'), Number(env('COMPAT_REDIRECT_PORT')), cert, key));
+  await report('change_user', changeUser);
   process.exitCode = failed ? 1 : 0;
 }
 
