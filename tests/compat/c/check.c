@@ -218,6 +218,43 @@ static void refused(const char *check, unsigned code, const char *user, const ch
     }
 }
 
+/* COM_CHANGE_USER on one connection: app_native -> app_ed (ed25519) -> app_native, each checked
+ * with CURRENT_USER(), then app_native with a wrong password, which must give the server's 1045. */
+static int change_to(MYSQL *m, const char *user, const char *pass_, char *got, size_t got_len) {
+    unsigned long len;
+    char *v;
+    if (mysql_change_user(m, user, pass_, env("COMPAT_DB"))) {
+        fail("change_user", "mysql_change_user to %s: %u %s", user, mysql_errno(m), mysql_error(m));
+        return 0;
+    }
+    if (!(v = query_one(m, "change_user", "SELECT CURRENT_USER()", &len))) return 0;
+    snprintf(got, got_len, "%s", v);
+    free(v);
+    if (strncmp(got, user, strlen(user)) != 0 || strcmp(got + strlen(user), "@%") != 0) {
+        fail("change_user", "after mysql_change_user to %s, CURRENT_USER() is %s", user, got);
+        return 0;
+    }
+    return 1;
+}
+
+static void check_change_user(void) {
+    char ed[128], native[128];
+    MYSQL *m = app("change_user");
+    if (!m) return;
+    if (change_to(m, env("COMPAT_ED_USER"), env("COMPAT_ED_PASSWORD"), ed, sizeof ed) &&
+        change_to(m, env("COMPAT_USER"), env("COMPAT_PASSWORD"), native, sizeof native)) {
+        if (!mysql_change_user(m, env("COMPAT_USER"), "not-the-password", env("COMPAT_DB")))
+            fail("change_user", "mysql_change_user with a wrong password succeeded");
+        else if (mysql_errno(m) != 1045)
+            fail("change_user", "wrong password: expected error 1045, got: %u %s", mysql_errno(m),
+                 mysql_error(m));
+        else
+            pass("change_user", "mysql_change_user: %s, then %s; wrong password: %u %s", ed,
+                 native, mysql_errno(m), mysql_error(m));
+    }
+    mysql_close(m);
+}
+
 int main(void) {
     printf("VERSION libmariadb (Connector/C) %s (client info %s)\n", MARIADB_PACKAGE_VERSION,
            mysql_get_client_info());
@@ -232,6 +269,7 @@ int main(void) {
             env("COMPAT_CERT"), env("COMPAT_KEY"));
     refused("redirect", 4196, env("COMPAT_USER"), env("COMPAT_PASSWORD"),
             env("COMPAT_REDIRECT_PORT"), env("COMPAT_CERT"), env("COMPAT_KEY"));
+    check_change_user();
     mysql_library_end();
     return failed;
 }

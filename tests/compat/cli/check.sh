@@ -71,4 +71,21 @@ refused wrong_password "ERROR 1045 " "$COMPAT_PORT" "$COMPAT_USER" "not-the-pass
     "$COMPAT_CERT" "$COMPAT_KEY"
 refused redirect "ERROR 4196 " "$COMPAT_REDIRECT_PORT" "$COMPAT_USER" "$COMPAT_PASSWORD" \
     "$COMPAT_CERT" "$COMPAT_KEY"
+# The CLI has no command that sends COM_CHANGE_USER (`connect` opens a new connection): NA,
+# with the commands its `help` lists, as observed through portcullis.
+if out="$(app -e help 2>&1)"; then
+    commands="$(echo "$out" | awk '$2 ~ /^\(\\.\)$/ { print $1 }' | tr '\n' ' ')"
+    if [ -z "$commands" ]; then
+        echo "CHECK change_user FAIL no command list in the output of help: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"
+        ok=1
+    elif echo "$out" | grep -qi 'change.\{0,1\}user'; then
+        echo "CHECK change_user FAIL the client now lists a change-user command: extend this check: $commands"
+        ok=1
+    else
+        echo "CHECK change_user NA the mariadb CLI has no change-user command (help lists: ${commands% }; connect opens a new connection)"
+    fi
+else
+    echo "CHECK change_user FAIL help: $(echo "$out" | tr '\n' ' ')"
+    ok=1
+fi
 exit "$ok"

@@ -20,6 +20,13 @@ public class Check {
         String run() throws Exception;
     }
 
+    /** What the connector does not implement: reported as NA with this message. */
+    static class NotImplemented extends Exception {
+        NotImplemented(String message) {
+            super(message);
+        }
+    }
+
     static String env(String k) {
         String v = System.getenv(k);
         if (v == null) {
@@ -61,6 +68,8 @@ public class Check {
     static void report(String name, Body body) {
         try {
             System.out.println("CHECK " + name + " PASS " + body.run());
+        } catch (NotImplemented e) {
+            System.out.println("CHECK " + name + " NA " + e.getMessage());
         } catch (Exception e) {
             failed = true;
             System.out.println("CHECK " + name + " FAIL " + describe(e).replaceAll("\\s+", " "));
@@ -166,6 +175,26 @@ public class Check {
                 env("COMPAT_PORT"), env("COMPAT_P12")));
         report("redirect", refused(4196, env("COMPAT_USER"), env("COMPAT_PASSWORD"),
                 env("COMPAT_REDIRECT_PORT"), env("COMPAT_P12")));
+        // JDBC has no change-user API; look for one in the driver's own connection class too.
+        report("change_user", () -> {
+            try (Connection c = app()) {
+                Class<?> cls = c.unwrap(org.mariadb.jdbc.MariaDbConnection.class).getClass();
+                java.util.List<String> found = new java.util.ArrayList<>();
+                for (java.lang.reflect.Method m : cls.getMethods()) {
+                    String n = m.getName().toLowerCase();
+                    if (n.contains("changeuser") || n.contains("change_user")) {
+                        found.add(m.getName());
+                    }
+                }
+                if (!found.isEmpty()) {
+                    throw new IllegalStateException(cls.getName() + " now has " + found
+                            + ": extend this check");
+                }
+                throw new NotImplemented("Connector/J " + driverVersion() + " has no change-user"
+                        + " API: java.sql.Connection defines none and " + cls.getName()
+                        + " has no such method");
+            }
+        });
         System.exit(failed ? 1 : 0);
     }
 }

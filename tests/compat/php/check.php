@@ -51,6 +51,8 @@ if ($api === 'mysqli') {
     $rollback = fn ($c) => $c->rollback();
     $version = 'mysqli (mysqlnd ' . mysqli_get_client_info() . ', PHP ' . PHP_VERSION . ')';
     $error_class = mysqli_sql_exception::class;
+    // COM_CHANGE_USER (mysqli::change_user; throws under MYSQLI_REPORT_STRICT).
+    $change_user = fn ($c, string $user, string $pass) => $c->change_user($user, $pass, $e('COMPAT_DB'));
 } elseif ($api === 'pdo_mysql') {
     $connect = function (string $user, string $pass, int $port, string $cert, string $key) use ($e, &$verify_server, &$host) {
         return new PDO(
@@ -83,6 +85,7 @@ if ($api === 'mysqli') {
     $rollback = fn ($c) => $c->rollBack();
     $version = 'PDO_MySQL (mysqlnd ' . mysqli_get_client_info() . ', PHP ' . PHP_VERSION . ')';
     $error_class = PDOException::class;
+    $change_user = null;
 } else {
     fwrite(STDERR, "usage: php check.php mysqli|pdo_mysql (got '$api')\n");
     exit(2);
@@ -100,12 +103,19 @@ function describe(Throwable $t): string
     return $t->getCode() . ' ' . $t->getMessage();
 }
 
+// What the connector does not implement: reported as NA with its message.
+class NotImplemented extends Exception
+{
+}
+
 function report(string $name, callable $fn, ?string $na_reason = null): void
 {
     global $failed;
     try {
         $detail = $fn();
         echo "CHECK $name PASS $detail\n";
+    } catch (NotImplemented $t) {
+        echo "CHECK $name NA " . $t->getMessage() . "\n";
     } catch (Throwable $t) {
         $text = preg_replace('/\s+/', ' ', describe($t));
         if ($na_reason !== null) {
@@ -204,4 +214,47 @@ report('big_result', function () use ($app, $one, $e) {
 report('revoked', refused(fn () => $connect($user, $pass, $port, $e('COMPAT_REVOKED_CERT'), $e('COMPAT_REVOKED_KEY')), null));
 report('wrong_password', refused(fn () => $connect($user, 'not-the-password', $port, $cert, $key), 1045));
 report('redirect', refused(fn () => $connect($user, $pass, (int) $e('COMPAT_REDIRECT_PORT'), $cert, $key), 4196));
+// COM_CHANGE_USER on one connection: app_native -> app_ed (ed25519) -> app_native, each checked
+// with CURRENT_USER(), then app_native with a wrong password, which must give the server's
+// 1045. mysqlnd has no client_ed25519: the ed25519 step must fail naming that plugin, and the
+// rest runs on a new connection.
+report('change_user', function () use ($app, $one, $e, $change_user, $user, $pass, $version) {
+    $c = $app();
+    if ($change_user === null) {
+        $found = preg_grep('/change.?user/i', get_class_methods($c));
+        if ($found) {
+            throw new RuntimeException(get_class($c) . ' now has ' . implode(', ', $found) . ': extend this check');
+        }
+        throw new NotImplemented("$version has no change-user API: the " . get_class($c) . ' class has no such method and never sends COM_CHANGE_USER');
+    }
+    $steps = [];
+    $to = function (string $u, string $p) use (&$c, $one, $change_user, &$steps) {
+        $change_user($c, $u, $p);
+        $got = $one($c, 'SELECT CURRENT_USER()')[0];
+        if ($got !== "$u@%") {
+            throw new RuntimeException("after change_user to $u, CURRENT_USER() is $got");
+        }
+        $steps[] = $got;
+    };
+    try {
+        $to($e('COMPAT_ED_USER'), $e('COMPAT_ED_PASSWORD'));
+    } catch (mysqli_sql_exception $t) {
+        if (!str_contains(describe($t), 'client_ed25519')) {
+            throw $t;
+        }
+        $steps[] = $e('COMPAT_ED_USER') . ' not possible (mysqlnd has no client_ed25519: ' . describe($t) . ')';
+        $c = $app();
+    }
+    $to($user, $pass);
+    try {
+        $change_user($c, $user, 'not-the-password');
+    } catch (mysqli_sql_exception $t) {
+        $text = describe($t);
+        if (!str_starts_with($text, '1045 ')) {
+            throw new RuntimeException("wrong password: expected error 1045, got: $text");
+        }
+        return 'change_user: ' . implode(', then ', $steps) . "; wrong password: $text";
+    }
+    throw new RuntimeException('change_user with a wrong password succeeded');
+});
 exit($failed ? 1 : 0);

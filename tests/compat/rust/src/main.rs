@@ -174,6 +174,10 @@ trait Connector {
     async fn transaction(t: &Target, table: &str) -> Result<Vec<i32>, String>;
     /// The value of [`big_sql`].
     async fn big(t: &Target) -> Result<String, String>;
+    /// COM_CHANGE_USER on one connection logged in as the app user: to the ed25519 user, then
+    /// to the app user, with `CURRENT_USER()` after each; then to the app user with a wrong
+    /// password, whose outcome is the second value.
+    async fn change_user(t: &Target) -> Result<(Vec<String>, Result<(), String>), String>;
 }
 
 /// Runs one check through connector `C`: `Ok(detail)` for PASS, `Err(detail)` otherwise.
@@ -202,12 +206,29 @@ async fn check<C: Connector>(t: &Target, name: &str, table: &str) -> Result<Stri
             expect_refused(C::connect_only(t, Who::Redirect).await),
             4196,
         ),
+        "change_user" => {
+            let (users, wrong) = C::change_user(t).await?;
+            let want = [format!("{}@%", t.ed_user), format!("{}@%", t.user)];
+            if users != want {
+                return Err(format!(
+                    "CURRENT_USER() after each change: {users:?}, expected {want:?}"
+                ));
+            }
+            match wrong {
+                Ok(()) => Err("change_user with a wrong password succeeded".into()),
+                Err(m) if m.starts_with("1045 ") => Ok(format!(
+                    "change_user: {}, then {}; wrong password: {m}",
+                    users[0], users[1]
+                )),
+                Err(m) => Err(format!("wrong password: expected error 1045, got: {m}")),
+            }
+        }
         other => Err(format!("unknown check {other}")),
     }
 }
 
 /// Every check, in the order of the matrix.
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "query",
     "ed25519",
     "prepared",
@@ -216,6 +237,7 @@ const CHECKS: [&str; 8] = [
     "revoked",
     "wrong_password",
     "redirect",
+    "change_user",
 ];
 
 /// Runs every check with connector `C` and prints its line. True when nothing failed.
@@ -236,7 +258,7 @@ async fn run_all<C: Connector>(t: &Target, table: &str) -> bool {
 mod with_mysql_async {
     use super::*;
     use mysql_async::prelude::Queryable;
-    use mysql_async::{ClientIdentity, Conn, OptsBuilder, SslOpts, TxOpts};
+    use mysql_async::{ChangeUserOpts, ClientIdentity, Conn, OptsBuilder, SslOpts, TxOpts};
 
     fn opts(t: &Target, who: Who) -> OptsBuilder {
         let c = t.creds(who);
@@ -324,6 +346,30 @@ mod with_mysql_async {
                 .map_err(msg)?
                 .ok_or_else(|| "no row".to_string())
         }
+
+        async fn change_user(t: &Target) -> Result<(Vec<String>, Result<(), String>), String> {
+            let to = |user: &str, pass: &str| {
+                ChangeUserOpts::default()
+                    .with_user(Some(user.to_string()))
+                    .with_pass(Some(pass.to_string()))
+                    .with_db_name(Some(t.db.clone()))
+            };
+            let mut c = connect(t, Who::App).await?;
+            let mut users = Vec::new();
+            for (user, pass) in [(&t.ed_user, &t.ed_password), (&t.user, &t.password)] {
+                c.change_user(to(user, pass))
+                    .await
+                    .map_err(|e| format!("change_user to {user}: {}", msg(e)))?;
+                let u: String = c
+                    .query_first("SELECT CURRENT_USER()")
+                    .await
+                    .map_err(msg)?
+                    .ok_or_else(|| "no row".to_string())?;
+                users.push(u);
+            }
+            let wrong = c.change_user(to(&t.user, "not-the-password")).await;
+            Ok((users, wrong.map_err(msg)))
+        }
     }
 }
 
@@ -367,8 +413,8 @@ mod with_sqlx {
     impl Connector for Sqlx {
         const VERSION: &'static str = "sqlx 0.8.6 (mysql, runtime-tokio, tls-rustls-ring-webpki)";
         // sqlx-mysql implements mysql_native_password, caching_sha2_password,
-        // sha256_password and mysql_clear_password only.
-        const NOT_IMPLEMENTED: &'static [&'static str] = &["ed25519"];
+        // sha256_password and mysql_clear_password only, and has no change-user API.
+        const NOT_IMPLEMENTED: &'static [&'static str] = &["ed25519", "change_user"];
 
         async fn connect_only(t: &Target, who: Who) -> Result<(), String> {
             connect(t, who).await?.close().await.map_err(msg)
@@ -428,6 +474,14 @@ mod with_sqlx {
                 .await
                 .map_err(msg)?;
             row.try_get(0).map_err(msg)
+        }
+
+        async fn change_user(_: &Target) -> Result<(Vec<String>, Result<(), String>), String> {
+            Err(
+                "sqlx 0.8.6 has no change-user API: neither MySqlConnection nor the Connection \
+                 trait has a method that sends COM_CHANGE_USER (sqlx-mysql never sends it)"
+                    .into(),
+            )
         }
     }
 }
