@@ -33,6 +33,8 @@
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
 //! - [`metrics`] — what the proxy counts and reports about itself:
 //!   lifecycle, per-listener counters (atomics only), Prometheus encoding.
+//! - [`time`] — Unix seconds and their RFC 3339 form, for what the proxy
+//!   reports.
 //! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
 //!   its own thread and runtime, apart from the data path.
 
@@ -55,6 +57,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod time;
 pub mod tls;
 pub mod workers;
 

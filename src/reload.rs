@@ -25,7 +25,8 @@ use tokio::sync::watch;
 
 use crate::backend::BackendRuntime;
 use crate::config::{BackendTlsConfig, Config, ConfigError, OnRevoke, TlsConfig};
-use crate::metrics::{rfc3339, unix_seconds, ListenerState, ProxyState};
+use crate::metrics::{ListenerState, ProxyState};
+use crate::time::{rfc3339, unix_seconds};
 use crate::tls::{ClientTls, Digest, Material, ServerTls, TlsLoadError};
 
 /// What started a reload, as logs, metrics and `/status` name it.

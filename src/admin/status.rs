@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{rfc3339, unix_seconds, ProxyState};
+use crate::metrics::ProxyState;
 use crate::reload::ReloadRecord;
+use crate::time::{rfc3339, unix_seconds};
 use crate::tls::CertInfo;
 
 /// The whole `/status` answer. Field names are part of the API: add, never

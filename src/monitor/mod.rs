@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::BackendRuntime;
 use crate::config::MonitorConfig;
-use crate::metrics::{rfc3339, unix_seconds};
+use crate::time::{rfc3339, unix_seconds};
 use client::{MonitorConn, MonitorError};
 
 /// What the monitor last saw of one backend.
