@@ -31,8 +31,11 @@
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
 //! - [`outcome`] — how a connection ended: stable labels, whose fault.
-//! - [`metrics`] — what the proxy counts and reports about itself:
-//!   lifecycle, per-listener counters (atomics only), Prometheus encoding.
+//! - [`metrics`] — what the proxy counts about itself: per-listener
+//!   counters and gauges, atomics only.
+//! - [`state`] — the running proxy as admin, reloads and metrics read it:
+//!   lifecycle, listeners, backends, topology.
+//! - [`exposition`] — the Prometheus text of the counters and the state.
 //! - [`time`] — Unix seconds and their RFC 3339 form, for what the proxy
 //!   reports.
 //! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
@@ -43,6 +46,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod exposition;
 pub mod failover;
 pub mod listener;
 pub mod live;
@@ -57,6 +61,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod time;
 pub mod tls;
 pub mod workers;

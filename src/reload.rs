@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::backend::BackendRuntime;
 use crate::config::{BackendTlsConfig, Config, ConfigError, OnRevoke, TlsConfig};
-use crate::metrics::{ListenerState, ProxyState};
+use crate::state::{ListenerState, ProxyState};
 use crate::time::{rfc3339, unix_seconds};
 use crate::tls::{ClientTls, Digest, Material, ServerTls, TlsLoadError};
 
@@ -368,16 +368,6 @@ impl ReloadReport {
                 ListenerReload::Unchanged | ListenerReload::Reloaded { .. }
             )
         })
-    }
-}
-
-/// Serializes reloads across triggers.
-#[derive(Default)]
-pub struct ReloadLock(Mutex<()>);
-
-impl ReloadLock {
-    fn hold(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -14,10 +14,11 @@ use crate::backend::{self, BackendRuntime};
 use crate::config::Route;
 use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
-use crate::metrics::{Lifecycle, ListenerMetrics, ListenerState, ProxyState};
+use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
 use crate::outcome::{Fault, Finished, SessionError};
 use crate::session::{self, SessionInfo};
+use crate::state::{Lifecycle, ListenerState, ProxyState};
 use crate::tls::TlsLoadError;
 use crate::workers::Workers;
 

@@ -365,7 +365,7 @@ async fn metric_reaches(proxy: &TestProxy, series: &str, value: &str) {
     let want = format!("{series} {value}\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let text = proxy.state().encode_metrics();
+        let text = portcullis::exposition::encode(&proxy.state());
         if text.contains(&want) {
             return;
         }

@@ -38,7 +38,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::config::{AdminConfig, ListenAddr, TokenError};
-use crate::metrics::{ProxyState, METRICS_CONTENT_TYPE};
+use crate::metrics::METRICS_CONTENT_TYPE;
+use crate::state::ProxyState;
 
 pub use status::Status;
 
@@ -307,7 +308,7 @@ fn route_with_body(
         "/metrics" => respond(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
-            ctx.state.encode_metrics(),
+            crate::exposition::encode(&ctx.state),
         ),
         "/reload" => reload(&ctx.state),
         "/topology" => match &ctx.state.topology {
@@ -658,8 +659,7 @@ mod tests {
                 "{\n  \"error\": \"starting: listeners bound but not accepting yet; no listener is bound\"\n}\n".into()
             )
         );
-        open.state
-            .set_lifecycle(crate::metrics::Lifecycle::Draining);
+        open.state.set_lifecycle(crate::state::Lifecycle::Draining);
         assert_eq!(
             answer(route(&Method::GET, "/health", &h, &open)).2,
             "{\n  \"error\": \"draining: not accepting new connections, waiting for sessions to finish; no listener is bound\"\n}\n"

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::ProxyState;
 use crate::reload::ReloadRecord;
+use crate::state::ProxyState;
 use crate::time::{rfc3339, unix_seconds};
 use crate::tls::CertInfo;
 
