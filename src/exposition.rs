@@ -3,20 +3,27 @@
 //! reads from [`ProxyState`] (TLS material in service, reload counters,
 //! the topology).
 //!
+//! Each family is one call of [`family`]: name, help and the samples as
+//! (labels, value); the value's type ([`Counter`], [`Gauge`],
+//! [`Histogram`]) is the family's.
+//!
 //! Metric names, help texts and label values are part of the public
 //! interface (dashboards and alerts depend on them): never change one once
 //! released. docs/operations.md lists them all.
 
-use std::sync::atomic::Ordering;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::VERSION;
-use crate::state::ProxyState;
+use crate::metrics::{ListenerMetrics, VERSION};
+use crate::monitor::{Topology, ROLES};
+use crate::state::{ListenerState, ProxyState};
+use crate::tls::CertInfo;
 
 /// The OpenMetrics text exposition of every metric (served with
 /// [`crate::metrics::METRICS_CONTENT_TYPE`]).
@@ -29,288 +36,312 @@ pub fn encode(state: &Arc<ProxyState>) -> String {
     out
 }
 
+/// A sample's value; its type is its family's.
+trait Value {
+    const TYPE: MetricType;
+    fn encode(&self, m: &mut MetricEncoder<'_>) -> fmt::Result;
+}
+
+struct Counter(u64);
+struct Gauge(i64);
+/// (sum in seconds, count, per-bucket counts with their upper bounds).
+struct Histogram((f64, u64, Vec<(f64, u64)>));
+
+impl Value for Counter {
+    const TYPE: MetricType = MetricType::Counter;
+    fn encode(&self, m: &mut MetricEncoder<'_>) -> fmt::Result {
+        m.encode_counter::<NoLabelSet, u64, u64>(&self.0, None)
+    }
+}
+
+impl Value for Gauge {
+    const TYPE: MetricType = MetricType::Gauge;
+    fn encode(&self, m: &mut MetricEncoder<'_>) -> fmt::Result {
+        m.encode_gauge(&self.0)
+    }
+}
+
+impl Value for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+    fn encode(&self, m: &mut MetricEncoder<'_>) -> fmt::Result {
+        let (sum, count, buckets) = &self.0;
+        m.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)
+    }
+}
+
+/// Encodes one metric family: its descriptor, then one sample per
+/// (labels, value).
+fn family<L: EncodeLabelSet, V: Value>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, V::TYPE)?;
+    for (labels, value) in samples {
+        value.encode(&mut m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Per listener, a counter keyed by one more label (`key`) whose values
+/// appear at run time.
+fn by_listener<'a>(
+    listeners: &'a [Arc<ListenerState>],
+    key: &'static str,
+    read: fn(&ListenerMetrics) -> Vec<(Arc<str>, u64)>,
+) -> impl Iterator<Item = (impl EncodeLabelSet + 'a, Counter)> + 'a {
+    listeners.iter().flat_map(move |l| {
+        read(&l.metrics)
+            .into_iter()
+            .map(move |(value, n)| (([("listener", l.name())], [(key, value)]), Counter(n)))
+    })
+}
+
+/// A (result, count) pair of reload counters.
+fn results<'a>(ok: &'a AtomicU64, failed: &'a AtomicU64) -> [(&'static str, u64); 2] {
+    [("success", ok), ("failure", failed)].map(|(r, n)| (r, n.load(Ordering::Relaxed)))
+}
+
+/// The labels of one certificate in service: whose, its role, subject and
+/// serial.
+fn cert_labels<'a>(
+    owner: (&'static str, &'a str),
+    role: &'static str,
+    c: &'a CertInfo,
+) -> [(&'static str, &'a str); 4] {
+    [
+        owner,
+        ("role", role),
+        ("subject", &c.subject),
+        ("serial", &c.serial),
+    ]
+}
+
 /// Reads every metric at scrape time.
 #[derive(Debug)]
 struct Scrape(Arc<ProxyState>);
 
-type L1<'a> = [(&'static str, &'a str); 1];
-type L2<'a> = [(&'static str, &'a str); 2];
-
 impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let listeners = &self.0.listeners;
-
-        let mut m = enc.encode_descriptor(
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let state = &self.0;
+        enc.encode_descriptor(
             "build",
             "Build information: the running version.",
             None,
             MetricType::Info,
-        )?;
-        m.encode_info(&[("version", VERSION)])?;
-
-        let mut m = enc.encode_descriptor(
-            "connections",
-            "Connections finished, by listener and outcome label.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            for (outcome, n) in l.metrics.outcomes() {
-                let labels: L2 = [("listener", l.name()), ("outcome", &outcome)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
+        )?
+        .encode_info(&[("version", VERSION)])?;
+        listener_families(&mut enc, &state.listeners)?;
+        tls_families(&mut enc, state)?;
+        if let Some(topology) = &state.topology {
+            topology_families(&mut enc, topology)?;
         }
-
-        let mut m = enc.encode_descriptor(
-            "redirects",
-            "Clients answered with the instant-failover redirect, by listener.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            let labels: L1 = [("listener", l.name())];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&l.metrics.redirects(), None)?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "active_sessions",
-            "Sessions in progress, by listener.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            let labels: L1 = [("listener", l.name())];
-            m.encode_family(&labels)?
-                .encode_gauge(&l.metrics.active())?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "handshake_duration_seconds",
-            "Time from accept to the backend's authentication OK, for sessions that reached the relay phase.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for l in listeners {
-            let (sum, count, buckets) = l.metrics.handshake();
-            let labels: L1 = [("listener", l.name())];
-            m.encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "tls_failures",
-            "Failed TLS handshakes, by listener and reason.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            for (reason, n) in l.metrics.tls_failures() {
-                let labels: L2 = [("listener", l.name()), ("reason", &reason)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "backend_connect_errors",
-            "Failed connects to a backend, by listener and backend.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            for (backend, n) in l.metrics.backend_connect_errors() {
-                let labels: L2 = [("listener", l.name()), ("backend", &backend)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "bytes",
-            "Bytes relayed after authentication, by listener and direction, counted as they are written.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            let t = l.metrics.bytes().snapshot();
-            for (direction, n) in [("client_to_backend", t.up), ("backend_to_client", t.down)] {
-                let labels: L2 = [("listener", l.name()), ("direction", direction)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        // Expiry of the TLS material in service: alert well before these.
-        let mut m = enc.encode_descriptor(
-            "certificate_not_after_seconds",
-            "Not-after of the certificates each listener has in service (role server: the one it presents; role ca: the CAs client certificates are checked against), as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                let tls = tls.load();
-                let certs =
-                    std::iter::once(("server", &tls.leaf)).chain(tls.cas.iter().map(|c| ("ca", c)));
-                for (role, c) in certs {
-                    let labels = [
-                        ("listener", l.name()),
-                        ("role", role),
-                        ("subject", c.subject.as_str()),
-                        ("serial", c.serial.as_str()),
-                    ];
-                    m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "crl_next_update_seconds",
-            "Next-update of each CRL a listener checks client certificates against, as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                for crl in tls.load().crls.iter() {
-                    if let Some(next) = crl.next_update {
-                        let labels: L2 = [("listener", l.name()), ("issuer", &crl.issuer)];
-                        m.encode_family(&labels)?.encode_gauge(&next)?;
-                    }
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "tls_reloads",
-            "TLS material reloads that built new material (success) or kept the old in service (failure), by listener.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                for (result, n) in [
-                    ("success", &tls.material.reloads_ok),
-                    ("failure", &tls.material.reloads_failed),
-                ] {
-                    let labels: L2 = [("listener", l.name()), ("result", result)];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
-                }
-            }
-        }
-        let backends = &self.0.backends;
-        let mut m = enc.encode_descriptor(
-            "backend_certificate_not_after_seconds",
-            "Not-after of the outbound TLS certificates of each backend (role client: the certificate portcullis presents; role ca: the CAs the backend's certificate is checked against), as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for b in backends {
-            if let Some(tls) = &b.tls {
-                let tls = tls.load();
-                let certs = tls
-                    .leaf
-                    .iter()
-                    .map(|c| ("client", c))
-                    .chain(tls.cas.iter().map(|c| ("ca", c)));
-                for (role, c) in certs {
-                    let labels = [
-                        ("backend", b.config.name.as_str()),
-                        ("role", role),
-                        ("subject", c.subject.as_str()),
-                        ("serial", c.serial.as_str()),
-                    ];
-                    m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "backend_tls_reloads",
-            "Reloads of a backend's outbound TLS material that put new material in service (success) or kept the old (failure).",
-            None,
-            MetricType::Counter,
-        )?;
-        for b in backends {
-            if let Some(tls) = &b.tls {
-                for (result, n) in [
-                    ("success", &tls.reloads_ok),
-                    ("failure", &tls.reloads_failed),
-                ] {
-                    let labels: L2 = [("backend", b.config.name.as_str()), ("result", result)];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
-                }
-            }
-        }
-        if let Some(topology) = &self.0.topology {
-            let mut m = enc.encode_descriptor(
-                "backend_role",
-                "The monitor's classification of each backend: 1 for its current role, 0 for the others.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for b in &topology.backends {
-                let role = b.health.load().role;
-                for r in crate::monitor::ROLES {
-                    let labels: L2 = [("backend", b.backend.config.name.as_str()), ("role", r)];
-                    m.encode_family(&labels)?
-                        .encode_gauge(&i64::from(r == role))?;
-                }
-            }
-            let mut m = enc.encode_descriptor(
-                "backend_replication_lag_seconds",
-                "Seconds_Behind_Master of each replicating backend, as the monitor last read it.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for b in &topology.backends {
-                if let Some(lag) = b.health.load().lag_seconds {
-                    let labels: L1 = [("backend", b.backend.config.name.as_str())];
-                    m.encode_family(&labels)?.encode_gauge(&(lag as i64))?;
-                }
-            }
-            let mut m = enc.encode_descriptor(
-                "primary_changes",
-                "Times the primary changed (to another backend, or to none), monitor or pin.",
-                None,
-                MetricType::Counter,
-            )?;
-            m.encode_counter::<NoLabelSet, u64, u64>(
-                &topology.changes.load(Ordering::Relaxed),
-                None,
-            )?;
-        }
-        let mut m = enc.encode_descriptor(
-            "tls_loaded_timestamp_seconds",
-            "When the TLS material in service was loaded, by listener, as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                let labels: L1 = [("listener", l.name())];
-                m.encode_family(&labels)?
-                    .encode_gauge(&tls.load().loaded_at)?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "revoked_sessions",
-            "Live sessions whose client certificate newly loaded CAs or CRLs refuse, by listener and action (closed, or kept with on_revoke = keep).",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                for (action, n) in [("closed", &tls.revoked_closed), ("kept", &tls.revoked_kept)] {
-                    let labels: L2 = [("listener", l.name()), ("action", action)];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
-                }
-            }
-        }
-        Ok(())
+        tls_session_families(&mut enc, &state.listeners)
     }
+}
+
+/// What each listener's sessions counted.
+fn listener_families(
+    enc: &mut DescriptorEncoder<'_>,
+    listeners: &[Arc<ListenerState>],
+) -> fmt::Result {
+    family(
+        enc,
+        "connections",
+        "Connections finished, by listener and outcome label.",
+        by_listener(listeners, "outcome", ListenerMetrics::outcomes),
+    )?;
+    family(
+        enc,
+        "redirects",
+        "Clients answered with the instant-failover redirect, by listener.",
+        listeners
+            .iter()
+            .map(|l| ([("listener", l.name())], Counter(l.metrics.redirects()))),
+    )?;
+    family(
+        enc,
+        "active_sessions",
+        "Sessions in progress, by listener.",
+        listeners
+            .iter()
+            .map(|l| ([("listener", l.name())], Gauge(l.metrics.active()))),
+    )?;
+    family(
+        enc,
+        "handshake_duration_seconds",
+        "Time from accept to the backend's authentication OK, for sessions that reached the relay phase.",
+        listeners
+            .iter()
+            .map(|l| ([("listener", l.name())], Histogram(l.metrics.handshake()))),
+    )?;
+    family(
+        enc,
+        "tls_failures",
+        "Failed TLS handshakes, by listener and reason.",
+        by_listener(listeners, "reason", ListenerMetrics::tls_failures),
+    )?;
+    family(
+        enc,
+        "backend_connect_errors",
+        "Failed connects to a backend, by listener and backend.",
+        by_listener(
+            listeners,
+            "backend",
+            ListenerMetrics::backend_connect_errors,
+        ),
+    )?;
+    family(
+        enc,
+        "bytes",
+        "Bytes relayed after authentication, by listener and direction, counted as they are written.",
+        listeners.iter().flat_map(|l| {
+            let t = l.metrics.bytes().snapshot();
+            [("client_to_backend", t.up), ("backend_to_client", t.down)].map(|(direction, n)| {
+                ([("listener", l.name()), ("direction", direction)], Counter(n))
+            })
+        }),
+    )
+}
+
+/// The TLS material in service (expiry: alert well before these) and what
+/// reloads did to it, per listener and per backend with outbound TLS.
+fn tls_families(enc: &mut DescriptorEncoder<'_>, state: &ProxyState) -> fmt::Result {
+    // One snapshot of the material in service each: the families borrow
+    // their labels from it.
+    let server: Vec<_> = state
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let rt = l.runtime.tls.as_ref()?;
+            Some((l.name(), rt, rt.material.load()))
+        })
+        .collect();
+    let client: Vec<_> = state
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let rt = b.tls.as_ref()?;
+            Some((b.config.name.as_str(), rt, rt.load()))
+        })
+        .collect();
+    family(
+        enc,
+        "certificate_not_after_seconds",
+        "Not-after of the certificates each listener has in service (role server: the one it presents; role ca: the CAs client certificates are checked against), as a Unix timestamp.",
+        server.iter().flat_map(|(l, _, tls)| {
+            let cas = tls.cas.iter().map(|c| ("ca", c));
+            let certs = std::iter::once(("server", &tls.leaf)).chain(cas);
+            certs.map(move |(role, c)| (cert_labels(("listener", *l), role, c), Gauge(c.not_after)))
+        }),
+    )?;
+    family(
+        enc,
+        "crl_next_update_seconds",
+        "Next-update of each CRL a listener checks client certificates against, as a Unix timestamp.",
+        server.iter().flat_map(|(l, _, tls)| {
+            tls.crls.iter().filter_map(move |crl| {
+                Some(([("listener", *l), ("issuer", crl.issuer.as_str())], Gauge(crl.next_update?)))
+            })
+        }),
+    )?;
+    family(
+        enc,
+        "tls_reloads",
+        "TLS material reloads that built new material (success) or kept the old in service (failure), by listener.",
+        server.iter().flat_map(|(l, rt, _)| {
+            results(&rt.material.reloads_ok, &rt.material.reloads_failed)
+                .map(|(result, n)| ([("listener", *l), ("result", result)], Counter(n)))
+        }),
+    )?;
+    family(
+        enc,
+        "backend_certificate_not_after_seconds",
+        "Not-after of the outbound TLS certificates of each backend (role client: the certificate portcullis presents; role ca: the CAs the backend's certificate is checked against), as a Unix timestamp.",
+        client.iter().flat_map(|(b, _, tls)| {
+            let cas = tls.cas.iter().map(|c| ("ca", c));
+            let certs = tls.leaf.iter().map(|c| ("client", c)).chain(cas);
+            certs.map(move |(role, c)| (cert_labels(("backend", *b), role, c), Gauge(c.not_after)))
+        }),
+    )?;
+    family(
+        enc,
+        "backend_tls_reloads",
+        "Reloads of a backend's outbound TLS material that put new material in service (success) or kept the old (failure).",
+        client.iter().flat_map(|(b, rt, _)| {
+            results(&rt.reloads_ok, &rt.reloads_failed)
+                .map(|(result, n)| ([("backend", *b), ("result", result)], Counter(n)))
+        }),
+    )
+}
+
+/// The monitor's view of the backends (with a `[monitor]`).
+fn topology_families(enc: &mut DescriptorEncoder<'_>, topology: &Topology) -> fmt::Result {
+    family(
+        enc,
+        "backend_role",
+        "The monitor's classification of each backend: 1 for its current role, 0 for the others.",
+        topology.backends.iter().flat_map(|b| {
+            let (name, role) = (b.backend.config.name.as_str(), b.health.load().role);
+            ROLES.map(|r| {
+                (
+                    [("backend", name), ("role", r)],
+                    Gauge(i64::from(r == role)),
+                )
+            })
+        }),
+    )?;
+    family(
+        enc,
+        "backend_replication_lag_seconds",
+        "Seconds_Behind_Master of each replicating backend, as the monitor last read it.",
+        topology.backends.iter().filter_map(|b| {
+            let lag = b.health.load().lag_seconds?;
+            Some((
+                [("backend", b.backend.config.name.as_str())],
+                Gauge(lag as i64),
+            ))
+        }),
+    )?;
+    // One unlabeled sample.
+    let mut m = enc.encode_descriptor(
+        "primary_changes",
+        "Times the primary changed (to another backend, or to none), monitor or pin.",
+        None,
+        MetricType::Counter,
+    )?;
+    Counter(topology.changes.load(Ordering::Relaxed)).encode(&mut m)
+}
+
+/// What happened to the TLS listeners' live material and sessions. (After
+/// the topology: families keep the order they were added in, so the text
+/// stays the same from release to release.)
+fn tls_session_families(
+    enc: &mut DescriptorEncoder<'_>,
+    listeners: &[Arc<ListenerState>],
+) -> fmt::Result {
+    let tls: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| Some((l.name(), l.runtime.tls.as_ref()?)))
+        .collect();
+    family(
+        enc,
+        "tls_loaded_timestamp_seconds",
+        "When the TLS material in service was loaded, by listener, as a Unix timestamp.",
+        tls.iter()
+            .map(|(l, rt)| ([("listener", *l)], Gauge(rt.material.load().loaded_at))),
+    )?;
+    family(
+        enc,
+        "revoked_sessions",
+        "Live sessions whose client certificate newly loaded CAs or CRLs refuse, by listener and action (closed, or kept with on_revoke = keep).",
+        tls.iter().flat_map(|(l, rt)| {
+            [("closed", &rt.revoked_closed), ("kept", &rt.revoked_kept)].map(|(action, n)| {
+                ([("listener", *l), ("action", action)], Counter(n.load(Ordering::Relaxed)))
+            })
+        }),
+    )
 }
 
 /// Pins the whole OpenMetrics text of a small proxy: two listeners (one
