@@ -370,7 +370,8 @@ mod tests {
         info: &SessionInfo,
         result: Result<Finished, SessionError>,
     ) {
-        l.metrics.record(info, &result, "db1");
+        let backend = info.backend.as_deref().unwrap_or("db1");
+        crate::outcome::record(&l.metrics, &result, backend, info.handshake_done);
     }
 
     fn encode(state: &Arc<crate::state::ProxyState>) -> String {

@@ -18,10 +18,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::outcome::{Finished, SessionError};
-use crate::relay::ByteCounts;
-use crate::session::SessionInfo;
-
 /// The version in `portcullis_build_info` and `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -100,37 +96,29 @@ impl ListenerMetrics {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Records how one connection ended (called once, where it is logged).
-    pub fn record(
-        &self,
-        info: &SessionInfo,
-        result: &Result<Finished, SessionError>,
-        backend: &str,
-    ) {
-        match result {
-            Ok(f) => {
-                self.outcomes.inc(f.label());
-                if let Finished::Redirected { .. } = f {
-                    self.redirects.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                self.outcomes.inc(e.label());
-                if let SessionError::TlsHandshake { reason, .. } = e {
-                    self.tls_failures.inc(reason);
-                }
-                if let SessionError::BackendUnavailable(_)
-                | SessionError::BackendTls { .. }
-                | SessionError::BackendTlsRefused = e
-                {
-                    self.backend_connect_errors
-                        .inc(info.backend.as_deref().unwrap_or(backend));
-                }
-            }
-        }
-        if let Some(d) = info.handshake_done {
-            self.handshake.observe(d);
-        }
+    /// Counts a finished connection under its outcome label.
+    pub fn outcome(&self, label: &str) {
+        self.outcomes.inc(label);
+    }
+
+    /// Counts a client sent elsewhere with the failover redirect.
+    pub fn redirected(&self) {
+        self.redirects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake with a client.
+    pub fn tls_failure(&self, reason: &str) {
+        self.tls_failures.inc(reason);
+    }
+
+    /// Counts a failed connect to `backend`.
+    pub fn backend_connect_error(&self, backend: &str) {
+        self.backend_connect_errors.inc(backend);
+    }
+
+    /// Observes how long a session's connection phase took.
+    pub fn observe_handshake(&self, d: Duration) {
+        self.handshake.observe(d);
     }
 
     /// Finished connections by outcome label, sorted by label.
@@ -158,6 +146,54 @@ impl ListenerMetrics {
     pub fn handshake(&self) -> (f64, u64, Vec<(f64, u64)>) {
         self.handshake.snapshot()
     }
+}
+
+/// Byte counts of a relay, taken from [`ByteCounts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transferred {
+    /// Client → backend.
+    pub up: u64,
+    /// Backend → client.
+    pub down: u64,
+}
+
+/// Bytes a relay has delivered, counted as each write completes, so a
+/// session that streams for hours (a replication link) shows in them while
+/// it runs, and a session ended from outside (revoked, shut down) keeps
+/// what it moved. A session has its own; a listener's totals are another.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    /// Written to the backend.
+    up: AtomicU64,
+    /// Written to the client.
+    down: AtomicU64,
+}
+
+impl ByteCounts {
+    pub fn snapshot(&self) -> Transferred {
+        Transferred {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds `n` bytes written in direction `dir`.
+    pub fn add(&self, dir: Direction, n: u64) {
+        let counter = match dir {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Which way relayed bytes flow.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// Client → backend.
+    Up,
+    /// Backend → client.
+    Down,
 }
 
 /// Counters keyed by a label value, without locks: the list is replaced

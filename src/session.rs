@@ -28,13 +28,14 @@ use crate::backend::{self, BackendRuntime, BackendStream};
 use crate::config::{OnPrimaryChange, Route};
 use crate::listener::{ListenerRuntime, RouteRuntime};
 use crate::live::Registration;
+use crate::metrics::{ByteCounts, Transferred};
 use crate::outcome::{Finished, SessionError};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::err::OK_HEADER;
 use crate::protocol::greeting::{self, Greeting};
 use crate::protocol::response::{self, HandshakeResponse};
 use crate::protocol::{Capabilities, ErrPacket, ERR_HEADER};
-use crate::relay::{self, ByteCounts, Transferred};
+use crate::relay;
 use crate::reload;
 use crate::tls::{self, CertInfo};
 
