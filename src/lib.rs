@@ -36,6 +36,7 @@
 //! - [`state`] — the running proxy as admin, reloads and metrics read it:
 //!   lifecycle, listeners, backends, topology.
 //! - [`exposition`] — the Prometheus text of the counters and the state.
+//! - [`sync`] — the one poison-tolerant mutex lock.
 //! - [`time`] — Unix seconds and their RFC 3339 form, for what the proxy
 //!   reports.
 //! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
@@ -62,6 +63,7 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod sync;
 pub mod time;
 pub mod tls;
 pub mod workers;

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::backend::BackendRuntime;
 use crate::config::{BackendTlsConfig, Config, ConfigError, OnRevoke, TlsConfig};
 use crate::state::{ListenerState, ProxyState};
+use crate::sync::lock;
 use crate::time::{rfc3339, unix_seconds};
 use crate::tls::{ClientTls, Digest, Material, ServerTls, TlsLoadError};
 
@@ -759,8 +760,4 @@ pub async fn watch(state: Arc<ProxyState>, stop: tokio_util::sync::CancellationT
             tracing::error!(error = %e, "TLS file poll failed");
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -206,6 +206,6 @@ pub struct ReloadLock(Mutex<()>);
 impl ReloadLock {
     /// Holds the lock until the guard is dropped.
     pub fn hold(&self) -> MutexGuard<'_, ()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 }
