@@ -20,8 +20,10 @@
 //!   the connection phase.
 //! - [`tls`] — certificates, keys, CA bundles, CRLs → rustls configs; peer
 //!   identity; TLS failure reasons.
-//! - [`reload`] — reloading at run time: TLS material per listener
-//!   (poll, SIGHUP, admin), expiry warnings, re-checking live sessions.
+//! - [`reload`] — reloading at run time: TLS material per listener and
+//!   backend (poll, SIGHUP, admin), expiry warnings, re-checking live
+//!   sessions; `reload::reloadable` is the material in service that
+//!   listeners and backends hold.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
 //! - [`perm`] — warnings for secret files (keys, admin token) that other

@@ -213,7 +213,7 @@ impl Proxy {
             workers = workers.len(),
             "serving"
         );
-        crate::reload::warn_at_start(&self.state);
+        crate::reload::expiry::warn_at_start(&self.state);
 
         let mode = loop {
             let m = *shutdown.borrow_and_update();

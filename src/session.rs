@@ -36,7 +36,7 @@ use crate::protocol::greeting::{self, Greeting};
 use crate::protocol::response::{self, HandshakeResponse};
 use crate::protocol::{Capabilities, ErrPacket, ERR_HEADER};
 use crate::relay;
-use crate::reload;
+use crate::reload::reloadable;
 use crate::tls::{self, CertInfo};
 
 /// Any byte stream a client can arrive on (TCP, Unix socket, in-memory).
@@ -286,10 +286,10 @@ fn register_live<'a, S: ClientIo>(
         cert.map(|c| c.subject.clone()).unwrap_or_default(),
         cert.map(|c| c.serial.clone()).unwrap_or_default(),
     );
-    let current = rt.load();
+    let current = rt.material.load();
     if current.generation != generation {
         if let Err(reason) = current.recheck(&reg.session.chain, verified_at) {
-            reload::refuse_live(
+            reloadable::refuse_live(
                 &listener.config.name,
                 rt,
                 current.source.on_revoke,
@@ -421,7 +421,7 @@ async fn connection_phase<S: ClientIo>(
             return Err(SessionError::BackendProtocol(format!("bad greeting: {e}")));
         }
     };
-    let tls = listener.tls.as_ref().map(|t| t.load());
+    let tls = listener.tls.as_ref().map(|t| t.material.load());
     let backend_offers_tls = greeting.capabilities.has(Capabilities::SSL);
     greeting.set_ssl(greeting_pkt.payload_mut(), tls.is_some());
     client
@@ -754,7 +754,7 @@ pub async fn refuse<S: ClientIo>(
     info: &mut SessionInfo,
     err: &ErrPacket,
 ) -> Result<(), SessionError> {
-    let tls = listener.tls.as_ref().map(|t| t.load());
+    let tls = listener.tls.as_ref().map(|t| t.material.load());
     let scramble = own_scramble();
     let g = greeting::build_own(&scramble, 0, tls.is_some());
     write_own_packet(&mut client, 0, &g)

@@ -117,6 +117,7 @@ fn attempts(proxy: &TestProxy) -> watch::Receiver<u64> {
         .tls
         .as_ref()
         .expect("TLS listener")
+        .material
         .watch_attempts()
 }
 

@@ -363,6 +363,7 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
         .tls
         .as_ref()
         .expect("TLS listener")
+        .material
         .watch_attempts();
     let before = *attempts.borrow();
 
