@@ -3,9 +3,9 @@
 //! reads from [`ProxyState`] (TLS material in service, reload counters,
 //! the topology).
 //!
-//! Each family is one call of [`family`]: name, help and the samples as
-//! (labels, value); the value's type ([`Counter`], [`Gauge`],
-//! [`Histogram`]) is the family's.
+//! Each family is one call of `family`: name, help and the samples as
+//! (labels, value); the value's type (`Counter`, `Gauge`, `Histogram`) is
+//! the family's.
 //!
 //! Metric names, help texts and label values are part of the public
 //! interface (dashboards and alerts depend on them): never change one once

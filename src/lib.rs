@@ -10,6 +10,8 @@
 //!   sockets; the per-listener runtime state sessions read.
 //! - [`server`] — the accept loops, one task per session, shutdown (drain
 //!   with a deadline, or now) driven by a value passed in.
+//! - [`workers`] — the session worker threads, each with its own event
+//!   loop, that accepted connections are handed to.
 //! - [`session`] — the connection phase of one client: backend greeting,
 //!   SSLRequest, TLS, HandshakeResponse, authentication relay with the
 //!   sequence-id shift.
@@ -31,18 +33,28 @@
 //! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
 //!   address to the backend.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
+//! - [`monitor`] — the topology: which backend is the primary, for the
+//!   `primary`/`replica`/`any` routes.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
-//! - [`outcome`] — how a connection ended: stable labels, whose fault.
+//! - [`outcome`] — how a connection ended: stable labels, whose fault,
+//!   and what it counts.
 //! - [`metrics`] — what the proxy counts about itself: per-listener
 //!   counters and gauges, atomics only.
 //! - [`state`] — the running proxy as admin, reloads and metrics read it:
 //!   lifecycle, listeners, backends, topology.
 //! - [`exposition`] — the Prometheus text of the counters and the state.
-//! - [`sync`] — the one poison-tolerant mutex lock.
-//! - [`time`] — Unix seconds and their RFC 3339 form, for what the proxy
-//!   reports.
 //! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
 //!   its own thread and runtime, apart from the data path.
+//!
+//! Helpers: [`sync`] (the one poison-tolerant mutex lock) and [`time`]
+//! (Unix seconds and their RFC 3339 form, for what the proxy reports).
+//!
+//! Imports flow one way: the connection path ([`listener`], [`session`],
+//! [`relay`], [`backend`], [`outcome`]) writes [`metrics`] counters and
+//! imports neither [`state`] nor [`admin`]; [`metrics`] imports nothing of
+//! the runtime; [`state`] holds the runtime parts; [`reload`],
+//! [`exposition`] and [`admin`] read it; [`server`] builds it and starts
+//! [`admin`].
 
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! Expiry warnings for the TLS material in service: certificates (leaf
 //! and CAs) and CRLs that expire within `[tls_reload] expiry_warning`, or
-//! already did, are logged at every load and then every [`WARN_REPEAT`].
+//! already did, are logged at every load and then every `WARN_REPEAT` (6 h).
 
 use std::time::{Duration, Instant, SystemTime};
 
