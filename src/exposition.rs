@@ -20,7 +20,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncod
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{ListenerMetrics, VERSION};
+use crate::metrics::{LabelCounts, ListenerMetrics, VERSION};
 use crate::monitor::{Topology, ROLES};
 use crate::state::{ListenerState, ProxyState};
 use crate::tls::CertInfo;
@@ -89,7 +89,7 @@ fn family<L: EncodeLabelSet, V: Value>(
 fn by_listener<'a>(
     listeners: &'a [Arc<ListenerState>],
     key: &'static str,
-    read: fn(&ListenerMetrics) -> Vec<(Arc<str>, u64)>,
+    read: fn(&ListenerMetrics) -> LabelCounts,
 ) -> impl Iterator<Item = (impl EncodeLabelSet + 'a, Counter)> + 'a {
     listeners.iter().flat_map(move |l| {
         read(&l.metrics)

@@ -35,6 +35,10 @@ pub const HANDSHAKE_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Counts by label value, sorted by label (a snapshot of a labeled
+/// counter).
+pub type LabelCounts = Vec<(Arc<str>, u64)>;
+
 // ---------------------------------------------------------------------------
 // Per-listener metrics
 // ---------------------------------------------------------------------------
@@ -122,7 +126,7 @@ impl ListenerMetrics {
     }
 
     /// Finished connections by outcome label, sorted by label.
-    pub fn outcomes(&self) -> Vec<(Arc<str>, u64)> {
+    pub fn outcomes(&self) -> LabelCounts {
         self.outcomes.snapshot()
     }
 
@@ -132,12 +136,12 @@ impl ListenerMetrics {
     }
 
     /// Failed TLS handshakes by reason, sorted by reason.
-    pub fn tls_failures(&self) -> Vec<(Arc<str>, u64)> {
+    pub fn tls_failures(&self) -> LabelCounts {
         self.tls_failures.snapshot()
     }
 
     /// Failed backend connects by backend name, sorted by name.
-    pub fn backend_connect_errors(&self) -> Vec<(Arc<str>, u64)> {
+    pub fn backend_connect_errors(&self) -> LabelCounts {
         self.backend_connect_errors.snapshot()
     }
 
@@ -235,7 +239,7 @@ impl LabeledCounters {
             .map(|(_, c)| c.clone())
     }
 
-    fn snapshot(&self) -> Vec<(Arc<str>, u64)> {
+    fn snapshot(&self) -> LabelCounts {
         let mut v: Vec<_> = self
             .list
             .load()
