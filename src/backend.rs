@@ -10,7 +10,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_util::either::Either;
 
 use crate::config::{BackendAddr, BackendConfig};
-use crate::reload::Reloadable;
+use crate::reload::reloadable::Reloadable;
 use crate::tls::{ClientTls, TlsLoadError};
 
 /// A backend as the running proxy sees it: its settings and its outbound

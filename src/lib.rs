@@ -10,6 +10,8 @@
 //!   sockets; the per-listener runtime state sessions read.
 //! - [`server`] — the accept loops, one task per session, shutdown (drain
 //!   with a deadline, or now) driven by a value passed in.
+//! - [`workers`] — the session worker threads, each with its own event
+//!   loop, that accepted connections are handed to.
 //! - [`session`] — the connection phase of one client: backend greeting,
 //!   SSLRequest, TLS, HandshakeResponse, authentication relay with the
 //!   sequence-id shift.
@@ -20,8 +22,10 @@
 //!   the connection phase.
 //! - [`tls`] — certificates, keys, CA bundles, CRLs → rustls configs; peer
 //!   identity; TLS failure reasons.
-//! - [`reload`] — reloading at run time: TLS material per listener
-//!   (poll, SIGHUP, admin), expiry warnings, re-checking live sessions.
+//! - [`reload`] — reloading at run time: TLS material per listener and
+//!   backend (poll, SIGHUP, admin), expiry warnings, re-checking live
+//!   sessions; `reload::reloadable` is the material in service that
+//!   listeners and backends hold.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
 //! - [`perm`] — warnings for secret files (keys, admin token) that other
@@ -29,18 +33,35 @@
 //! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
 //!   address to the backend.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
+//! - [`monitor`] — the topology: which backend is the primary, for the
+//!   `primary`/`replica`/`any` routes.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
-//! - [`outcome`] — how a connection ended: stable labels, whose fault.
-//! - [`metrics`] — what the proxy counts and reports about itself:
-//!   lifecycle, per-listener counters (atomics only), Prometheus encoding.
+//! - [`outcome`] — how a connection ended: stable labels, whose fault,
+//!   and what it counts.
+//! - [`metrics`] — what the proxy counts about itself: per-listener
+//!   counters and gauges, atomics only.
+//! - [`state`] — the running proxy as admin, reloads and metrics read it:
+//!   lifecycle, listeners, backends, topology.
+//! - [`exposition`] — the Prometheus text of the counters and the state.
 //! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
 //!   its own thread and runtime, apart from the data path.
+//!
+//! Helpers: [`sync`] (the one poison-tolerant mutex lock) and [`time`]
+//! (Unix seconds and their RFC 3339 form, for what the proxy reports).
+//!
+//! Imports flow one way: the connection path ([`listener`], [`session`],
+//! [`relay`], [`backend`], [`outcome`]) writes [`metrics`] counters and
+//! imports neither [`state`] nor [`admin`]; [`metrics`] imports nothing of
+//! the runtime; [`state`] holds the runtime parts; [`reload`],
+//! [`exposition`] and [`admin`] read it; [`server`] builds it and starts
+//! [`admin`].
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod exposition;
 pub mod failover;
 pub mod listener;
 pub mod live;
@@ -55,6 +76,9 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod state;
+pub mod sync;
+pub mod time;
 pub mod tls;
 pub mod workers;
 

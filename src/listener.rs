@@ -17,7 +17,7 @@ use crate::backend::BackendRuntime;
 use crate::config::{ListenAddr, ListenerConfig, Route};
 use crate::failover::FailoverSettings;
 use crate::monitor::Topology;
-use crate::reload::TlsRuntime;
+use crate::reload::reloadable::TlsRuntime;
 use crate::tls::{ServerTls, TlsLoadError};
 
 /// Backlog for listening sockets: enough to absorb a reconnect storm after

@@ -110,9 +110,7 @@ impl LiveSessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<LiveSession>>> {
-        // A panic while holding this lock cannot leave the map half-updated
-        // (single insert/remove), so a poisoned lock is still usable.
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.map)
     }
 }
 

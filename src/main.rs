@@ -170,7 +170,7 @@ fn status(
 /// SIGHUP: re-read and validate the whole config; apply what can change at
 /// runtime (failover settings, TLS material), or keep everything as it is
 /// if the file is invalid.
-fn reload(state: &portcullis::metrics::ProxyState) {
+fn reload(state: &portcullis::state::ProxyState) {
     tracing::info!(config = %state.config_path.display(), "SIGHUP: reloading the config and TLS material");
     match reload::reload_config(state, reload::Trigger::Signal) {
         Err(e) => tracing::error!("reload: config invalid, nothing changed:\n{e}"),

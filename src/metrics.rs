@@ -1,5 +1,6 @@
-//! What the running proxy counts and reports about itself: its lifecycle,
-//! per-listener counters and gauges, and their Prometheus encoding.
+//! What the running proxy counts about itself: per-listener counters and
+//! gauges, as atomics. [`crate::exposition`] encodes them for Prometheus;
+//! [`crate::state`] holds one [`ListenerMetrics`] per listener.
 //!
 //! Sessions only ever touch atomics here: counters are `AtomicU64`s, and
 //! the few label sets that grow at run time (outcome, TLS failure reason,
@@ -11,33 +12,16 @@
 //! (dashboards and alerts depend on them): never change one once released.
 //! docs/operations.md lists them all.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-
-use std::path::PathBuf;
-
-use crate::backend::BackendRuntime;
-use crate::config::{ListenAddr, TlsReloadConfig};
-use crate::listener::ListenerRuntime;
-use crate::monitor::Topology;
-use crate::outcome::{Finished, SessionError};
-use crate::relay::ByteCounts;
-use crate::reload::ReloadLock;
-use crate::session::SessionInfo;
 
 /// The version in `portcullis_build_info` and `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Content type of [`ProxyState::encode_metrics`]: OpenMetrics text, which
+/// Content type of [`crate::exposition::encode`]: OpenMetrics text, which
 /// Prometheus negotiates by default (counters are typed without their
 /// `_total` suffix, and the body ends with `# EOF`).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,199 +35,9 @@ pub const HANDSHAKE_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Where the proxy is in its life, for `GET /health` and `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    /// Sockets bound, accept loops not started yet.
-    Bound,
-    /// Accepting and serving.
-    Serving,
-    /// Told to drain: no longer accepting, sessions finishing.
-    Draining,
-    /// Closing every session now.
-    Stopping,
-    /// Everything closed.
-    Stopped,
-}
-
-impl Lifecycle {
-    /// Stable name, as `/status` reports it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Bound => "starting",
-            Lifecycle::Serving => "serving",
-            Lifecycle::Draining => "draining",
-            Lifecycle::Stopping => "stopping",
-            Lifecycle::Stopped => "stopped",
-        }
-    }
-}
-
-/// Everything the admin API reads about the running proxy. Built by
-/// [`crate::Proxy::bind`]; the data path writes it through atomics only.
-pub struct ProxyState {
-    started: Instant,
-    started_at: SystemTime,
-    lifecycle: watch::Sender<Lifecycle>,
-    pub listeners: Vec<Arc<ListenerState>>,
-    pub backends: Vec<Arc<BackendRuntime>>,
-    /// The config file reloads re-read.
-    pub config_path: PathBuf,
-    /// How TLS material is watched (from the config at start).
-    pub tls_reload: TlsReloadConfig,
-    /// Serializes reloads (poll, SIGHUP, admin).
-    pub reload_lock: ReloadLock,
-    /// The topology, with a `[monitor]`.
-    pub topology: Option<Arc<Topology>>,
-}
-
-/// One listener as the admin API sees it.
-pub struct ListenerState {
-    pub runtime: Arc<ListenerRuntime>,
-    /// The address actually bound (port 0 resolved).
-    pub address: ListenAddr,
-    pub metrics: ListenerMetrics,
-    accepting: AtomicBool,
-}
-
-impl ListenerState {
-    pub fn new(runtime: Arc<ListenerRuntime>, address: ListenAddr) -> ListenerState {
-        ListenerState {
-            runtime,
-            address,
-            metrics: ListenerMetrics::default(),
-            accepting: AtomicBool::new(false),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.runtime.config.name
-    }
-
-    /// Whether its accept loop is running.
-    pub fn is_accepting(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed)
-    }
-
-    /// Marks the accept loop as running until the guard is dropped.
-    pub fn accepting(self: &Arc<Self>) -> AcceptingGuard {
-        self.accepting.store(true, Ordering::Relaxed);
-        AcceptingGuard(self.clone())
-    }
-}
-
-/// Clears a listener's accepting flag when its accept loop ends, however
-/// it ends.
-pub struct AcceptingGuard(Arc<ListenerState>);
-
-impl Drop for AcceptingGuard {
-    fn drop(&mut self) {
-        self.0.accepting.store(false, Ordering::Relaxed);
-    }
-}
-
-impl ProxyState {
-    pub fn new(
-        listeners: Vec<Arc<ListenerState>>,
-        backends: Vec<Arc<BackendRuntime>>,
-        config_path: PathBuf,
-        tls_reload: TlsReloadConfig,
-        topology: Option<Arc<Topology>>,
-    ) -> ProxyState {
-        ProxyState {
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            lifecycle: watch::Sender::new(Lifecycle::Bound),
-            listeners,
-            backends,
-            config_path,
-            tls_reload,
-            reload_lock: ReloadLock::default(),
-            topology,
-        }
-    }
-
-    pub fn lifecycle(&self) -> Lifecycle {
-        *self.lifecycle.borrow()
-    }
-
-    pub fn set_lifecycle(&self, l: Lifecycle) {
-        self.lifecycle.send_replace(l);
-    }
-
-    /// Follows lifecycle changes (tests wait on it instead of sleeping).
-    pub fn watch_lifecycle(&self) -> watch::Receiver<Lifecycle> {
-        self.lifecycle.subscribe()
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Start time as seconds since the Unix epoch.
-    pub fn started_at(&self) -> i64 {
-        unix_seconds(self.started_at)
-    }
-
-    /// `Ok` while the proxy serves: running, not draining, every listener
-    /// accepting. Otherwise every reason it does not.
-    pub fn health(&self) -> Result<(), Vec<String>> {
-        let mut reasons = Vec::new();
-        match self.lifecycle() {
-            Lifecycle::Serving => {}
-            Lifecycle::Bound => {
-                reasons.push("starting: listeners bound but not accepting yet".into())
-            }
-            Lifecycle::Draining => reasons.push(
-                "draining: not accepting new connections, waiting for sessions to finish".into(),
-            ),
-            Lifecycle::Stopping => reasons.push("stopping: closing every session".into()),
-            Lifecycle::Stopped => reasons.push("stopped".into()),
-        }
-        if self.listeners.is_empty() {
-            reasons.push("no listener is bound".into());
-        }
-        if self.lifecycle() == Lifecycle::Serving {
-            for l in self.listeners.iter().filter(|l| !l.is_accepting()) {
-                reasons.push(format!(
-                    "listener {:?} is not accepting connections",
-                    l.name()
-                ));
-            }
-        }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons)
-        }
-    }
-
-    /// The OpenMetrics text exposition of every metric.
-    pub fn encode_metrics(self: &Arc<Self>) -> String {
-        let mut registry = Registry::with_prefix("portcullis");
-        registry.register_collector(Box::new(Scrape(self.clone())));
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
-    }
-}
-
-impl std::fmt::Debug for ProxyState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyState")
-            .field("lifecycle", &self.lifecycle())
-            .field("listeners", &self.listeners.len())
-            .finish()
-    }
-}
-
-pub fn unix_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
+/// Counts by label value, sorted by label (a snapshot of a labeled
+/// counter).
+pub type LabelCounts = Vec<(Arc<str>, u64)>;
 
 // ---------------------------------------------------------------------------
 // Per-listener metrics
@@ -306,43 +100,104 @@ impl ListenerMetrics {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Records how one connection ended (called once, where it is logged).
-    pub fn record(
-        &self,
-        info: &SessionInfo,
-        result: &Result<Finished, SessionError>,
-        backend: &str,
-    ) {
-        match result {
-            Ok(f) => {
-                self.outcomes.inc(f.label());
-                if let Finished::Redirected { .. } = f {
-                    self.redirects.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                self.outcomes.inc(e.label());
-                if let SessionError::TlsHandshake { reason, .. } = e {
-                    self.tls_failures.inc(reason);
-                }
-                if let SessionError::BackendUnavailable(_)
-                | SessionError::BackendTls { .. }
-                | SessionError::BackendTlsRefused = e
-                {
-                    self.backend_connect_errors
-                        .inc(info.backend.as_deref().unwrap_or(backend));
-                }
-            }
-        }
-        if let Some(d) = info.handshake_done {
-            self.handshake.observe(d);
-        }
+    /// Counts a finished connection under its outcome label.
+    pub fn outcome(&self, label: &str) {
+        self.outcomes.inc(label);
+    }
+
+    /// Counts a client sent elsewhere with the failover redirect.
+    pub fn redirected(&self) {
+        self.redirects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed TLS handshake with a client.
+    pub fn tls_failure(&self, reason: &str) {
+        self.tls_failures.inc(reason);
+    }
+
+    /// Counts a failed connect to `backend`.
+    pub fn backend_connect_error(&self, backend: &str) {
+        self.backend_connect_errors.inc(backend);
+    }
+
+    /// Observes how long a session's connection phase took.
+    pub fn observe_handshake(&self, d: Duration) {
+        self.handshake.observe(d);
     }
 
     /// Finished connections by outcome label, sorted by label.
-    pub fn outcomes(&self) -> Vec<(Arc<str>, u64)> {
+    pub fn outcomes(&self) -> LabelCounts {
         self.outcomes.snapshot()
     }
+
+    /// Clients sent elsewhere with the instant-failover redirect.
+    pub fn redirects(&self) -> u64 {
+        self.redirects.load(Ordering::Relaxed)
+    }
+
+    /// Failed TLS handshakes by reason, sorted by reason.
+    pub fn tls_failures(&self) -> LabelCounts {
+        self.tls_failures.snapshot()
+    }
+
+    /// Failed backend connects by backend name, sorted by name.
+    pub fn backend_connect_errors(&self) -> LabelCounts {
+        self.backend_connect_errors.snapshot()
+    }
+
+    /// The handshake latency histogram: (sum in seconds, count, per-bucket
+    /// counts with their upper bounds, the last one `+Inf`).
+    pub fn handshake(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        self.handshake.snapshot()
+    }
+}
+
+/// Byte counts of a relay, taken from [`ByteCounts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transferred {
+    /// Client → backend.
+    pub up: u64,
+    /// Backend → client.
+    pub down: u64,
+}
+
+/// Bytes a relay has delivered, counted as each write completes, so a
+/// session that streams for hours (a replication link) shows in them while
+/// it runs, and a session ended from outside (revoked, shut down) keeps
+/// what it moved. A session has its own; a listener's totals are another.
+#[derive(Debug, Default)]
+pub struct ByteCounts {
+    /// Written to the backend.
+    up: AtomicU64,
+    /// Written to the client.
+    down: AtomicU64,
+}
+
+impl ByteCounts {
+    pub fn snapshot(&self) -> Transferred {
+        Transferred {
+            up: self.up.load(Ordering::Relaxed),
+            down: self.down.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds `n` bytes written in direction `dir`.
+    pub fn add(&self, dir: Direction, n: u64) {
+        let counter = match dir {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Which way relayed bytes flow.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// Client → backend.
+    Up,
+    /// Backend → client.
+    Down,
 }
 
 /// Counters keyed by a label value, without locks: the list is replaced
@@ -384,7 +239,7 @@ impl LabeledCounters {
             .map(|(_, c)| c.clone())
     }
 
-    fn snapshot(&self) -> Vec<(Arc<str>, u64)> {
+    fn snapshot(&self) -> LabelCounts {
         let mut v: Vec<_> = self
             .list
             .load()
@@ -442,335 +297,9 @@ impl AtomicHistogram {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Prometheus encoding
-// ---------------------------------------------------------------------------
-
-/// Reads every metric at scrape time.
-#[derive(Debug)]
-struct Scrape(Arc<ProxyState>);
-
-type L1<'a> = [(&'static str, &'a str); 1];
-type L2<'a> = [(&'static str, &'a str); 2];
-
-impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let listeners = &self.0.listeners;
-
-        let mut m = enc.encode_descriptor(
-            "build",
-            "Build information: the running version.",
-            None,
-            MetricType::Info,
-        )?;
-        m.encode_info(&[("version", VERSION)])?;
-
-        let mut m = enc.encode_descriptor(
-            "connections",
-            "Connections finished, by listener and outcome label.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            for (outcome, n) in l.metrics.outcomes.snapshot() {
-                let labels: L2 = [("listener", l.name()), ("outcome", &outcome)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "redirects",
-            "Clients answered with the instant-failover redirect, by listener.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            let labels: L1 = [("listener", l.name())];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(
-                    &l.metrics.redirects.load(Ordering::Relaxed),
-                    None,
-                )?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "active_sessions",
-            "Sessions in progress, by listener.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            let labels: L1 = [("listener", l.name())];
-            m.encode_family(&labels)?
-                .encode_gauge(&l.metrics.active())?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "handshake_duration_seconds",
-            "Time from accept to the backend's authentication OK, for sessions that reached the relay phase.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for l in listeners {
-            let (sum, count, buckets) = l.metrics.handshake.snapshot();
-            let labels: L1 = [("listener", l.name())];
-            m.encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "tls_failures",
-            "Failed TLS handshakes, by listener and reason.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            for (reason, n) in l.metrics.tls_failures.snapshot() {
-                let labels: L2 = [("listener", l.name()), ("reason", &reason)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "backend_connect_errors",
-            "Failed connects to a backend, by listener and backend.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            for (backend, n) in l.metrics.backend_connect_errors.snapshot() {
-                let labels: L2 = [("listener", l.name()), ("backend", &backend)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "bytes",
-            "Bytes relayed after authentication, by listener and direction, counted as they are written.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            let t = l.metrics.bytes.snapshot();
-            for (direction, n) in [("client_to_backend", t.up), ("backend_to_client", t.down)] {
-                let labels: L2 = [("listener", l.name()), ("direction", direction)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-
-        // Expiry of the TLS material in service: alert well before these.
-        let mut m = enc.encode_descriptor(
-            "certificate_not_after_seconds",
-            "Not-after of the certificates each listener has in service (role server: the one it presents; role ca: the CAs client certificates are checked against), as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                let tls = tls.load();
-                let certs =
-                    std::iter::once(("server", &tls.leaf)).chain(tls.cas.iter().map(|c| ("ca", c)));
-                for (role, c) in certs {
-                    let labels = [
-                        ("listener", l.name()),
-                        ("role", role),
-                        ("subject", c.subject.as_str()),
-                        ("serial", c.serial.as_str()),
-                    ];
-                    m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "crl_next_update_seconds",
-            "Next-update of each CRL a listener checks client certificates against, as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                for crl in tls.load().crls.iter() {
-                    if let Some(next) = crl.next_update {
-                        let labels: L2 = [("listener", l.name()), ("issuer", &crl.issuer)];
-                        m.encode_family(&labels)?.encode_gauge(&next)?;
-                    }
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "tls_reloads",
-            "TLS material reloads that built new material (success) or kept the old in service (failure), by listener.",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                for (result, n) in [
-                    ("success", &tls.material.reloads_ok),
-                    ("failure", &tls.material.reloads_failed),
-                ] {
-                    let labels: L2 = [("listener", l.name()), ("result", result)];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
-                }
-            }
-        }
-        let backends = &self.0.backends;
-        let mut m = enc.encode_descriptor(
-            "backend_certificate_not_after_seconds",
-            "Not-after of the outbound TLS certificates of each backend (role client: the certificate portcullis presents; role ca: the CAs the backend's certificate is checked against), as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for b in backends {
-            if let Some(tls) = &b.tls {
-                let tls = tls.load();
-                let certs = tls
-                    .leaf
-                    .iter()
-                    .map(|c| ("client", c))
-                    .chain(tls.cas.iter().map(|c| ("ca", c)));
-                for (role, c) in certs {
-                    let labels = [
-                        ("backend", b.config.name.as_str()),
-                        ("role", role),
-                        ("subject", c.subject.as_str()),
-                        ("serial", c.serial.as_str()),
-                    ];
-                    m.encode_family(&labels)?.encode_gauge(&c.not_after)?;
-                }
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "backend_tls_reloads",
-            "Reloads of a backend's outbound TLS material that put new material in service (success) or kept the old (failure).",
-            None,
-            MetricType::Counter,
-        )?;
-        for b in backends {
-            if let Some(tls) = &b.tls {
-                for (result, n) in [
-                    ("success", &tls.reloads_ok),
-                    ("failure", &tls.reloads_failed),
-                ] {
-                    let labels: L2 = [("backend", b.config.name.as_str()), ("result", result)];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
-                }
-            }
-        }
-        if let Some(topology) = &self.0.topology {
-            let mut m = enc.encode_descriptor(
-                "backend_role",
-                "The monitor's classification of each backend: 1 for its current role, 0 for the others.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for b in &topology.backends {
-                let role = b.health.load().role;
-                for r in crate::monitor::ROLES {
-                    let labels: L2 = [("backend", b.backend.config.name.as_str()), ("role", r)];
-                    m.encode_family(&labels)?
-                        .encode_gauge(&i64::from(r == role))?;
-                }
-            }
-            let mut m = enc.encode_descriptor(
-                "backend_replication_lag_seconds",
-                "Seconds_Behind_Master of each replicating backend, as the monitor last read it.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for b in &topology.backends {
-                if let Some(lag) = b.health.load().lag_seconds {
-                    let labels: L1 = [("backend", b.backend.config.name.as_str())];
-                    m.encode_family(&labels)?.encode_gauge(&(lag as i64))?;
-                }
-            }
-            let mut m = enc.encode_descriptor(
-                "primary_changes",
-                "Times the primary changed (to another backend, or to none), monitor or pin.",
-                None,
-                MetricType::Counter,
-            )?;
-            m.encode_counter::<NoLabelSet, u64, u64>(
-                &topology.changes.load(Ordering::Relaxed),
-                None,
-            )?;
-        }
-        let mut m = enc.encode_descriptor(
-            "tls_loaded_timestamp_seconds",
-            "When the TLS material in service was loaded, by listener, as a Unix timestamp.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                let labels: L1 = [("listener", l.name())];
-                m.encode_family(&labels)?
-                    .encode_gauge(&tls.load().loaded_at)?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "revoked_sessions",
-            "Live sessions whose client certificate newly loaded CAs or CRLs refuse, by listener and action (closed, or kept with on_revoke = keep).",
-            None,
-            MetricType::Counter,
-        )?;
-        for l in listeners {
-            if let Some(tls) = &l.runtime.tls {
-                for (action, n) in [("closed", &tls.revoked_closed), ("kept", &tls.revoked_kept)] {
-                    let labels: L2 = [("listener", l.name()), ("action", action)];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(&n.load(Ordering::Relaxed), None)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil-from-days (H. Hinnant), valid for the whole i64 day range we
-    // can meet in certificates.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut s = String::with_capacity(20);
-    let _ = write!(
-        s,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    );
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn labeled_counters_add_labels_once() {

@@ -5,8 +5,10 @@
 //! change one once released.
 
 use std::io;
+use std::time::Duration;
 
 use crate::backend::ConnectError;
+use crate::metrics::ListenerMetrics;
 use crate::packet_io::ReadError;
 
 /// Whose fault a failed connection was.
@@ -194,5 +196,84 @@ impl Finished {
             Finished::PrimaryChanged => "closed_primary_changed",
             Finished::IdleTimeout { .. } => "idle_timeout",
         }
+    }
+}
+
+/// Counts how one connection ended in its listener's metrics (called once,
+/// where it is logged). `backend` is the backend it went to, or else its
+/// listener's route; `handshake` how long its connection phase took, when
+/// it reached the relay.
+pub fn record(
+    metrics: &ListenerMetrics,
+    result: &Result<Finished, SessionError>,
+    backend: &str,
+    handshake: Option<Duration>,
+) {
+    match result {
+        Ok(f) => {
+            metrics.outcome(f.label());
+            if let Finished::Redirected { .. } = f {
+                metrics.redirected();
+            }
+        }
+        Err(e) => {
+            metrics.outcome(e.label());
+            if let SessionError::TlsHandshake { reason, .. } = e {
+                metrics.tls_failure(reason);
+            }
+            if let SessionError::BackendUnavailable(_)
+            | SessionError::BackendTls { .. }
+            | SessionError::BackendTlsRefused = e
+            {
+                metrics.backend_connect_error(backend);
+            }
+        }
+    }
+    if let Some(d) = handshake {
+        metrics.observe_handshake(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(v: Vec<(std::sync::Arc<str>, u64)>) -> Vec<(String, u64)> {
+        v.into_iter().map(|(l, n)| (l.to_string(), n)).collect()
+    }
+
+    #[test]
+    fn record_counts_each_outcome_where_it_belongs() {
+        let m = ListenerMetrics::default();
+        let redirected = Finished::Redirected {
+            target: "db2:3306".into(),
+        };
+        record(&m, &Ok(redirected), "db1", Some(Duration::from_millis(2)));
+        let tls = SessionError::TlsHandshake {
+            reason: "unknown_ca",
+            source: io::Error::other("bad certificate"),
+        };
+        record(&m, &Err(tls), "db1", None);
+        record(&m, &Err(SessionError::BackendTlsRefused), "db2", None);
+        record(
+            &m,
+            &Err(SessionError::NoBackend("none".into())),
+            "db1",
+            None,
+        );
+        assert_eq!(
+            counts(m.outcomes()),
+            [
+                ("backend_tls_not_offered".to_string(), 1),
+                ("no_backend".to_string(), 1),
+                ("redirected".to_string(), 1),
+                ("tls_handshake_failed".to_string(), 1),
+            ]
+        );
+        assert_eq!(m.redirects(), 1);
+        assert_eq!(counts(m.tls_failures()), [("unknown_ca".to_string(), 1)]);
+        assert_eq!(counts(m.backend_connect_errors()), [("db2".to_string(), 1)]);
+        let (_, count, _) = m.handshake();
+        assert_eq!(count, 1);
     }
 }

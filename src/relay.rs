@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::metrics::{ByteCounts, Direction};
 use crate::outcome::{Fault, Finished};
 
 /// Relay read size. 16 KiB matches the largest TLS record plaintext, so a
@@ -41,52 +42,6 @@ thread_local! {
     /// The read buffer of every relay polled on this thread. Borrowed for
     /// the length of one poll only, never across an `.await`.
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; RELAY_BUF]);
-}
-
-/// Byte counts of a relay, taken from [`ByteCounts`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Transferred {
-    /// Client → backend.
-    pub up: u64,
-    /// Backend → client.
-    pub down: u64,
-}
-
-/// Bytes a relay has delivered, counted as each write completes, so a
-/// session that streams for hours (a replication link) shows in them while
-/// it runs, and a session ended from outside (revoked, shut down) keeps
-/// what it moved. A session has its own; a listener's totals are another.
-#[derive(Debug, Default)]
-pub struct ByteCounts {
-    /// Written to the backend.
-    up: AtomicU64,
-    /// Written to the client.
-    down: AtomicU64,
-}
-
-impl ByteCounts {
-    pub fn snapshot(&self) -> Transferred {
-        Transferred {
-            up: self.up.load(Ordering::Relaxed),
-            down: self.down.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(&self, dir: Direction, n: u64) {
-        let counter = match dir {
-            Direction::Up => &self.up,
-            Direction::Down => &self.down,
-        };
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Direction {
-    /// Client → backend.
-    Up,
-    /// Backend → client.
-    Down,
 }
 
 /// Copies both ways until the backend's side is done or either side fails,
@@ -363,6 +318,7 @@ enum SpillOrBuf<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Transferred;
     use std::sync::Arc;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 

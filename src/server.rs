@@ -14,10 +14,11 @@ use crate::backend::{self, BackendRuntime};
 use crate::config::Route;
 use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
-use crate::metrics::{Lifecycle, ListenerMetrics, ListenerState, ProxyState};
+use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
-use crate::outcome::{Fault, Finished, SessionError};
+use crate::outcome::{self, Fault, Finished, SessionError};
 use crate::session::{self, SessionInfo};
+use crate::state::{Lifecycle, ListenerState, ProxyState};
 use crate::tls::TlsLoadError;
 use crate::workers::Workers;
 
@@ -212,7 +213,7 @@ impl Proxy {
             workers = workers.len(),
             "serving"
         );
-        crate::reload::warn_at_start(&self.state);
+        crate::reload::expiry::warn_at_start(&self.state);
 
         let mode = loop {
             let m = *shutdown.borrow_and_update();
@@ -344,8 +345,7 @@ async fn accept_loop(
                     // Counted like every other connection, so accepted ==
                     // sum of outcomes always holds.
                     let result = Err(SessionError::TooManyConnections(rt.config.max_connections));
-                    ls.metrics
-                        .record(&SessionInfo::default(), &result, rt.route.name());
+                    record(&ls.metrics, &rt, &SessionInfo::default(), &result);
                     continue;
                 };
                 sessions.spawn(async move {
@@ -381,7 +381,7 @@ async fn run_session<S: session::ClientIo>(
     };
     let result = session::serve(stream, rt, &mut info, token, metrics.bytes()).await;
     log_outcome(rt, peer, &info, &result, started.elapsed());
-    metrics.record(&info, &result, rt.route.name());
+    record(metrics, rt, &info, &result);
 }
 
 /// A connection that could not be moved to a session worker (taking the
@@ -390,7 +390,7 @@ async fn run_session<S: session::ClientIo>(
 fn not_handed_over(rt: &ListenerRuntime, metrics: &ListenerMetrics, e: std::io::Error) {
     tracing::warn!(listener = %rt.config.name, error = %e, "cannot hand the connection to a worker");
     let result = Err(SessionError::Worker(e));
-    metrics.record(&SessionInfo::default(), &result, rt.route.name());
+    record(metrics, rt, &SessionInfo::default(), &result);
 }
 
 async fn refuse_full<S: session::ClientIo>(
@@ -408,7 +408,19 @@ async fn refuse_full<S: session::ClientIo>(
         Ok(Ok(())) | Err(_) => Err(SessionError::TooManyConnections(rt.config.max_connections)),
     };
     log_outcome(rt, peer, &info, &result, started.elapsed());
-    metrics.record(&info, &result, rt.route.name());
+    record(metrics, rt, &info, &result);
+}
+
+/// Counts how a connection ended: on the backend it went to, or else on
+/// the listener's route.
+fn record(
+    metrics: &ListenerMetrics,
+    rt: &ListenerRuntime,
+    info: &SessionInfo,
+    result: &Result<Finished, SessionError>,
+) {
+    let backend = info.backend.as_deref().unwrap_or(rt.route.name());
+    outcome::record(metrics, result, backend, info.handshake_done);
 }
 
 /// The one log event per connection.

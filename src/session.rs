@@ -28,14 +28,15 @@ use crate::backend::{self, BackendRuntime, BackendStream};
 use crate::config::{OnPrimaryChange, Route};
 use crate::listener::{ListenerRuntime, RouteRuntime};
 use crate::live::Registration;
+use crate::metrics::{ByteCounts, Transferred};
 use crate::outcome::{Finished, SessionError};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::err::OK_HEADER;
 use crate::protocol::greeting::{self, Greeting};
 use crate::protocol::response::{self, HandshakeResponse};
 use crate::protocol::{Capabilities, ErrPacket, ERR_HEADER};
-use crate::relay::{self, ByteCounts, Transferred};
-use crate::reload;
+use crate::relay;
+use crate::reload::reloadable;
 use crate::tls::{self, CertInfo};
 
 /// Any byte stream a client can arrive on (TCP, Unix socket, in-memory).
@@ -285,10 +286,10 @@ fn register_live<'a, S: ClientIo>(
         cert.map(|c| c.subject.clone()).unwrap_or_default(),
         cert.map(|c| c.serial.clone()).unwrap_or_default(),
     );
-    let current = rt.load();
+    let current = rt.material.load();
     if current.generation != generation {
         if let Err(reason) = current.recheck(&reg.session.chain, verified_at) {
-            reload::refuse_live(
+            reloadable::refuse_live(
                 &listener.config.name,
                 rt,
                 current.source.on_revoke,
@@ -420,7 +421,7 @@ async fn connection_phase<S: ClientIo>(
             return Err(SessionError::BackendProtocol(format!("bad greeting: {e}")));
         }
     };
-    let tls = listener.tls.as_ref().map(|t| t.load());
+    let tls = listener.tls.as_ref().map(|t| t.material.load());
     let backend_offers_tls = greeting.capabilities.has(Capabilities::SSL);
     greeting.set_ssl(greeting_pkt.payload_mut(), tls.is_some());
     client
@@ -753,7 +754,7 @@ pub async fn refuse<S: ClientIo>(
     info: &mut SessionInfo,
     err: &ErrPacket,
 ) -> Result<(), SessionError> {
-    let tls = listener.tls.as_ref().map(|t| t.load());
+    let tls = listener.tls.as_ref().map(|t| t.material.load());
     let scramble = own_scramble();
     let g = greeting::build_own(&scramble, 0, tls.is_some());
     write_own_packet(&mut client, 0, &g)

@@ -502,7 +502,7 @@ fn valid_leaf(
             "certificate {} (serial {}) {when} {}",
             leaf.subject,
             leaf.serial,
-            crate::metrics::rfc3339(at)
+            crate::time::rfc3339(at)
         ),
     ))
 }
@@ -696,7 +696,7 @@ fn check_crl(
                 format!(
                     "CRL for {} expired at {} (its nextUpdate); publish a fresh CRL, or set crl_expired = \"accept\"",
                     info.issuer,
-                    crate::metrics::rfc3339(next)
+                    crate::time::rfc3339(next)
                 ),
             ));
         }

@@ -21,7 +21,8 @@ use common::proxy::{tls_section, TestProxy};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use portcullis::config::ListenAddr;
-use portcullis::metrics::{rfc3339, Lifecycle};
+use portcullis::state::Lifecycle;
+use portcullis::time::rfc3339;
 use portcullis::Shutdown;
 use serde_json::{json, Value};
 

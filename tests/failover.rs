@@ -14,7 +14,7 @@ use common::proxy::{absent_backend, tls_section, TestProxy};
 use common::raw::{frame, response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use portcullis::reload::{reload_config, ListenerReload, Trigger};
+use portcullis::reload::{reload_config, MaterialReload, Trigger};
 
 const TARGET: &str = "db2.example.net:3307";
 
@@ -365,7 +365,7 @@ async fn metric_reaches(proxy: &TestProxy, series: &str, value: &str) {
     let want = format!("{series} {value}\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let text = proxy.state().encode_metrics();
+        let text = portcullis::exposition::encode(&proxy.state());
         if text.contains(&want) {
             return;
         }
@@ -409,7 +409,7 @@ async fn reload_applies_failover_settings_and_counts_redirects() {
     let report = reload();
     assert_eq!(report.failover_changed, vec!["public".to_string()]);
     assert!(report.not_running.is_empty());
-    assert_eq!(report.tls["public"], ListenerReload::Unchanged);
+    assert_eq!(report.tls["public"], MaterialReload::Unchanged);
     // Applying the same file again changes nothing.
     let again = reload();
     assert!(again.failover_changed.is_empty());

@@ -17,6 +17,7 @@ use common::binary::RunningBinary;
 use common::client::{cli_tcp_args, cli_tls_args, mariadb_cli, tls_opts};
 use common::http::http;
 use common::mariadb::{short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
+use common::metrics::{metric, metric_or_zero};
 use common::pki::{ClientCert, Pki, Signer, SERVER_SERIAL};
 use common::proxy::{copy_in, publish, TestProxy};
 use common::raw::{response_payload, RawClient};
@@ -117,6 +118,7 @@ fn attempts(proxy: &TestProxy) -> watch::Receiver<u64> {
         .tls
         .as_ref()
         .expect("TLS listener")
+        .material
         .watch_attempts()
 }
 
@@ -195,13 +197,7 @@ async fn cli(proxy: &TestProxy, pki: &Pki, client: &ClientCert) -> (bool, String
 async fn metric_at_least(proxy: &TestProxy, name: &str, floor: f64) -> f64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let body = http(&proxy.admin_addr(), "GET", "/metrics", None)
-            .await
-            .body;
-        let v = body
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0);
+        let v = metric_or_zero(proxy, name).await;
         if v >= floor {
             return v;
         }
@@ -211,14 +207,6 @@ async fn metric_at_least(proxy: &TestProxy, name: &str, floor: f64) -> f64 {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-async fn metric(proxy: &TestProxy, name: &str) -> f64 {
-    let r = http(&proxy.admin_addr(), "GET", "/metrics", None).await;
-    r.body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{}", r.body))
 }
 
 async fn status_of_public(proxy: &TestProxy) -> Value {

@@ -19,8 +19,8 @@ use std::net::{Ipv6Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::http::http;
 use common::mariadb::{short_tempdir, MariaDb};
+use common::metrics::metric_or_zero;
 use common::pki::{Pki, REPL_SERIAL, REVOKED_SERIAL};
 use common::proxy::TestProxy;
 use mysql_async::prelude::*;
@@ -263,16 +263,6 @@ async fn global_status(db: &MariaDb, name: &str) -> String {
     row.unwrap_or_else(|| panic!("no status variable {name}")).1
 }
 
-/// A counter of the sidecar's `/metrics`, 0 while it has no sample yet.
-async fn metric(proxy: &TestProxy, name: &str) -> f64 {
-    let body = http(&proxy.admin_addr(), "GET", "/metrics", None)
-        .await
-        .body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Inserts ids `from..=to` into `test.t` with a derived payload.
 async fn insert_rows(db: &MariaDb, from: u32, to: u32) {
     db.exec(&format!(
@@ -363,6 +353,7 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
         .tls
         .as_ref()
         .expect("TLS listener")
+        .material
         .watch_attempts();
     let before = *attempts.borrow();
 
@@ -385,7 +376,7 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
     let deadline = Instant::now() + WAIT;
     let s = loop {
         let s = slave_status(&link.replica).await;
-        let refused = metric(
+        let refused = metric_or_zero(
             link.sidecar(),
             r#"portcullis_connections_total{listener="public",outcome="tls_handshake_failed"}"#,
         )
@@ -410,7 +401,7 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
         "{s}"
     );
     assert!(
-        metric(
+        metric_or_zero(
             link.sidecar(),
             r#"portcullis_tls_failures_total{listener="public",reason="revoked"}"#
         )
@@ -418,7 +409,7 @@ async fn a_revoked_replica_certificate_is_cut_off_and_cannot_reconnect() {
             >= 1.0
     );
     assert_eq!(
-        metric(
+        metric_or_zero(
             link.sidecar(),
             r#"portcullis_revoked_sessions_total{listener="public",action="closed"}"#
         )
@@ -645,7 +636,7 @@ async fn replication_streams_for_hours_through_one_sidecar_session() {
             (1, 1),
             "the replica kept its one session (heartbeat {heartbeat}s vs idle_timeout 20s)"
         );
-        assert_eq!(metric(link.sidecar(), refused).await, 0.0);
+        assert_eq!(metric_or_zero(link.sidecar(), refused).await, 0.0);
         assert_eq!(no, no_start, "a commit fell back to asynchronous");
         assert!(yes >= yes_start + commits, "acks {yes_start} -> {yes}");
         assert!(beats >= 1, "no heartbeat during the quiet stretches");

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for the admin API, used by `portcullis status`.
 
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
@@ -10,7 +11,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::AdminTarget;
+use crate::config::ListenAddr;
 
 /// Upper bound on one admin request, connect included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,4 +94,73 @@ where
     let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
     driver.abort();
     Ok((status, body))
+}
+
+/// Where `portcullis status` finds the admin API: `host:port` or
+/// `unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTarget {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for AdminTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("empty path after \"unix:\"".into());
+            }
+            return Ok(AdminTarget::Unix(PathBuf::from(p)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(AdminTarget::Tcp(s.to_string()))
+            }
+            _ => Err(format!(
+                "invalid admin address {s:?}: expected \"127.0.0.1:9306\", \"[::1]:9306\" or \"unix:/path\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AdminTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminTarget::Tcp(a) => f.write_str(a),
+            AdminTarget::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl From<&ListenAddr> for AdminTarget {
+    fn from(a: &ListenAddr) -> Self {
+        match a {
+            ListenAddr::Tcp(a) => AdminTarget::Tcp(a.to_string()),
+            ListenAddr::Unix(p) => AdminTarget::Unix(p.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            "127.0.0.1:9306".parse::<AdminTarget>(),
+            Ok(AdminTarget::Tcp("127.0.0.1:9306".into()))
+        );
+        assert_eq!(
+            "[::1]:9306".parse::<AdminTarget>(),
+            Ok(AdminTarget::Tcp("[::1]:9306".into()))
+        );
+        assert_eq!(
+            "unix:/run/p.sock".parse::<AdminTarget>(),
+            Ok(AdminTarget::Unix("/run/p.sock".into()))
+        );
+        assert!("9306".parse::<AdminTarget>().is_err());
+        assert!("unix:".parse::<AdminTarget>().is_err());
+    }
 }

@@ -25,7 +25,7 @@ pub mod status;
 
 use std::convert::Infallible;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +38,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::config::{AdminConfig, ListenAddr, TokenError};
-use crate::metrics::{ProxyState, METRICS_CONTENT_TYPE};
+use crate::metrics::METRICS_CONTENT_TYPE;
+use crate::state::ProxyState;
 
+pub use client::AdminTarget;
 pub use status::Status;
 
 /// Concurrent admin connections. Scrapers, keepalived and an operator need
@@ -307,7 +309,7 @@ fn route_with_body(
         "/metrics" => respond(
             StatusCode::OK,
             METRICS_CONTENT_TYPE,
-            ctx.state.encode_metrics(),
+            crate::exposition::encode(&ctx.state),
         ),
         "/reload" => reload(&ctx.state),
         "/topology" => match &ctx.state.topology {
@@ -520,52 +522,6 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Answ
     r
 }
 
-/// Where `portcullis status` finds the admin API: `host:port` or
-/// `unix:/path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminTarget {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for AdminTarget {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            if p.is_empty() {
-                return Err("empty path after \"unix:\"".into());
-            }
-            return Ok(AdminTarget::Unix(PathBuf::from(p)));
-        }
-        match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(AdminTarget::Tcp(s.to_string()))
-            }
-            _ => Err(format!(
-                "invalid admin address {s:?}: expected \"127.0.0.1:9306\", \"[::1]:9306\" or \"unix:/path\""
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for AdminTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AdminTarget::Tcp(a) => f.write_str(a),
-            AdminTarget::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-impl From<&ListenAddr> for AdminTarget {
-    fn from(a: &ListenAddr) -> Self {
-        match a {
-            ListenAddr::Tcp(a) => AdminTarget::Tcp(a.to_string()),
-            ListenAddr::Unix(p) => AdminTarget::Unix(p.clone()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,7 +552,7 @@ mod tests {
             state: Arc::new(ProxyState::new(
                 Vec::new(),
                 Vec::new(),
-                PathBuf::from("/nonexistent/portcullis.toml"),
+                std::path::PathBuf::from("/nonexistent/portcullis.toml"),
                 Default::default(),
                 None,
             )),
@@ -658,8 +614,7 @@ mod tests {
                 "{\n  \"error\": \"starting: listeners bound but not accepting yet; no listener is bound\"\n}\n".into()
             )
         );
-        open.state
-            .set_lifecycle(crate::metrics::Lifecycle::Draining);
+        open.state.set_lifecycle(crate::state::Lifecycle::Draining);
         assert_eq!(
             answer(route(&Method::GET, "/health", &h, &open)).2,
             "{\n  \"error\": \"draining: not accepting new connections, waiting for sessions to finish; no listener is bound\"\n}\n"
@@ -700,23 +655,5 @@ mod tests {
         let (code, _, body) = answer(route(&Method::POST, "/reload", &good, &locked));
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(body.contains("cannot read config file"), "{body}");
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            "127.0.0.1:9306".parse::<AdminTarget>(),
-            Ok(AdminTarget::Tcp("127.0.0.1:9306".into()))
-        );
-        assert_eq!(
-            "[::1]:9306".parse::<AdminTarget>(),
-            Ok(AdminTarget::Tcp("[::1]:9306".into()))
-        );
-        assert_eq!(
-            "unix:/run/p.sock".parse::<AdminTarget>(),
-            Ok(AdminTarget::Unix("/run/p.sock".into()))
-        );
-        assert!("9306".parse::<AdminTarget>().is_err());
-        assert!("unix:".parse::<AdminTarget>().is_err());
     }
 }

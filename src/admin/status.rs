@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{rfc3339, unix_seconds, ProxyState};
-use crate::reload::ReloadRecord;
+use crate::reload::reloadable::ReloadRecord;
+use crate::state::ProxyState;
+use crate::time::{rfc3339, unix_seconds};
 use crate::tls::CertInfo;
 
 /// The whole `/status` answer. Field names are part of the API: add, never
@@ -144,7 +145,7 @@ impl Status {
             .map(|l| {
                 let cfg = &l.runtime.config;
                 let rt = l.runtime.tls.as_ref();
-                let tls = rt.map(|t| t.load());
+                let tls = rt.map(|t| t.material.load());
                 ListenerStatus {
                     name: cfg.name.clone(),
                     address: l.address.to_string(),
@@ -169,8 +170,8 @@ impl Status {
                         .unwrap_or_default(),
                     tls_loaded_at: tls.as_ref().map(|t| t.loaded_at),
                     tls_loaded_at_utc: tls.as_ref().map(|t| rfc3339(t.loaded_at)),
-                    last_reload: rt.and_then(|r| r.last_reload()),
-                    last_reload_error: rt.and_then(|r| r.last_error()),
+                    last_reload: rt.and_then(|r| r.material.last_reload()),
+                    last_reload_error: rt.and_then(|r| r.material.last_error()),
                     certificate_sessions: rt.map_or(0, |r| r.live.len()),
                     crls: tls
                         .as_ref()

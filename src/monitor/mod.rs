@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::BackendRuntime;
 use crate::config::MonitorConfig;
-use crate::metrics::{rfc3339, unix_seconds};
+use crate::sync::lock;
+use crate::time::{rfc3339, unix_seconds};
 use client::{MonitorConn, MonitorError};
 
 /// What the monitor last saw of one backend.
@@ -395,8 +396,4 @@ async fn probe(
         error: None,
         checked_at: 0,
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -8,6 +8,7 @@ pub mod binary;
 pub mod client;
 pub mod http;
 pub mod mariadb;
+pub mod metrics;
 pub mod pki;
 pub mod proxy;
 pub mod raw;

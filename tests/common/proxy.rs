@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use portcullis::config::ListenAddr;
-use portcullis::metrics::{Lifecycle, ProxyState};
+use portcullis::state::{Lifecycle, ProxyState};
 use portcullis::{Config, Proxy, Shutdown};
 use tempfile::TempDir;
 use tokio::sync::watch;
