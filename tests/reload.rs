@@ -833,7 +833,8 @@ async fn config_checks_crl_policy_and_material_at_load() {
             ),
         )
         .unwrap();
-        portcullis::Config::load(&path).map(|c| c.listeners[0].tls.clone().unwrap())
+        portcullis::preflight::Preflight::load(&path)
+            .map(|p| p.config().listeners[0].tls.clone().unwrap())
     };
     let t = load("crl_scope = \"leaf\"\ncrl_expired = \"accept\"\nunknown_revocation = \"allow\"\non_revoke = \"keep\"\n").unwrap();
     assert_eq!(t.crl_policy.scope, portcullis::config::CrlScope::Leaf);
