@@ -28,8 +28,8 @@
 //!   (poll, SIGHUP, admin), expiry warnings, re-checking live sessions.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
-//! - [`perm`] — warnings for secret files (keys, admin token) that other
-//!   local users can read.
+//! - [`perm`] — the mode check for secret files (keys, admin token) that
+//!   other local users can read; the warning about running as root.
 //! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
 //!   address to the backend.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.

@@ -2,10 +2,11 @@
 //! and the tests' in-process proxy: read and validate the config, load every
 //! listener's and backend's TLS material **once**, and log the warnings.
 //!
-//! A TLS load error is a config problem like any other: [`crate::config`] asks for
-//! each section's material at the place in its checks where the error
-//! belongs (so `check` prints it in file order among the others), and the
-//! material built here is what [`Proxy::bind`](crate::Proxy::bind) serves.
+//! A TLS load error is a config problem like any other: [`crate::config`]
+//! asks for each section's material at the place in its checks where the
+//! error belongs (so `check` prints it in file order among the others), and
+//! the material built here is what [`Proxy::bind`](crate::Proxy::bind)
+//! serves.
 //! A reload validates with [`load_deferring_tls`] instead and loads each
 //! listener's material on its own.
 

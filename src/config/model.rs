@@ -106,14 +106,6 @@ pub enum Route {
 }
 
 impl Route {
-    /// Reads `route` as written: a topology keyword, or else a backend name.
-    pub fn parse(s: &str) -> Route {
-        match TopologyRoute::parse(s) {
-            Some(t) => Route::Topology(t),
-            None => Route::Backend(s.to_string()),
-        }
-    }
-
     /// The route as written in the config, for logs and `/status`.
     pub fn name(&self) -> &str {
         match self {
