@@ -11,7 +11,7 @@ use tokio_util::either::Either;
 
 use crate::config::{BackendAddr, BackendConfig};
 use crate::reload::reloadable::Reloadable;
-use crate::tls::{ClientTls, TlsLoadError};
+use crate::tls::ClientTls;
 
 /// A backend as the running proxy sees it: its settings and its outbound
 /// TLS material (reloadable; shared by every listener routing to it).
@@ -32,17 +32,14 @@ impl Drop for Routed<'_> {
 }
 
 impl BackendRuntime {
-    /// Loads the outbound TLS material, if any.
-    pub fn new(config: BackendConfig) -> Result<BackendRuntime, TlsLoadError> {
-        let tls = match &config.tls {
-            Some(t) => Some(Reloadable::new(ClientTls::load(t)?)),
-            None => None,
-        };
-        Ok(BackendRuntime {
+    /// The backend around `tls`, its outbound material as loaded from
+    /// `config.tls` (by [`crate::preflight`]).
+    pub fn new(config: BackendConfig, tls: Option<ClientTls>) -> BackendRuntime {
+        BackendRuntime {
             config,
-            tls,
+            tls: tls.map(Reloadable::new),
             active: AtomicI64::new(0),
-        })
+        }
     }
 
     pub fn active(&self) -> i64 {

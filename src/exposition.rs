@@ -363,7 +363,8 @@ mod tests {
 
     use crate::outcome::{Finished, SessionError};
     use crate::session::SessionInfo;
-    use crate::{Config, Proxy};
+    use crate::preflight::Preflight;
+    use crate::Proxy;
 
     fn record(
         l: &crate::state::ListenerState,
@@ -405,7 +406,7 @@ mod tests {
     }
 
     /// Writes the PKI and returns the config.
-    fn config(dir: &Path) -> Config {
+    fn config(dir: &Path) -> Preflight {
         let mut ca = CertificateParams::default();
         ca.distinguished_name = rcgen::DistinguishedName::new();
         ca.distinguished_name.push(DnType::CommonName, "Pin CA");
@@ -451,7 +452,7 @@ mod tests {
             server_key = write(dir, "server-key.pem", &server_key),
             crl = write(dir, "crl.pem", &crl.pem().unwrap()),
         );
-        Config::from_toml(&toml, &dir.join("portcullis.toml"), dir)
+        Preflight::from_toml(&toml, &dir.join("portcullis.toml"), dir)
             .unwrap_or_else(|e| panic!("{e}\n{toml}"))
     }
 

@@ -4,8 +4,11 @@
 //!
 //! The modules follow one connection through the proxy:
 //!
-//! - [`config`] — the TOML file: parsing, validation (every problem with its
-//!   line), typed settings.
+//! - [`config`] — the TOML file as data: parsing, validation (every problem
+//!   with its line, warnings returned), typed settings. Imports nothing of
+//!   the runtime.
+//! - [`preflight`] — the check before serving, shared by `check` and `run`:
+//!   the config validated, every TLS material loaded once, warnings logged.
 //! - [`listener`] — binding TCP (IPv6 with `IPV6_V6ONLY`, IPv4) and Unix
 //!   sockets; the per-listener runtime state sessions read.
 //! - [`server`] — the accept loops, one task per session, shutdown (drain
@@ -15,8 +18,9 @@
 //! - [`session`] — the connection phase of one client: backend greeting,
 //!   SSLRequest, TLS, HandshakeResponse, authentication relay with the
 //!   sequence-id shift.
-//! - [`failover`] — the instant-failover redirect: settings and the ERR
-//!   packet that sends a client to another server.
+//! - [`failover`] — the instant-failover redirect: who is redirected, and
+//!   the ERR packet that sends a client to another server (the settings
+//!   are [`config::failover`]).
 //! - [`protocol`] — the wire format as pure functions over bytes (no I/O).
 //! - [`packet_io`] — reading/writing whole packets on async streams during
 //!   the connection phase.
@@ -28,8 +32,8 @@
 //!   listeners and backends hold.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
-//! - [`perm`] — warnings for secret files (keys, admin token) that other
-//!   local users can read.
+//! - [`perm`] — the mode check for secret files (keys, admin token) that
+//!   other local users can read; the warning about running as root.
 //! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
 //!   address to the backend.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
@@ -70,6 +74,7 @@ pub mod monitor;
 pub mod outcome;
 pub mod packet_io;
 pub mod perm;
+pub mod preflight;
 pub mod protocol;
 pub mod proxy_protocol;
 pub mod relay;

@@ -14,11 +14,11 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::backend::BackendRuntime;
-use crate::config::{ListenAddr, ListenerConfig, Route};
+use crate::config::{ListenAddr, ListenerConfig, TopologyRoute};
 use crate::failover::FailoverSettings;
 use crate::monitor::Topology;
 use crate::reload::reloadable::TlsRuntime;
-use crate::tls::{ServerTls, TlsLoadError};
+use crate::tls::ServerTls;
 
 /// Backlog for listening sockets: enough to absorb a reconnect storm after
 /// a failover while the accept loop catches up.
@@ -46,7 +46,7 @@ pub enum RouteRuntime {
     /// Decided per connection from the topology (`primary`, `replica`,
     /// `any`).
     Topology {
-        kind: Route,
+        kind: TopologyRoute,
         topology: Arc<Topology>,
     },
 }
@@ -56,35 +56,28 @@ impl RouteRuntime {
     pub fn name(&self) -> &str {
         match self {
             RouteRuntime::Fixed(b) => &b.config.name,
-            RouteRuntime::Topology { kind, .. } => match kind {
-                Route::Primary => "primary",
-                Route::Replica => "replica",
-                Route::Any => "any",
-                Route::Backend(n) => n,
-            },
+            RouteRuntime::Topology { kind, .. } => kind.name(),
         }
     }
 }
 
 impl ListenerRuntime {
-    /// Loads the listener's TLS material (if any) and sets up its state.
+    /// Sets up the listener's state around `tls`, its material as loaded
+    /// from `config.tls` (by [`crate::preflight`]).
     pub fn new(
         config: ListenerConfig,
         route: RouteRuntime,
         topology: Option<Arc<Topology>>,
-    ) -> Result<Self, TlsLoadError> {
-        let tls = match &config.tls {
-            Some(t) => Some(TlsRuntime::new(ServerTls::load(t)?)),
-            None => None,
-        };
-        Ok(ListenerRuntime {
+        tls: Option<ServerTls>,
+    ) -> Self {
+        ListenerRuntime {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             failover: ArcSwap::from_pointee(config.failover.clone()),
             config,
             route,
             topology,
-            tls,
-        })
+            tls: tls.map(TlsRuntime::new),
+        }
     }
 
     pub fn is_unix(&self) -> bool {

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::admin::{client, AdminTarget, Status};
-use portcullis::{reload, Config, Proxy, Shutdown};
+use portcullis::preflight::Preflight;
+use portcullis::{reload, Proxy, Shutdown};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A MySQL/MariaDB-protocol TLS-terminating proxy with mutual certificate
@@ -78,13 +79,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match Preflight::load(&config) {
+            Ok(p) => {
                 println!(
                     "{}: OK ({} listener(s), {} backend(s))",
                     config.display(),
-                    c.listeners.len(),
-                    c.backends.len()
+                    p.config().listeners.len(),
+                    p.config().backends.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -192,7 +193,7 @@ fn reload(state: &portcullis::state::ProxyState) {
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     portcullis::perm::warn_if_root();
-    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let preflight = Preflight::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     // Sessions run on their own worker threads (`workers`); this thread
     // only accepts, watches files and handles signals.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -200,7 +201,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let proxy = Proxy::bind(config).context("cannot start")?;
+        let proxy = Proxy::bind(preflight).context("cannot start")?;
         let state = proxy.state();
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         tokio::spawn(async move {

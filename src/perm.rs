@@ -1,10 +1,13 @@
-//! File-permission checks for secrets (TLS private keys, the admin token).
+//! File-permission checks for secrets (TLS private keys, the admin token,
+//! the monitor's password file), and the warning about running as root.
 //!
 //! A secret that other local users can read is a leak waiting to happen,
 //! but refusing to start over it would break deployments that share a key
 //! through a group on purpose (e.g. `root:portcullis 0640`, or Kubernetes
 //! secrets mounted 0644). So it is a warning at config load, naming the
-//! file, its mode and the fix — never an error.
+//! file, its mode and the fix — never an error: [`loose_mode`] is the check
+//! (it logs nothing), validation turns it into a
+//! [`Warning`](crate::config::Warning), and [`crate::preflight`] logs it.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -19,26 +22,6 @@ const GROUP_OTHER: u32 = 0o077;
 pub fn loose_mode(path: &Path) -> io::Result<Option<u32>> {
     let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
     Ok((mode & GROUP_OTHER != 0).then_some(mode))
-}
-
-/// Logs a warning when `path` (a `what`, e.g. "TLS private key") is
-/// accessible by its group or by others. A file that cannot be examined is
-/// reported elsewhere (the load that needs it fails), so that is silent here.
-pub fn warn_if_exposed(path: &Path, what: &str) {
-    if let Ok(Some(mode)) = loose_mode(path) {
-        let who = if mode & 0o007 != 0 {
-            "every local user"
-        } else {
-            "its group"
-        };
-        tracing::warn!(
-            path = %path.display(),
-            mode = %format!("{mode:04o}"),
-            "{what} {} can be read or changed by {who} (mode {mode:04o}); run `chmod 600 {}` and own it by the user portcullis runs as",
-            path.display(),
-            path.display(),
-        );
-    }
 }
 
 /// The effective user id from a `/proc/<pid>/status` text (its `Uid:`

@@ -17,9 +17,9 @@ use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime}
 use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
 use crate::outcome::{self, Fault, Finished, SessionError};
+use crate::preflight::Preflight;
 use crate::session::{self, SessionInfo};
 use crate::state::{Lifecycle, ListenerState, ProxyState};
-use crate::tls::TlsLoadError;
 use crate::workers::Workers;
 
 /// What the proxy should be doing; sent through a `watch` channel so a
@@ -46,16 +46,6 @@ pub const MAX_CONCURRENT_REFUSALS: usize = 256;
 pub enum StartError {
     #[error(transparent)]
     Bind(#[from] BindError),
-    #[error("listener {listener:?}: {source}")]
-    Tls {
-        listener: String,
-        source: Box<TlsLoadError>,
-    },
-    #[error("backend {backend:?}: {source}")]
-    BackendTls {
-        backend: String,
-        source: Box<TlsLoadError>,
-    },
     #[error("listener {listener:?} cannot route to {route:?} (no such backend, or no [monitor])")]
     Route { listener: String, route: String },
     #[error(transparent)]
@@ -76,33 +66,29 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Loads TLS material, binds every listener and starts the admin API
-    /// (when configured; it answers 503 on `/health` until [`run`](Proxy::run)).
+    /// Binds every listener with the config and TLS material of
+    /// `preflight` (nothing is loaded again) and starts the admin API (when
+    /// configured; it answers 503 on `/health` until [`run`](Proxy::run)).
     /// Must be called inside a tokio runtime.
-    pub fn bind(config: Config) -> Result<Proxy, StartError> {
-        let backends = config
+    pub fn bind(preflight: Preflight) -> Result<Proxy, StartError> {
+        let (config, material) = preflight.into_parts();
+        let backends: Vec<_> = config
             .backends
             .iter()
-            .map(|b| {
-                BackendRuntime::new(b.clone())
-                    .map(Arc::new)
-                    .map_err(|source| StartError::BackendTls {
-                        backend: b.name.clone(),
-                        source: Box::new(source),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .zip(material.backends)
+            .map(|(b, tls)| Arc::new(BackendRuntime::new(b.clone(), tls)))
+            .collect();
         let topology = config
             .monitor
             .as_ref()
             .map(|_| Arc::new(Topology::new(&backends)));
         let mut listeners = Vec::new();
-        for l in &config.listeners {
+        for (l, tls) in config.listeners.iter().zip(material.listeners) {
             let unroutable = || StartError::Route {
                 listener: l.name.clone(),
-                route: l.route.clone(),
+                route: l.route.to_string(),
             };
-            let route = match &l.route_kind {
+            let route = match &l.route {
                 Route::Backend(name) => RouteRuntime::Fixed(
                     backends
                         .iter()
@@ -110,18 +96,12 @@ impl Proxy {
                         .ok_or_else(unroutable)?
                         .clone(),
                 ),
-                kind => RouteRuntime::Topology {
-                    kind: kind.clone(),
+                Route::Topology(kind) => RouteRuntime::Topology {
+                    kind: *kind,
                     topology: topology.clone().ok_or_else(unroutable)?,
                 },
             };
-            let rt =
-                ListenerRuntime::new(l.clone(), route, topology.clone()).map_err(|source| {
-                    StartError::Tls {
-                        listener: l.name.clone(),
-                        source: Box::new(source),
-                    }
-                })?;
+            let rt = ListenerRuntime::new(l.clone(), route, topology.clone(), tls);
             let bound = Bound::bind(l)?;
             let address = bound.local_addr().unwrap_or_else(|_| l.address.clone());
             listeners.push((Arc::new(ListenerState::new(Arc::new(rt), address)), bound));

@@ -25,7 +25,8 @@ use rustls_pki_types::UnixTime;
 use std::sync::Arc;
 
 use crate::backend::{self, BackendRuntime, BackendStream};
-use crate::config::{OnPrimaryChange, Route};
+use crate::config::{OnPrimaryChange, TopologyRoute};
+use crate::failover::FailoverTarget;
 use crate::listener::{ListenerRuntime, RouteRuntime};
 use crate::live::Registration;
 use crate::metrics::{ByteCounts, Transferred};
@@ -198,8 +199,8 @@ async fn refuse_no_backend<S: ClientIo>(
 
 /// The `host:port` a redirected client is sent to: the configured target,
 /// or for `"primary"` the current primary's `advertise` address.
-fn redirect_target(listener: &ListenerRuntime, target: String) -> Result<String, String> {
-    if target != crate::failover::PRIMARY_TARGET {
+fn redirect_target(listener: &ListenerRuntime, target: FailoverTarget) -> Result<String, String> {
+    if let FailoverTarget::Address(target) = target {
         return Ok(target);
     }
     let topology = listener
@@ -228,7 +229,7 @@ async fn resolve_route(
     };
     let cfg = &listener.config;
     match kind {
-        Route::Primary => {
+        TopologyRoute::Primary => {
             // The token first: a change after this closes the session
             // (too early at worst, never too late).
             let tenure = topology.tenure();
@@ -252,11 +253,11 @@ async fn resolve_route(
             let tenure = (cfg.on_primary_change == OnPrimaryChange::Close).then_some(tenure);
             Ok((backend, tenure))
         }
-        Route::Replica => topology
+        TopologyRoute::Replica => topology
             .pick("replica", cfg.max_replica_lag)
             .map(|b| (b, None))
             .ok_or_else(|| "no healthy replica is available; try again later".to_string()),
-        Route::Any | Route::Backend(_) => topology
+        TopologyRoute::Any => topology
             .pick("any", None)
             .map(|b| (b, None))
             .ok_or_else(|| "no healthy backend is available; try again later".to_string()),

@@ -821,7 +821,8 @@ async fn config_checks_crl_policy_and_material_at_load() {
             ),
         )
         .unwrap();
-        portcullis::Config::load(&path).map(|c| c.listeners[0].tls.clone().unwrap())
+        portcullis::preflight::Preflight::load(&path)
+            .map(|p| p.config().listeners[0].tls.clone().unwrap())
     };
     let t = load("crl_scope = \"leaf\"\ncrl_expired = \"accept\"\nunknown_revocation = \"allow\"\non_revoke = \"keep\"\n").unwrap();
     assert_eq!(t.crl_policy.scope, portcullis::config::CrlScope::Leaf);
@@ -842,6 +843,48 @@ async fn config_checks_crl_policy_and_material_at_load() {
     let e = load("").unwrap_err().to_string();
     assert!(e.contains("expired at") && e.contains("crl_expired"), "{e}");
     assert!(load("crl_expired = \"accept\"\n").is_ok());
+}
+
+/// The TLS material is read once, before serving: what the preflight
+/// loaded is what `Proxy::bind` serves, even when the files are gone by
+/// then.
+#[tokio::test]
+async fn bind_serves_the_material_the_preflight_loaded() {
+    let pki = Pki::new();
+    let tls = TlsDir::new(&pki);
+    let dir = short_tempdir("pre");
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[[backend]]
+name = "db"
+address = "[::1]:1"
+[backend.tls]
+ca = {:?}
+server_name = "localhost"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{}"#,
+            tls.path("ca.pem"),
+            tls.section("")
+        ),
+    )
+    .unwrap();
+    let preflight = portcullis::preflight::Preflight::load(&path).expect("valid config");
+    for f in ["server.pem", "server-key.pem", "ca.pem", "crl.d/ca.pem"] {
+        std::fs::remove_file(tls.path(f)).unwrap();
+    }
+    let proxy = portcullis::Proxy::bind(preflight).expect("bind reads no file again");
+    let state = proxy.state();
+    let served = state.listeners[0].runtime.tls.as_ref().expect("TLS").material.load();
+    assert_eq!(served.leaf.serial, hex_serial(SERVER_SERIAL));
+    assert_eq!(served.crls.len(), 1);
+    let outbound = state.backends[0].tls.as_ref().expect("backend TLS").load();
+    assert_eq!(outbound.cas.len(), 1);
+    assert_eq!(outbound.server_name.to_str(), "localhost");
 }
 
 #[tokio::test]

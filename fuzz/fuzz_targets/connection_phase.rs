@@ -49,7 +49,8 @@ use portcullis::protocol::{Capabilities, Greeting, HEADER_LEN};
 use portcullis::relay::ByteCounts;
 use portcullis::session::{serve, SessionInfo};
 use portcullis::tls::{load_certs, load_key};
-use portcullis::Config;
+use portcullis::config::Route;
+use portcullis::preflight::Preflight;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::UnixListener;
 use tokio::runtime::Runtime;
@@ -134,16 +135,30 @@ client_auth = "required"
                 }
             }
         }
-        let config = Config::from_toml(&toml, &dir.path().join("fuzz.toml"), dir.path())
+        // The demo PKI is loaded here, once, as `portcullis run` does.
+        let preflight = Preflight::from_toml(&toml, &dir.path().join("fuzz.toml"), dir.path())
             .unwrap_or_else(|e| panic!("fuzz config does not validate:\n{e}\n{toml}"));
+        let (config, material) = preflight.into_parts();
+        let backends: Vec<_> = config
+            .backends
+            .iter()
+            .zip(material.backends)
+            .map(|(b, tls)| Arc::new(BackendRuntime::new(b.clone(), tls)))
+            .collect();
         let listeners = config
             .listeners
             .iter()
-            .map(|l| {
-                let backend = config.backend(&l.route).expect("route").clone();
-                let backend = BackendRuntime::new(backend).expect("backend");
-                ListenerRuntime::new(l.clone(), RouteRuntime::Fixed(Arc::new(backend)), None)
-                    .expect("demo PKI loads")
+            .zip(material.listeners)
+            .map(|(l, tls)| {
+                let Route::Backend(name) = &l.route else {
+                    panic!("fuzz listeners route to a named backend");
+                };
+                let backend = backends
+                    .iter()
+                    .find(|b| &b.config.name == name)
+                    .expect("route")
+                    .clone();
+                ListenerRuntime::new(l.clone(), RouteRuntime::Fixed(backend), None, tls)
             })
             .collect();
 

@@ -411,7 +411,7 @@ fn failover(method: &Method, name: &str, body: &[u8], ctx: &Ctx) -> Answer {
             #[serde(deny_unknown_fields)]
             struct Change {
                 mode: crate::failover::FailoverMode,
-                target: Option<String>,
+                target: Option<crate::failover::FailoverTarget>,
                 message: Option<String>,
                 error_code: Option<u16>,
             }
@@ -431,7 +431,7 @@ fn failover(method: &Method, name: &str, body: &[u8], ctx: &Ctx) -> Answer {
                 message: change.message.or_else(|| old.message.clone()),
                 error_code: change.error_code.unwrap_or(old.error_code),
             };
-            if new.target.as_deref() == Some(crate::failover::PRIMARY_TARGET)
+            if new.target == Some(crate::failover::FailoverTarget::Primary)
                 && ctx.state.topology.is_none()
             {
                 return error(
@@ -446,7 +446,7 @@ fn failover(method: &Method, name: &str, body: &[u8], ctx: &Ctx) -> Answer {
                 listener = %name,
                 from = old.mode.as_str(),
                 to = new.mode.as_str(),
-                target = new.target.as_deref().unwrap_or(""),
+                target = new.target_str(),
                 "failover mode changed via the admin API"
             );
             rt.failover.store(std::sync::Arc::new(new));

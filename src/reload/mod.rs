@@ -96,7 +96,7 @@ impl ReloadReport {
 /// from a blocking context.
 pub fn reload_config(state: &ProxyState, trigger: Trigger) -> Result<ReloadReport, ConfigError> {
     let _held = state.reload_lock.hold();
-    let new = Config::load_deferring_tls(&state.config_path)?;
+    let new = crate::preflight::load_deferring_tls(&state.config_path)?;
     let mut report = ReloadReport {
         failover_changed: apply_failover(state, &new),
         ..ReloadReport::default()
@@ -159,7 +159,7 @@ fn apply_failover(state: &ProxyState, new: &Config) -> Vec<String> {
                 listener = %l.name,
                 from = rt.failover.load().mode.as_str(),
                 to = l.failover.mode.as_str(),
-                target = l.failover.target.as_deref().unwrap_or(""),
+                target = l.failover.target_str(),
                 "reload: failover settings applied"
             );
             rt.failover.store(Arc::new(l.failover.clone()));

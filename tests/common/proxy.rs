@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use portcullis::config::ListenAddr;
+use portcullis::preflight::Preflight;
 use portcullis::state::{Lifecycle, ProxyState};
 use portcullis::{Config, Proxy, Shutdown};
 use tempfile::TempDir;
@@ -55,9 +56,10 @@ impl TestProxy {
         };
         let toml = toml.as_str();
         std::fs::write(&path, toml).expect("write config");
-        let config = Config::load(&path)
+        let preflight = Preflight::load(&path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
-        let proxy = Proxy::bind(config.clone()).expect("bind proxy");
+        let config = preflight.config().clone();
+        let proxy = Proxy::bind(preflight).expect("bind proxy");
         let addrs = proxy.local_addrs();
         let admin = proxy.admin_addr();
         let state = proxy.state();

@@ -1,0 +1,149 @@
+//! The TOML configuration, as data: parsing, validation and the typed
+//! result.
+//!
+//! Parsing is strict (unknown keys are errors, with their line). Validation
+//! collects *every* problem it finds, each with the file and line it comes
+//! from, so `portcullis check` can print them all at once, and returns the
+//! warnings it finds (secret files others can read, a redirect loop) for the
+//! caller to log: nothing here logs.
+//!
+//! This module imports nothing of the running proxy. TLS material is loaded
+//! by the caller, through a [`MaterialCheck`] that validation asks at the
+//! place where a load error belongs among the problems:
+//! [`crate::preflight`] loads and keeps the material at start and for
+//! `portcullis check`; a reload passes [`DeferMaterial`] and loads each
+//! listener's material on its own.
+//!
+//! - `raw` — the file as written (serde structures with spans);
+//! - `model` — the validated settings and their defaults;
+//! - `values` — parsers for single values (durations, addresses, names);
+//! - [`failover`] — the failover settings and their checks;
+//! - `validate` — raw to model, one file per section;
+//! - `problems` — problems with their line, and warnings.
+
+use std::path::Path;
+
+pub mod failover;
+mod model;
+mod problems;
+mod raw;
+mod validate;
+mod values;
+
+pub use model::{
+    default_workers, AdminConfig, BackendAddr, BackendConfig, BackendTlsConfig, CertRefusal,
+    ClientAuth, Config, CrlExpired, CrlPolicy, CrlScope, ListenAddr, ListenerConfig, MonitorConfig,
+    OnPrimaryChange, OnRevoke, Route, TlsConfig, TlsReloadConfig, TopologyRoute, UnknownRevocation,
+    DEFAULT_ADMIN_ADDRESS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXPIRY_WARNING,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKE_PACKET,
+    DEFAULT_MONITOR_INTERVAL, DEFAULT_PRIMARY_WAIT, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS, MIN_ADMIN_TOKEN_LEN,
+};
+pub use problems::{ConfigError, ConfigProblem, Warning};
+pub use values::{parse_duration, read_admin_token, TokenError};
+
+use problems::{line_at, Problems};
+
+/// Loads a TLS section's material for validation. Called once per section,
+/// only where no problem was found before it (a listener: none in the whole
+/// file so far; a backend: none in its own `[backend.tls]`), so that the
+/// load error, if any, stands in the problem list exactly where it is read.
+/// `index` is the section's listener or backend position in the file (and
+/// in [`Config::listeners`] / [`Config::backends`]).
+pub trait MaterialCheck {
+    /// A listener's `[listener.tls]`; `Err` is the problem's message.
+    fn listener_tls(&mut self, index: usize, tls: &TlsConfig) -> Result<(), String>;
+    /// A backend's `[backend.tls]`; `Err` is the problem's message.
+    fn backend_tls(&mut self, index: usize, tls: &BackendTlsConfig) -> Result<(), String>;
+}
+
+/// Loads nothing: TLS sections are only checked for the existence of their
+/// files (which validation does anyway). For a reload, which loads and
+/// applies each listener's material on its own, so that one listener's
+/// broken certificate neither blocks the others nor the rest of the file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeferMaterial;
+
+impl MaterialCheck for DeferMaterial {
+    fn listener_tls(&mut self, _: usize, _: &TlsConfig) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn backend_tls(&mut self, _: usize, _: &BackendTlsConfig) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What checking a config file found.
+#[derive(Debug)]
+#[must_use]
+pub struct Checked {
+    /// The validated config, or every problem found.
+    pub result: Result<Config, ConfigError>,
+    /// Found whether or not the config is valid, in the order found; for
+    /// the caller to log.
+    pub warnings: Vec<Warning>,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`; relative paths in it
+    /// resolve against its directory.
+    pub fn read(path: &Path, material: &mut dyn MaterialCheck) -> Checked {
+        match std::fs::read_to_string(path) {
+            Ok(src) => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                Config::check_toml(&src, path, base, material)
+            }
+            Err(e) => Checked {
+                result: Err(ConfigError {
+                    path: path.to_path_buf(),
+                    problems: vec![ConfigProblem {
+                        line: None,
+                        message: format!("cannot read config file: {e}"),
+                    }],
+                }),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    /// Parses and validates `src` as if read from `path`; relative paths in
+    /// it resolve against `base_dir`.
+    pub fn check_toml(
+        src: &str,
+        path: &Path,
+        base_dir: &Path,
+        material: &mut dyn MaterialCheck,
+    ) -> Checked {
+        let fail = |problems| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let raw: raw::RawConfig = match toml::from_str(src) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let line = e.span().map(|s| line_at(src, s.start));
+                return Checked {
+                    result: Err(fail(vec![ConfigProblem {
+                        line,
+                        message: e.message().to_string(),
+                    }])),
+                    warnings: Vec::new(),
+                };
+            }
+        };
+        let mut p = Problems::new(src);
+        let config = validate::validate(raw, path, base_dir, material, &mut p);
+        Checked {
+            result: if p.list.is_empty() {
+                Ok(config)
+            } else {
+                Err(fail(p.list))
+            },
+            warnings: p.warnings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,403 @@
+//! The validated configuration: typed settings with their defaults, as the
+//! rest of portcullis reads them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::failover::FailoverSettings;
+
+/// Default SIGTERM drain deadline.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline for the whole connection phase (accept → backend auth
+/// done). Long enough for a slow WAN TLS handshake, short enough that
+/// silent clients cannot pin slots for long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default backend connect timeout: the backend is normally local, so a
+/// connect that takes seconds means it is gone.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most session worker threads a config may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// One session worker for every two CPUs this process may run on (its
+/// affinity mask and cgroup quota, as `std` counts them), at least one.
+/// portcullis usually shares its machine with the mariadbd behind it, and
+/// on two cores one worker beat two in every workload measured
+/// (docs/performance.md, "Runtime").
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2))
+}
+
+/// Default per-listener cap on concurrent sessions.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default cap on one connection-phase packet. The server accepts up to 64 KiB
+/// of connect attributes; user, schema and auth data add a little to that.
+pub const DEFAULT_MAX_HANDSHAKE_PACKET: usize = 96 * 1024;
+/// Default admin address when `[admin]` is present without one: loopback
+/// only, the port MaxScale-style keepalived checks are usually pointed at.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9306";
+/// Shortest admin token accepted: 16 characters of a random token are
+/// beyond online guessing; anything shorter is probably a placeholder.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// How often TLS files are checked for new content.
+pub const DEFAULT_TLS_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long before a certificate or CRL expires the log starts warning.
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for reloads and messages).
+    pub path: PathBuf,
+    pub shutdown_timeout: Duration,
+    /// Session worker threads (see [`crate::workers`]); default:
+    /// [`default_workers`].
+    pub workers: usize,
+    pub backends: Vec<BackendConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin HTTP endpoint; `None` (no `[admin]` section) serves none.
+    pub admin: Option<AdminConfig>,
+    /// The `[tls_reload]` section.
+    pub tls_reload: TlsReloadConfig,
+    /// The `[monitor]` section: the topology monitor's account.
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// The `[monitor]` section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    pub user: String,
+    pub password: String,
+    pub interval: Duration,
+}
+
+impl fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("MonitorConfig")
+            .field("user", &self.user)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+/// The default `[monitor] interval`.
+pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// The default `primary_wait`.
+pub const DEFAULT_PRIMARY_WAIT: Duration = Duration::from_secs(5);
+
+impl Config {
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+/// Where a listener sends new connections: `route` as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// One named backend.
+    Backend(String),
+    /// Decided per connection from the topology the monitor keeps.
+    Topology(TopologyRoute),
+}
+
+impl Route {
+    /// The route as written in the config, for logs and `/status`.
+    pub fn name(&self) -> &str {
+        match self {
+            Route::Backend(name) => name,
+            Route::Topology(t) => t.name(),
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The routes that follow the topology; their names are reserved (no
+/// backend may be called so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopologyRoute {
+    /// The current primary.
+    Primary,
+    /// The least-loaded healthy replica.
+    Replica,
+    /// The least-loaded primary or replica.
+    Any,
+}
+
+impl TopologyRoute {
+    /// The keyword, as written in `route`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopologyRoute::Primary => "primary",
+            TopologyRoute::Replica => "replica",
+            TopologyRoute::Any => "any",
+        }
+    }
+
+    /// The topology route named `s`, if `s` is one of the keywords.
+    pub fn parse(s: &str) -> Option<TopologyRoute> {
+        [
+            TopologyRoute::Primary,
+            TopologyRoute::Replica,
+            TopologyRoute::Any,
+        ]
+        .into_iter()
+        .find(|t| t.name() == s)
+    }
+}
+
+/// What happens to sessions routed as `primary` when the primary changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPrimaryChange {
+    /// Close them, so applications reconnect to the new primary.
+    #[default]
+    Close,
+    /// Leave them on the demoted server.
+    Keep,
+}
+
+/// The `[tls_reload]` section: how TLS material is watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsReloadConfig {
+    /// How often every TLS file and CRL directory is read and compared by
+    /// content; zero disables polling (SIGHUP and `POST /reload` remain).
+    pub poll_interval: Duration,
+    /// Warn in the log this long before a certificate or CRL in service
+    /// expires.
+    pub expiry_warning: Duration,
+}
+
+impl Default for TlsReloadConfig {
+    fn default() -> Self {
+        TlsReloadConfig {
+            poll_interval: DEFAULT_TLS_POLL_INTERVAL,
+            expiry_warning: DEFAULT_EXPIRY_WARNING,
+        }
+    }
+}
+
+/// The `[admin]` section: where the admin HTTP API listens and who may use
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Loopback TCP or a Unix socket, unless a token is configured.
+    pub address: ListenAddr,
+    /// File holding the bearer token every request except `GET /health`
+    /// must carry.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: BackendAddr,
+    pub connect_timeout: Duration,
+    /// Outbound TLS: portcullis sends the SSLRequest to the backend.
+    pub tls: Option<BackendTlsConfig>,
+    /// `host:port` clients are redirected to when this backend is the
+    /// primary (`failover_target = "primary"`).
+    pub advertise: Option<String>,
+    /// Send a PROXY protocol v2 header with the client's address first.
+    pub proxy_protocol: bool,
+}
+
+/// A backend's `[backend.tls]`: how portcullis verifies the backend and
+/// which client certificate it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsConfig {
+    /// CA bundle the backend's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate chain and key presented to the backend.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Name (or IP address) the backend's certificate must be valid for.
+    pub server_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: ListenAddr,
+    /// A backend name, or `primary`, `replica` or `any`.
+    pub route: Route,
+    pub on_primary_change: OnPrimaryChange,
+    /// How long a `primary` connection waits for a primary to be known.
+    pub primary_wait: Duration,
+    /// `replica` routing skips replicas further behind than this.
+    pub max_replica_lag: Option<Duration>,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    pub max_handshake_packet: usize,
+    /// Close a relayed session after this long without a byte either way;
+    /// `None` (the default, or `"0s"`) never does: replication links and
+    /// pooled connections are idle for long stretches by design.
+    pub idle_timeout: Option<Duration>,
+    /// An operators' listener: exempt from `failover = "on"`.
+    pub admin: bool,
+    /// Initial failover settings (changeable at runtime).
+    pub failover: FailoverSettings,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Paths of a listener's TLS material, resolved against the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// What happens to live sessions whose certificate new trust material
+    /// (a CRL or CA bundle reload) would refuse.
+    pub on_revoke: OnRevoke,
+    /// How CRLs are applied to client certificates.
+    pub crl_policy: CrlPolicy,
+    /// How a refused client certificate is reported to the client.
+    pub cert_refusal: CertRefusal,
+}
+
+/// How a client whose certificate is refused learns why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertRefusal {
+    /// A TLS alert during the handshake (certificate_revoked, unknown_ca,
+    /// ...), as any TLS server does.
+    #[default]
+    TlsAlert,
+    /// Finish the TLS handshake, then answer the HandshakeResponse with a
+    /// MySQL ERR packet (1045) naming the reason, over TLS. For clients that
+    /// do not report a TLS 1.3 alert that arrives after their side of the
+    /// handshake completed: mariadbd's own replica IO thread shows only
+    /// "Lost connection ... reading authorization packet" (errno 2013).
+    /// Nothing is forwarded to a backend either way.
+    MysqlError,
+}
+
+impl CertRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRefusal::TlsAlert => "tls_alert",
+            CertRefusal::MysqlError => "mysql_error",
+        }
+    }
+}
+
+/// What to do with an established session whose client certificate is
+/// revoked (or no longer trusted) by newly loaded material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRevoke {
+    /// Close it (log and count).
+    #[default]
+    Close,
+    /// Keep it (log and count); only new handshakes are refused.
+    Keep,
+}
+
+/// Which certificates of a client's chain are checked against the CRLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlScope {
+    /// Every certificate in the chain except the trust anchor.
+    #[default]
+    Chain,
+    /// Only the client's own certificate.
+    Leaf,
+}
+
+/// What a CRL past its nextUpdate means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlExpired {
+    /// A stale CRL may miss recent revocations: refuse to load it, and
+    /// refuse clients it should cover once it goes stale in service.
+    #[default]
+    Reject,
+    /// Use it anyway (rustls's default).
+    Accept,
+}
+
+/// What to do with a certificate no loaded CRL covers (its issuer
+/// published none), when CRLs are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownRevocation {
+    /// Refuse it.
+    #[default]
+    Reject,
+    /// Accept it.
+    Allow,
+}
+
+/// The CRL settings of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CrlPolicy {
+    pub scope: CrlScope,
+    pub expired: CrlExpired,
+    pub unknown: UnknownRevocation,
+}
+
+/// Whether a TLS listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A certificate that verifies against the CA and CRLs is mandatory.
+    Required,
+    /// A certificate is asked for; if one is sent it must verify.
+    Optional,
+    /// No certificate is asked for.
+    None,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+            ClientAuth::None => "none",
+        }
+    }
+}
+
+/// Where a listener accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Where a backend is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    /// `host:port`, an IPv4 literal, or a bracketed IPv6 literal; resolved
+    /// at connect time so DNS changes are followed.
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddr::Tcp(a) => f.write_str(a),
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The file as written: serde structures with the span of every value, so
+//! each problem found later can name its line. Unknown keys are refused
+//! here, with their line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::failover::FailoverMode;
+use super::model::{
+    CertRefusal, ClientAuth, CrlExpired, CrlScope, OnPrimaryChange, OnRevoke, UnknownRevocation,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) shutdown_timeout: Option<Spanned<String>>,
+    pub(super) workers: Option<Spanned<i64>>,
+    #[serde(default, rename = "backend")]
+    pub(super) backends: Vec<Spanned<RawBackend>>,
+    #[serde(default, rename = "listener")]
+    pub(super) listeners: Vec<Spanned<RawListener>>,
+    pub(super) admin: Option<Spanned<RawAdmin>>,
+    pub(super) tls_reload: Option<Spanned<RawTlsReload>>,
+    pub(super) monitor: Option<Spanned<RawMonitor>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMonitor {
+    pub(super) user: Spanned<String>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsReload {
+    pub(super) poll_interval: Option<Spanned<String>>,
+    pub(super) expiry_warning: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) token_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub(super) name: Spanned<String>,
+    pub(super) address: Spanned<String>,
+    pub(super) connect_timeout: Option<Spanned<String>>,
+    pub(super) advertise: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) proxy_protocol: bool,
+    pub(super) tls: Option<Spanned<RawBackendTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackendTls {
+    pub(super) ca: Spanned<String>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) server_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub(super) name: Spanned<String>,
+    pub(super) address: Spanned<String>,
+    pub(super) route: Spanned<String>,
+    #[serde(default)]
+    pub(super) allow_plaintext: bool,
+    pub(super) handshake_timeout: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) max_handshake_packet: Option<Spanned<usize>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) admin: bool,
+    pub(super) failover: Option<Spanned<FailoverMode>>,
+    pub(super) failover_target: Option<Spanned<String>>,
+    pub(super) failover_message: Option<Spanned<String>>,
+    pub(super) failover_error_code: Option<Spanned<u16>>,
+    pub(super) on_primary_change: Option<Spanned<OnPrimaryChange>>,
+    pub(super) primary_wait: Option<Spanned<String>>,
+    pub(super) max_replica_lag: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Spanned<String>,
+    pub(super) key: Spanned<String>,
+    pub(super) ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) crl: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) client_auth: Option<Spanned<ClientAuth>>,
+    pub(super) on_revoke: Option<Spanned<OnRevoke>>,
+    pub(super) crl_scope: Option<Spanned<CrlScope>>,
+    pub(super) crl_expired: Option<Spanned<CrlExpired>>,
+    pub(super) unknown_revocation: Option<Spanned<UnknownRevocation>>,
+    pub(super) cert_refusal: Option<Spanned<CertRefusal>>,
+}

@@ -1,0 +1,552 @@
+//! Validation as `portcullis check` reports it: values, defaults, and every
+//! problem with its line. Configs are written as raw TOML strings, first
+//! line first, so the line numbers asserted can be counted in the source.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::values::host_of;
+use super::*;
+
+fn check(src: &str) -> Checked {
+    Config::check_toml(
+        src,
+        Path::new("test.toml"),
+        Path::new("/nonexistent"),
+        &mut DeferMaterial,
+    )
+}
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    check(src).result
+}
+
+#[test]
+fn minimal_plaintext_unix_listener() {
+    let c = parse(
+        r#"
+[[backend]]
+name = "local"
+address = "unix:/run/mysqld/mysqld.sock"
+
+[[listener]]
+name = "sock"
+address = "unix:/tmp/p.sock"
+route = "local"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.listeners[0].address,
+        ListenAddr::Unix("/tmp/p.sock".into())
+    );
+    assert_eq!(
+        c.backends[0].address,
+        BackendAddr::Unix("/run/mysqld/mysqld.sock".into())
+    );
+    assert_eq!(c.listeners[0].handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+    assert_eq!(c.listeners[0].idle_timeout, None, "off by default");
+    assert!(c.listeners[0].tls.is_none());
+    assert_eq!(c.listeners[0].route, Route::Backend("local".into()));
+    assert_eq!(c.listeners[0].route.to_string(), "local");
+}
+
+#[test]
+fn idle_timeout_zero_means_off_and_bad_values_have_lines() {
+    let with = |v: &str| {
+        parse(&format!(
+            r#"[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "b"
+idle_timeout = {v:?}
+"#
+        ))
+    };
+    assert_eq!(
+        with("30m").unwrap().listeners[0].idle_timeout,
+        Some(Duration::from_secs(1800))
+    );
+    assert_eq!(with("0s").unwrap().listeners[0].idle_timeout, None);
+    let e = with("forever").unwrap_err();
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(e.problems[0].line, Some(8));
+    assert!(e.problems[0].message.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn workers_default_to_the_cpus_and_out_of_range_values_have_lines() {
+    let with = |w: &str| {
+        parse(&format!(
+            r#"{w}
+[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "b"
+"#
+        ))
+    };
+    assert_eq!(with("").unwrap().workers, default_workers());
+    assert!(default_workers() >= 1);
+    assert_eq!(with("workers = 3").unwrap().workers, 3);
+    for bad in ["workers = 0", "workers = -2", "workers = 1025"] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+        assert_eq!(e.problems[0].line, Some(1), "{bad}");
+        assert!(e.problems[0].message.contains("out of range"), "{bad}: {e}");
+    }
+    let e = with(r#"workers = "2""#).unwrap_err();
+    assert_eq!(e.problems[0].line, Some(1), "{e}");
+}
+
+#[test]
+fn cert_refusal_values_and_needs_client_auth() {
+    let with = |tls: &str| {
+        parse(&format!(
+            r#"[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "[::1]:0"
+route = "b"
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+{tls}"#
+        ))
+        .unwrap_err()
+    };
+    // The files do not exist, so every config errs; what matters is
+    // which problems are reported.
+    let e = with(
+        r#"client_auth = "none"
+cert_refusal = "mysql_error"
+"#,
+    );
+    assert!(
+        e.problems.iter().any(|p| p
+            .message
+            .contains("cert_refusal = \"mysql_error\" but client_auth = \"none\"")),
+        "{e}"
+    );
+    let e = with(
+        r#"ca = "ca.pem"
+cert_refusal = "mysql_error"
+"#,
+    );
+    assert!(
+        !e.problems
+            .iter()
+            .any(|p| p.message.contains("cert_refusal")),
+        "{e}"
+    );
+    let e = with(
+        r#"ca = "ca.pem"
+cert_refusal = "err"
+"#,
+    );
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.message.contains("tls_alert") && p.message.contains("mysql_error")),
+        "the accepted values are named: {e}"
+    );
+}
+
+#[test]
+fn unknown_key_has_line() {
+    let e = parse(
+        r#"[[backend]]
+name = "a"
+address = "unix:/x"
+adress = 1
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1);
+    assert_eq!(e.problems[0].line, Some(4));
+    assert!(
+        e.problems[0].message.contains("adress"),
+        "{}",
+        e.problems[0].message
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let e = parse(
+        r#"shutdown_timeout = "forever"
+[[backend]]
+name = "local"
+address = "db:notaport"
+
+[[listener]]
+name = "public"
+address = "[::]:3307"
+route = "nowhere"
+"#,
+    )
+    .unwrap_err();
+    let lines: Vec<_> = e.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![Some(1), Some(4), Some(9), Some(6)], "{e}");
+    assert!(
+        e.to_string()
+            .contains("test.toml:9: route \"nowhere\" names no [[backend]]"),
+        "{e}"
+    );
+    assert!(e.problems[3].message.contains("allow_plaintext"), "{e}");
+}
+
+#[test]
+fn plaintext_on_public_address_needs_opt_in() {
+    let src = |extra: &str| {
+        format!(
+            r#"[[backend]]
+name = "b"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "l"
+address = "0.0.0.0:3307"
+route = "b"
+{extra}"#
+        )
+    };
+    assert!(parse(&src("")).is_err());
+    assert!(parse(&src("allow_plaintext = true")).is_ok());
+}
+
+#[test]
+fn missing_tls_files_are_named() {
+    let e = parse(
+        r#"[[backend]]
+name = "b"
+address = "[::1]:3306"
+[[listener]]
+name = "l"
+address = "[::1]:3307"
+route = "b"
+[listener.tls]
+cert = "server.pem"
+key = "server-key.pem"
+ca = "ca.pem"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 3, "{e}");
+    assert!(
+        e.problems[0].message.contains("/nonexistent/server.pem"),
+        "{e}"
+    );
+}
+
+/// A backend and a listener on lines 1-7, then `admin`.
+fn with_admin(admin: &str) -> String {
+    format!(
+        r#"[[backend]]
+name = "b"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "l"
+address = "127.0.0.1:3307"
+route = "b"
+{admin}"#
+    )
+}
+
+#[test]
+fn admin_is_off_without_a_section() {
+    assert_eq!(parse(&with_admin("")).unwrap().admin, None);
+}
+
+#[test]
+fn admin_defaults_to_loopback_9306() {
+    let c = parse(&with_admin("[admin]\n")).unwrap();
+    assert_eq!(
+        c.admin,
+        Some(AdminConfig {
+            address: ListenAddr::Tcp("127.0.0.1:9306".parse().unwrap()),
+            token_file: None,
+        })
+    );
+}
+
+#[test]
+fn admin_accepts_loopback_and_unix_without_token() {
+    for (text, want) in [
+        ("[::1]:9306", ListenAddr::Tcp("[::1]:9306".parse().unwrap())),
+        (
+            "127.0.0.1:0",
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+        ),
+        (
+            "unix:/run/portcullis/admin.sock",
+            ListenAddr::Unix("/run/portcullis/admin.sock".into()),
+        ),
+    ] {
+        let c = parse(&with_admin(&format!(
+            r#"[admin]
+address = "{text}"
+"#
+        )))
+        .unwrap();
+        assert_eq!(c.admin.unwrap().address, want, "{text}");
+    }
+}
+
+#[test]
+fn non_loopback_admin_needs_a_token() {
+    // Lines: 1-7 backend and listener, 8 [admin], 9 address.
+    let e = parse(&with_admin(
+        r#"[admin]
+address = "0.0.0.0:9306"
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].line, Some(9), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "test.toml:9: admin address 0.0.0.0:9306 is not loopback: anyone who reaches it"
+        ),
+        "{e}"
+    );
+    let e = parse(&with_admin(
+        r#"[admin]
+address = "[::]:9306"
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(e.problems[0].line, Some(9), "{e}");
+}
+
+#[test]
+fn non_loopback_admin_with_a_token_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").unwrap();
+    let c = Config::check_toml(
+        &with_admin(
+            r#"[admin]
+address = "0.0.0.0:9306"
+token_file = "admin.token"
+"#,
+        ),
+        Path::new("test.toml"),
+        dir.path(),
+        &mut DeferMaterial,
+    )
+    .result
+    .unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(admin.token_file, Some(dir.path().join("admin.token")));
+    assert_eq!(
+        read_admin_token(admin.token_file.as_ref().unwrap()).unwrap(),
+        "0123456789abcdef0123"
+    );
+}
+
+#[test]
+fn admin_token_problems_have_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("short.token"), "secret\n").unwrap();
+    let in_dir = |src: &str| {
+        Config::check_toml(src, Path::new("test.toml"), dir.path(), &mut DeferMaterial)
+            .result
+            .unwrap_err()
+    };
+    // Unknown keys are refused first, with their line.
+    let e = in_dir(&with_admin(
+        r#"[admin]
+token_file = "short.token"
+[admin.extra]
+"#,
+    ));
+    assert_eq!(e.problems[0].line, Some(10), "{e}");
+    let e = in_dir(&with_admin(
+        r#"[admin]
+token_file = "short.token"
+"#,
+    ));
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].line, Some(9), "{e}");
+    assert!(
+        e.problems[0]
+            .message
+            .contains("at least 16 printable ASCII characters")
+            && e.problems[0].message.contains("(found 6)"),
+        "{e}"
+    );
+    let e = in_dir(&with_admin(
+        r#"[admin]
+token_file = "missing.token"
+"#,
+    ));
+    assert_eq!(e.problems[0].line, Some(9), "{e}");
+    assert!(
+        e.problems[0]
+            .message
+            .starts_with("cannot read admin token file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn admin_address_problems_have_lines() {
+    let e = parse(&with_admin(
+        r#"[admin]
+address = "localhost:9306"
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].line, Some(9), "{e}");
+    assert!(
+        e.problems[0]
+            .message
+            .starts_with("invalid admin address \"localhost:9306\""),
+        "{e}"
+    );
+    let e = parse(&with_admin(
+        r#"[admin]
+address = "127.0.0.1:3307"
+"#,
+    ))
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(
+        e.problems[0].message,
+        "admin address 127.0.0.1:3307 is also a [[listener]] address"
+    );
+}
+
+#[test]
+fn backend_tls_needs_a_cert_key_pair_and_a_name_for_sockets() {
+    let e = parse(
+        r#"
+[[backend]]
+name = "a"
+address = "db2.example.net:3307"
+[backend.tls]
+ca = "/nonexistent/ca.pem"
+cert = "/nonexistent/client.pem"
+
+[[backend]]
+name = "b"
+address = "unix:/run/b.sock"
+[backend.tls]
+ca = "/nonexistent/ca.pem"
+
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "a"
+"#,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(":7: [backend.tls] cert needs key"), "{text}");
+    assert!(
+        text.contains("on a unix: backend needs server_name"),
+        "{text}"
+    );
+    assert!(text.contains(":6: CA bundle /nonexistent/ca.pem"), "{text}");
+    assert_eq!(host_of("db2.example.net:3307"), "db2.example.net");
+    assert_eq!(host_of("[::1]:3307"), "::1");
+    assert_eq!(host_of("10.0.0.1:3306"), "10.0.0.1");
+}
+
+#[test]
+fn topology_routes_need_a_monitor_and_reserve_their_names() {
+    let e = parse(
+        r#"
+[[backend]]
+name = "primary"
+address = "unix:/run/a.sock"
+advertise = "[2001:db8::1]:3307"
+
+[[listener]]
+name = "rw"
+address = "unix:/tmp/rw.sock"
+route = "primary"
+failover = "on"
+failover_target = "primary"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(":3: backend name \"primary\" is reserved"),
+        "{e}"
+    );
+    assert!(
+        e.contains(":5: advertise \"[2001:db8::1]:3307\" is an IPv6 literal"),
+        "{e}"
+    );
+    assert!(
+        e.contains(":10: route = \"primary\" follows the topology: it needs a [monitor] section"),
+        "{e}"
+    );
+    assert!(
+        e.contains(":12: failover_target = \"primary\" follows the topology"),
+        "{e}"
+    );
+
+    let e = parse(
+        r#"[monitor]
+user = "mon"
+interval = "0s"
+[[backend]]
+name = "a"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "replica"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(":1: [monitor] needs password or password_file"),
+        "{e}"
+    );
+    assert!(
+        e.contains(":3: [monitor] interval must be more than zero"),
+        "{e}"
+    );
+
+    let c = parse(
+        r#"[monitor]
+user = "mon"
+password = "pw"
+[[backend]]
+name = "a"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "replica"
+max_replica_lag = "30s"
+on_primary_change = "keep"
+"#,
+    )
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.route, Route::Topology(TopologyRoute::Replica));
+    assert_eq!(l.route.name(), "replica");
+    assert_eq!(l.max_replica_lag, Some(Duration::from_secs(30)));
+    assert_eq!(l.on_primary_change, OnPrimaryChange::Keep);
+    assert_eq!(l.primary_wait, DEFAULT_PRIMARY_WAIT);
+    let m = c.monitor.as_ref().unwrap();
+    assert_eq!(
+        (m.user.as_str(), m.interval),
+        ("mon", DEFAULT_MONITOR_INTERVAL)
+    );
+    assert!(!format!("{m:?}").contains("pw"), "no password in Debug");
+}

@@ -1,0 +1,208 @@
+//! `[[listener]]`: names, addresses, routes, limits; its TLS and failover
+//! keys are checked by their own files.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{duration_or, failover, tls, value};
+use crate::config::model::{
+    ListenAddr, ListenerConfig, Route, TlsConfig, TopologyRoute, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKE_PACKET, DEFAULT_PRIMARY_WAIT,
+};
+use crate::config::problems::Problems;
+use crate::config::raw::RawListener;
+use crate::config::values::{parse_listen_addr, valid_name};
+use crate::config::MaterialCheck;
+
+/// What the rest of the file says that a listener's checks depend on.
+pub(super) struct Known<'a> {
+    /// The (valid) backend names.
+    pub(super) backend_names: &'a HashSet<String>,
+    /// Whether there is a `[monitor]` (topology routes need one).
+    pub(super) monitor: bool,
+}
+
+/// Names and addresses already taken by earlier listeners.
+#[derive(Default)]
+struct Taken {
+    names: HashSet<String>,
+    addrs: HashSet<ListenAddr>,
+}
+
+/// Every listener, in file order, and the set of their addresses.
+pub(super) fn validate_listeners(
+    raw: Vec<Spanned<RawListener>>,
+    known: &Known<'_>,
+    base: &Path,
+    material: &mut dyn MaterialCheck,
+    p: &mut Problems<'_>,
+) -> (Vec<ListenerConfig>, HashSet<ListenAddr>) {
+    if raw.is_empty() {
+        p.global("no [[listener]] is configured: portcullis would accept nothing");
+    }
+    let mut taken = Taken::default();
+    let mut listeners = Vec::new();
+    for (index, l) in raw.into_iter().enumerate() {
+        listeners.push(validate_listener(
+            index, l, known, &mut taken, base, material, p,
+        ));
+    }
+    (listeners, taken.addrs)
+}
+
+fn validate_listener(
+    index: usize,
+    l: Spanned<RawListener>,
+    known: &Known<'_>,
+    taken: &mut Taken,
+    base: &Path,
+    material: &mut dyn MaterialCheck,
+    p: &mut Problems<'_>,
+) -> ListenerConfig {
+    let l_span = l.span();
+    let mut l = l.into_inner();
+    check_name(&l.name, &mut taken.names, p);
+    let address = address(&l.address, &mut taken.addrs, base, p);
+    let route = route(&l.route, known, p);
+    let tls = l
+        .tls
+        .take()
+        .map(|t| tls::validate_tls(index, t, base, material, p));
+    check_plaintext(&l, l_span.clone(), address.as_ref(), tls.as_ref(), p);
+    let max_connections = match &l.max_connections {
+        Some(m) if *m.get_ref() == 0 => {
+            p.at(m.span(), "max_connections must be at least 1");
+            1
+        }
+        Some(m) => *m.get_ref(),
+        None => DEFAULT_MAX_CONNECTIONS,
+    };
+    let max_handshake_packet = match &l.max_handshake_packet {
+        Some(m) if *m.get_ref() < 1024 || *m.get_ref() > 16 * 1024 * 1024 => {
+            p.at(
+                m.span(),
+                "max_handshake_packet must be between 1024 and 16777216 bytes",
+            );
+            DEFAULT_MAX_HANDSHAKE_PACKET
+        }
+        Some(m) => *m.get_ref(),
+        None => DEFAULT_MAX_HANDSHAKE_PACKET,
+    };
+    let failover = failover::validate_failover(&l, l_span, address.as_ref(), known.monitor, p);
+    let handshake_timeout = duration_or(&l.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, p);
+    let idle_timeout =
+        Some(duration_or(&l.idle_timeout, Duration::ZERO, p)).filter(|d| !d.is_zero());
+    let primary_wait = duration_or(&l.primary_wait, DEFAULT_PRIMARY_WAIT, p);
+    let max_replica_lag = l
+        .max_replica_lag
+        .as_ref()
+        .map(|_| duration_or(&l.max_replica_lag, Duration::ZERO, p));
+    ListenerConfig {
+        name: l.name.into_inner(),
+        address: address.unwrap_or(ListenAddr::Unix(PathBuf::new())),
+        route,
+        handshake_timeout,
+        max_connections,
+        max_handshake_packet,
+        idle_timeout,
+        admin: l.admin,
+        failover,
+        tls,
+        on_primary_change: value(&l.on_primary_change).unwrap_or_default(),
+        primary_wait,
+        max_replica_lag,
+    }
+}
+
+/// A listener name is valid and unique; valid unique names are added to
+/// `names`.
+fn check_name(name: &Spanned<String>, names: &mut HashSet<String>, p: &mut Problems<'_>) {
+    let text = name.get_ref();
+    if !valid_name(text) {
+        p.at(
+            name.span(),
+            format!(
+                "listener name {text:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"
+            ),
+        );
+    } else if !names.insert(text.clone()) {
+        p.at(name.span(), format!("duplicate listener name {text:?}"));
+    }
+}
+
+/// The listen address, unless invalid; it must not be another listener's.
+fn address(
+    a: &Spanned<String>,
+    addrs: &mut HashSet<ListenAddr>,
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> Option<ListenAddr> {
+    match parse_listen_addr(a.get_ref(), base) {
+        Ok(addr) => {
+            // Port 0 (any free port, used by tests) never collides.
+            let any_port = matches!(&addr, ListenAddr::Tcp(sa) if sa.port() == 0);
+            if !any_port && !addrs.insert(addr.clone()) {
+                p.at(a.span(), format!("address {addr} is used by two listeners"));
+            }
+            Some(addr)
+        }
+        Err(e) => {
+            p.at(a.span(), e);
+            None
+        }
+    }
+}
+
+/// The route: a topology keyword (which needs `[monitor]`) or a backend
+/// name (which must exist).
+fn route(r: &Spanned<String>, known: &Known<'_>, p: &mut Problems<'_>) -> Route {
+    let text = r.get_ref();
+    if let Some(t) = TopologyRoute::parse(text) {
+        if !known.monitor {
+            p.at(
+                r.span(),
+                format!("route = {text:?} follows the topology: it needs a [monitor] section"),
+            );
+        }
+        return Route::Topology(t);
+    }
+    if !known.backend_names.contains(text) {
+        let names = if known.backend_names.is_empty() {
+            "none".to_string()
+        } else {
+            let mut v: Vec<_> = known.backend_names.iter().cloned().collect();
+            v.sort();
+            v.join(", ")
+        };
+        p.at(
+            r.span(),
+            format!("route {text:?} names no [[backend]] (known: {names})"),
+        );
+    }
+    Route::Backend(text.clone())
+}
+
+/// A non-loopback TCP listener without TLS needs `allow_plaintext = true`.
+fn check_plaintext(
+    l: &RawListener,
+    l_span: Range<usize>,
+    address: Option<&ListenAddr>,
+    tls: Option<&TlsConfig>,
+    p: &mut Problems<'_>,
+) {
+    if let (Some(ListenAddr::Tcp(sa)), None) = (address, tls) {
+        if !sa.ip().is_loopback() && !l.allow_plaintext {
+            p.at(
+                l_span,
+                format!(
+                    "listener {:?} on non-loopback address {sa} has no [listener.tls]: clients would send passwords and data in clear; add TLS or set allow_plaintext = true",
+                    l.name.get_ref()
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! From the file as written to the typed config, one section at a time.
+//!
+//! The order of the checks is the order of `portcullis check`'s output:
+//! top-level settings, then every `[[backend]]`, every `[[listener]]`,
+//! `[admin]`, `[monitor]` and `[tls_reload]`, each in file order. A value
+//! that fails gets its default (or a placeholder), so the checks after it
+//! still run and every problem is reported at once.
+
+mod admin;
+mod backend;
+mod failover;
+mod listener;
+mod monitor;
+mod tls;
+
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::model::{
+    default_workers, Config, TlsReloadConfig, DEFAULT_EXPIRY_WARNING, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS,
+};
+use super::problems::{Problems, Warning};
+use super::raw::{RawConfig, RawTlsReload};
+use super::values::parse_duration;
+use super::MaterialCheck;
+
+/// Validates `raw`, read from `path`; relative paths resolve against `base`.
+/// Problems and warnings go to `p`; the config returned is only meaningful
+/// when there are no problems.
+pub(super) fn validate(
+    raw: RawConfig,
+    path: &Path,
+    base: &Path,
+    material: &mut dyn MaterialCheck,
+    p: &mut Problems<'_>,
+) -> Config {
+    let shutdown_timeout = duration_or(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT, p);
+    let workers = workers(&raw.workers, p);
+    let (backends, backend_names) = backend::validate_backends(raw.backends, base, material, p);
+    let known = listener::Known {
+        backend_names: &backend_names,
+        monitor: raw.monitor.is_some(),
+    };
+    let (listeners, listen_addrs) =
+        listener::validate_listeners(raw.listeners, &known, base, material, p);
+    let admin = raw
+        .admin
+        .map(|a| admin::validate_admin(a, &listen_addrs, base, p));
+    let monitor = raw.monitor.map(|m| monitor::validate_monitor(m, base, p));
+    let tls_reload = raw.tls_reload.map(|r| tls_reload(r, p)).unwrap_or_default();
+    Config {
+        path: path.to_path_buf(),
+        shutdown_timeout,
+        workers,
+        backends,
+        listeners,
+        admin,
+        tls_reload,
+        monitor,
+    }
+}
+
+fn workers(w: &Option<Spanned<i64>>, p: &mut Problems<'_>) -> usize {
+    let Some(w) = w else {
+        return default_workers();
+    };
+    match usize::try_from(*w.get_ref()) {
+        Ok(n @ 1..=MAX_WORKERS) => n,
+        _ => {
+            p.at(
+                w.span(),
+                format!(
+                    "workers = {} is out of range: give 1 to {MAX_WORKERS} session worker threads, or leave it out for one per two CPUs",
+                    w.get_ref()
+                ),
+            );
+            1
+        }
+    }
+}
+
+fn tls_reload(r: Spanned<RawTlsReload>, p: &mut Problems<'_>) -> TlsReloadConfig {
+    let r = r.into_inner();
+    TlsReloadConfig {
+        poll_interval: duration_or(&r.poll_interval, DEFAULT_TLS_POLL_INTERVAL, p),
+        expiry_warning: duration_or(&r.expiry_warning, DEFAULT_EXPIRY_WARNING, p),
+    }
+}
+
+/// The value of an optional key, without its position.
+fn value<T: Copy>(o: &Option<Spanned<T>>) -> Option<T> {
+    o.as_ref().map(|v| *v.get_ref())
+}
+
+/// An optional duration key: its value, or `default` when absent (and, with
+/// a problem, when invalid).
+fn duration_or(v: &Option<Spanned<String>>, default: Duration, p: &mut Problems<'_>) -> Duration {
+    match v {
+        None => default,
+        Some(s) => match parse_duration(s.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                p.at(s.span(), e);
+                default
+            }
+        },
+    }
+}
+
+/// Warns when the secret file at `path` (a `what`) can be read or changed
+/// by its group or others. A file that cannot be examined is reported
+/// elsewhere (the load that needs it fails), so that is silent here.
+fn warn_if_exposed(path: &Path, what: &'static str, p: &mut Problems<'_>) {
+    if let Ok(Some(mode)) = crate::perm::loose_mode(path) {
+        p.warn(Warning::ExposedSecret {
+            what,
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::*;
+
+    #[test]
+    fn warnings_are_returned_in_the_order_found_valid_or_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let loose = |name: &str, content: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let key = loose("k.pem", "", 0o644);
+        let token = loose("admin.token", "0123456789abcdef0123\n", 0o640);
+        let pw = loose("mon.pw", "pw\n", 0o604);
+        for f in ["c.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let src = |extra: &str| {
+            format!(
+                r#"[monitor]
+user = "mon"
+password_file = "mon.pw"
+[[backend]]
+name = "b"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "l"
+address = "127.0.0.1:3307"
+route = "b"
+failover = "on"
+failover_target = "localhost:3307"
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+ca = "ca.pem"
+[admin]
+token_file = "admin.token"
+{extra}"#
+            )
+        };
+        let checked = |extra: &str| {
+            Config::check_toml(
+                &src(extra),
+                Path::new("test.toml"),
+                dir.path(),
+                &mut DeferMaterial,
+            )
+        };
+        let want = vec![
+            Warning::ExposedSecret {
+                what: "TLS private key",
+                path: key,
+                mode: 0o644,
+            },
+            Warning::RedirectLoop {
+                listener: "l".into(),
+                target: "localhost:3307".into(),
+            },
+            Warning::ExposedSecret {
+                what: "admin token file",
+                path: token,
+                mode: 0o640,
+            },
+            Warning::ExposedSecret {
+                what: "monitor password file",
+                path: pw,
+                mode: 0o604,
+            },
+        ];
+        let ok = checked("");
+        assert!(ok.result.is_ok(), "{:?}", ok.result);
+        assert_eq!(ok.warnings, want);
+        let bad = checked("address = \"nowhere\"\n");
+        assert!(bad.result.is_err());
+        assert_eq!(bad.warnings, want, "warnings come with problems too");
+    }
+}
