@@ -362,8 +362,8 @@ mod tests {
     };
 
     use crate::outcome::{Finished, SessionError};
-    use crate::session::SessionInfo;
     use crate::preflight::Preflight;
+    use crate::session::SessionInfo;
     use crate::Proxy;
 
     fn record(

@@ -879,7 +879,13 @@ route = "db"
     }
     let proxy = portcullis::Proxy::bind(preflight).expect("bind reads no file again");
     let state = proxy.state();
-    let served = state.listeners[0].runtime.tls.as_ref().expect("TLS").material.load();
+    let served = state.listeners[0]
+        .runtime
+        .tls
+        .as_ref()
+        .expect("TLS")
+        .material
+        .load();
     assert_eq!(served.leaf.serial, hex_serial(SERVER_SERIAL));
     assert_eq!(served.crls.len(), 1);
     let outbound = state.backends[0].tls.as_ref().expect("backend TLS").load();

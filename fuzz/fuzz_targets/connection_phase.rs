@@ -46,7 +46,7 @@ use portcullis::listener::{ListenerRuntime, RouteRuntime};
 use portcullis::packet_io::read_packet_exact;
 use portcullis::protocol::packet::{split_packet, write_packet};
 use portcullis::protocol::{Capabilities, Greeting, HEADER_LEN};
-use portcullis::relay::ByteCounts;
+use portcullis::metrics::ByteCounts;
 use portcullis::session::{serve, SessionInfo};
 use portcullis::tls::{load_certs, load_key};
 use portcullis::config::Route;
