@@ -10,6 +10,7 @@ use crate::backend::BackendRuntime;
 use crate::config::{OnPrimaryChange, TopologyRoute};
 use crate::failover::FailoverTarget;
 use crate::listener::{ListenerRuntime, RouteRuntime};
+use crate::monitor::Pick;
 
 /// The `host:port` a redirected client is sent to: the configured target,
 /// or for `"primary"` the current primary's `advertise` address.
@@ -71,11 +72,11 @@ pub(super) async fn resolve_route(
             Ok((backend, tenure))
         }
         TopologyRoute::Replica => topology
-            .pick("replica", cfg.max_replica_lag)
+            .pick(Pick::Replica, cfg.max_replica_lag)
             .map(|b| (b, None))
             .ok_or_else(|| "no healthy replica is available; try again later".to_string()),
         TopologyRoute::Any => topology
-            .pick("any", None)
+            .pick(Pick::Any, None)
             .map(|b| (b, None))
             .ok_or_else(|| "no healthy backend is available; try again later".to_string()),
     }
