@@ -21,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::{LabelCounts, ListenerMetrics, VERSION};
-use crate::monitor::{Topology, ROLES};
+use crate::monitor::{Role, Topology};
 use crate::state::{ListenerState, ProxyState};
 use crate::tls::CertInfo;
 
@@ -284,9 +284,9 @@ fn topology_families(enc: &mut DescriptorEncoder<'_>, topology: &Topology) -> fm
         "The monitor's classification of each backend: 1 for its current role, 0 for the others.",
         topology.backends.iter().flat_map(|b| {
             let (name, role) = (b.backend.config.name.as_str(), b.health.load().role);
-            ROLES.map(|r| {
+            Role::ALL.map(|r| {
                 (
-                    [("backend", name), ("role", r)],
+                    [("backend", name), ("role", r.label())],
                     Gauge(i64::from(r == role)),
                 )
             })
@@ -520,7 +520,7 @@ mod tests {
         topology.backends[1]
             .health
             .store(Arc::new(crate::monitor::Health {
-                role: "replica",
+                role: crate::monitor::Role::Replica,
                 lag_seconds: Some(7),
                 ..Default::default()
             }));

@@ -15,9 +15,11 @@
 //!   with a deadline, or now) driven by a value passed in.
 //! - [`workers`] — the session worker threads, each with its own event
 //!   loop, that accepted connections are handed to.
-//! - [`session`] — the connection phase of one client: backend greeting,
-//!   SSLRequest, TLS, HandshakeResponse, authentication relay with the
-//!   sequence-id shift.
+//! - [`session`] — one client from accept to close: the connection phase
+//!   (the client's side — SSLRequest, TLS, HandshakeResponse, refusals — in
+//!   `session::door`; the backend's — greeting, outbound TLS,
+//!   authentication relay with the sequence-id shift — in `session::auth`;
+//!   the route in `session::route`), then the relay.
 //! - [`failover`] — the instant-failover redirect: who is redirected, and
 //!   the ERR packet that sends a client to another server (the settings
 //!   are [`config::failover`]).
@@ -39,9 +41,12 @@
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`monitor`] — the topology: which backend is the primary, for the
 //!   `primary`/`replica`/`any` routes.
+//! - [`prefixed`] — a stream that replays bytes read ahead at the end of
+//!   the connection phase before its own, so no byte is lost at the switch.
 //! - [`relay`] — the command phase: bytes copied both ways, unparsed.
-//! - [`outcome`] — how a connection ended: stable labels, whose fault,
-//!   and what it counts.
+//! - [`outcome`] — how a connection ended, the one table: stable label,
+//!   whose fault and log level, the one log event, what it counts, and the
+//!   ERR packet a waiting client gets.
 //! - [`metrics`] — what the proxy counts about itself: per-listener
 //!   counters and gauges, atomics only.
 //! - [`state`] — the running proxy as admin, reloads and metrics read it:
@@ -74,6 +79,7 @@ pub mod monitor;
 pub mod outcome;
 pub mod packet_io;
 pub mod perm;
+pub mod prefixed;
 pub mod preflight;
 pub mod protocol;
 pub mod proxy_protocol;

@@ -1,15 +1,38 @@
-//! How a connection ended: one enum, stable labels, and whose fault it was.
+//! How a connection ended: one table from an outcome to everything that
+//! reports it.
 //!
-//! This is the one place that maps an outcome to a log level and a metric
-//! label. Labels are part of the public interface (logs, metrics): never
-//! change one once released.
+//! This is the one place that decides, for every way a connection can end,
+//! its stable label (logs and the `outcome` metric label), whose fault it
+//! was and so the log level, which counters it moves, and the MySQL ERR
+//! packet a waiting client gets (code, SQLSTATE, message). The session code
+//! only says what happened and where; it never words an ERR itself. Labels
+//! are part of the public interface (logs, metrics): never change one once
+//! released.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::backend::ConnectError;
+use crate::config::{ClientAuth, ListenerConfig};
 use crate::metrics::ListenerMetrics;
 use crate::packet_io::ReadError;
+use crate::protocol::ErrPacket;
+use crate::session::info::SessionInfo;
+
+/// ER_UNKNOWN_ERROR (1105, SQLSTATE HY000): the backend cannot be reached
+/// or failed; a server-side error clients display as is. Codes 2000–2999
+/// and 5000–5999 are client-side codes that connectors treat as a malformed
+/// server answer, so they are never sent (docs/design.md §3.6).
+pub const ERR_BACKEND_UNAVAILABLE: u16 = 1105;
+/// ER_ACCESS_DENIED_ERROR (1045, SQLSTATE 28000): a client that skips TLS
+/// on a TLS listener, or whose certificate is refused after the handshake.
+pub const ERR_ACCESS_DENIED: u16 = 1045;
+/// ER_CON_COUNT_ERROR, "Too many connections".
+pub const ERR_TOO_MANY_CONNECTIONS: u16 = 1040;
+/// ER_HANDSHAKE_ERROR, "Bad handshake", as mariadbd answers a malformed
+/// connection-phase packet.
+pub const ERR_BAD_HANDSHAKE: u16 = 1043;
 
 /// Whose fault a failed connection was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +59,11 @@ pub enum SessionError {
         reason: &'static str,
         source: io::Error,
     },
+    /// `cert_refusal = "mysql_error"`: the TLS handshake finished, then the
+    /// client certificate was refused with ERR 1045 over TLS. Counted and
+    /// logged like a failed handshake.
+    #[error("TLS handshake failed ({reason}): client certificate refused after the TLS handshake (cert_refusal = \"mysql_error\"), answered with ERR 1045")]
+    CertificateRefused { reason: &'static str },
     #[error("client protocol error: {0}")]
     ClientProtocol(String),
     #[error("client sent a packet too large for the connection phase: {0}")]
@@ -80,7 +108,9 @@ impl SessionError {
             SessionError::TlsRequired => "tls_required",
             SessionError::TlsWithoutSslRequest => "tls_without_sslrequest",
             SessionError::TlsNotOffered => "tls_not_offered",
-            SessionError::TlsHandshake { .. } => "tls_handshake_failed",
+            SessionError::TlsHandshake { .. } | SessionError::CertificateRefused { .. } => {
+                "tls_handshake_failed"
+            }
             SessionError::ClientProtocol(_) => "client_protocol_error",
             SessionError::ClientPacketTooLarge(_) => "client_packet_too_large",
             SessionError::ClientClosed => "client_closed",
@@ -121,11 +151,60 @@ impl SessionError {
     /// the client or the backend).
     pub fn tls_reason(&self) -> Option<&'static str> {
         match self {
-            SessionError::TlsHandshake { reason, .. } | SessionError::BackendTls { reason, .. } => {
-                Some(reason)
-            }
+            SessionError::TlsHandshake { reason, .. }
+            | SessionError::CertificateRefused { reason }
+            | SessionError::BackendTls { reason, .. } => Some(reason),
             _ => None,
         }
+    }
+
+    /// The ERR packet a client that is still waiting gets for this error,
+    /// reached at `stage`; `None` when it gets none (it left, the TLS alert
+    /// already said why, or the backend's own answer is passed on).
+    pub fn client_err(&self, listener: &ListenerConfig, stage: &Stage<'_>) -> Option<ErrPacket> {
+        let name = &listener.name;
+        let unavailable = |why: String| {
+            ErrPacket::new(
+                ERR_BACKEND_UNAVAILABLE,
+                b"HY000",
+                format!("portcullis: listener '{name}': {why}"),
+            )
+        };
+        Some(match (self, stage) {
+            (SessionError::TlsRequired, _) => tls_required(listener),
+            (SessionError::CertificateRefused { reason }, _) => ErrPacket::new(
+                ERR_ACCESS_DENIED,
+                b"28000",
+                format!(
+                    "portcullis: listener '{name}': TLS client certificate refused ({reason}): {}",
+                    certificate_problem(reason)
+                ),
+            ),
+            (SessionError::ClientProtocol(_) | SessionError::ClientPacketTooLarge(_), _) => {
+                bad_handshake()
+            }
+            (SessionError::TooManyConnections(_), _) => {
+                ErrPacket::new(ERR_TOO_MANY_CONNECTIONS, b"08004", "Too many connections")
+            }
+            (SessionError::NoBackend(why), _) => unavailable(why.clone()),
+            (
+                SessionError::BackendTls { source, .. },
+                Stage::BackendTls(b) | Stage::Authentication(b),
+            ) => unavailable(format!(
+                "database unavailable (TLS to backend '{b}' failed: {source}; try again later)"
+            )),
+            (e, Stage::BackendTls(b)) if e.fault() == Fault::Backend => unavailable(format!(
+                "database unavailable (TLS to backend '{b}' failed: {e}; try again later)"
+            )),
+            (SessionError::BackendRefused { .. }, _) => return None,
+            (e, Stage::Connect(b)) if e.fault() == Fault::Backend => unavailable(format!(
+                "database unavailable (backend '{b}' cannot be reached; try again later)"
+            )),
+            (e, Stage::Authentication(b)) if e.fault() == Fault::Backend => unavailable(format!(
+                "backend '{b}' failed during authentication; try again"
+            )),
+            _ => return None,
+        })
     }
 
     /// Maps a client-side read failure.
@@ -153,6 +232,65 @@ impl SessionError {
             }
             ReadError::Io(e) => SessionError::BackendIo(e),
         }
+    }
+}
+
+/// Where in the connection phase an error reached a waiting client, which
+/// decides how its ERR is worded ([`SessionError::client_err`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Stage<'a> {
+    /// At the door: TLS, the handshake response, routing, limits; no
+    /// backend involved.
+    Door,
+    /// Connecting to backend `.0` and reading its greeting.
+    Connect(&'a str),
+    /// The TLS handshake with backend `.0` (`[backend.tls]`).
+    BackendTls(&'a str),
+    /// Relaying authentication to backend `.0`.
+    Authentication(&'a str),
+}
+
+/// ERR 1045 for a client that did not ask for TLS on a TLS listener,
+/// naming what it must do.
+fn tls_required(l: &ListenerConfig) -> ErrPacket {
+    let needs_cert = l
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth == ClientAuth::Required);
+    let message = if needs_cert {
+        format!(
+            "portcullis: listener '{}' requires TLS with a client certificate; connect with --ssl and --ssl-cert/--ssl-key",
+            l.name
+        )
+    } else {
+        format!(
+            "portcullis: listener '{}' requires TLS; connect with --ssl",
+            l.name
+        )
+    };
+    ErrPacket::new(ERR_ACCESS_DENIED, b"28000", message)
+}
+
+/// ER_HANDSHAKE_ERROR "Bad handshake", as mariadbd words it.
+pub fn bad_handshake() -> ErrPacket {
+    ErrPacket::new(ERR_BAD_HANDSHAKE, b"08S01", "Bad handshake")
+}
+
+/// What a refused client certificate's TLS failure label means, for the
+/// person reading the ERR (`cert_refusal = "mysql_error"`).
+fn certificate_problem(reason: &str) -> &'static str {
+    match reason {
+        "no_client_cert" => {
+            "no client certificate was presented (connect with --ssl-cert/--ssl-key)"
+        }
+        "revoked" => "the client certificate is revoked",
+        "expired" => "the client certificate has expired",
+        "not_yet_valid" => "the client certificate is not valid yet",
+        "unknown_ca" => "the client certificate is not issued by a trusted CA",
+        "unknown_revocation_status" => "no CRL covers the client certificate's issuer",
+        "crl_expired" => "the CRL for the client certificate is past its next update",
+        "wrong_key_usage" => "the client certificate is not for TLS client authentication",
+        _ => "the client certificate is not acceptable",
     }
 }
 
@@ -199,6 +337,121 @@ impl Finished {
     }
 }
 
+impl Finished {
+    /// What the log line says about this ending, beyond its label.
+    fn detail(&self) -> Option<String> {
+        match self {
+            Finished::RelayError { error, .. } => Some(error.to_string()),
+            Finished::AuthRejected { code } => {
+                Some(format!("backend rejected authentication with error {code}"))
+            }
+            Finished::Redirected { target } => Some(format!("redirected to {target}")),
+            Finished::Revoked { reason } => Some(format!(
+                "closed: the client certificate is refused by newly loaded trust material ({reason})"
+            )),
+            Finished::IdleTimeout { after } => Some(format!(
+                "no traffic either way for {after:?} (idle_timeout)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How a connection ended, as logged: label, level, error text, TLS reason.
+struct Logged {
+    label: &'static str,
+    /// WARN (true) for what an operator should look at — the backend's or
+    /// the proxy's fault — INFO for the clients' own doing.
+    warn: bool,
+    error: Option<String>,
+    tls_reason: Option<&'static str>,
+}
+
+impl Logged {
+    fn of(result: &Result<Finished, SessionError>) -> Logged {
+        match result {
+            Ok(f) => Logged {
+                label: f.label(),
+                warn: matches!(
+                    f,
+                    Finished::RelayError {
+                        fault: Fault::Backend,
+                        ..
+                    }
+                ),
+                error: f.detail(),
+                tls_reason: None,
+            },
+            Err(e) => Logged {
+                label: e.label(),
+                warn: e.fault() != Fault::Client,
+                error: Some(e.to_string()),
+                tls_reason: e.tls_reason(),
+            },
+        }
+    }
+}
+
+/// Reports how one connection ended: its one log event and its counters.
+/// `route` names the listener's route, counted for backend errors when the
+/// session never chose a backend.
+pub fn finish(
+    listener: &str,
+    route: &str,
+    metrics: &ListenerMetrics,
+    peer: Option<SocketAddr>,
+    info: &SessionInfo,
+    result: &Result<Finished, SessionError>,
+    duration: Duration,
+) {
+    log(listener, peer, info, result, duration);
+    let backend = info.backend.as_deref().unwrap_or(route);
+    record(metrics, result, backend, info.handshake_done);
+}
+
+/// The one log event per connection.
+fn log(
+    listener: &str,
+    peer: Option<SocketAddr>,
+    info: &SessionInfo,
+    result: &Result<Finished, SessionError>,
+    duration: Duration,
+) {
+    let peer = peer.map_or_else(|| "unix".to_string(), |p| p.to_string());
+    let subject = info.client_cert.as_ref().map(|c| c.subject.as_str());
+    let serial = info.client_cert.as_ref().map(|c| c.serial.as_str());
+    let logged = Logged::of(result);
+    // tracing needs the level as a constant at each call site.
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(
+                target: "portcullis::session",
+                $level,
+                outcome = logged.label,
+                peer = %peer,
+                listener = %listener,
+                tls = info.tls_version.unwrap_or("none"),
+                tls_failure = logged.tls_reason,
+                subject,
+                serial,
+                user = info.user.as_deref(),
+                database = info.database.as_deref(),
+                backend = info.backend.as_deref(),
+                bytes_up = info.transferred.up,
+                bytes_down = info.transferred.down,
+                duration_ms = duration.as_millis() as u64,
+                error = logged.error.as_deref(),
+                "connection closed"
+            )
+        };
+    }
+    if logged.warn {
+        event!(tracing::Level::WARN)
+    } else {
+        event!(tracing::Level::INFO)
+    }
+}
+
 /// Counts how one connection ended in its listener's metrics (called once,
 /// where it is logged). `backend` is the backend it went to, or else its
 /// listener's route; `handshake` how long its connection phase took, when
@@ -218,7 +471,9 @@ pub fn record(
         }
         Err(e) => {
             metrics.outcome(e.label());
-            if let SessionError::TlsHandshake { reason, .. } = e {
+            if let SessionError::TlsHandshake { reason, .. }
+            | SessionError::CertificateRefused { reason } = e
+            {
                 metrics.tls_failure(reason);
             }
             if let SessionError::BackendUnavailable(_)
@@ -237,6 +492,149 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plaintext listener `public` routed to backend `db`.
+    fn listener() -> ListenerConfig {
+        let src = r#"
+[[backend]]
+name = "db"
+address = "unix:/x"
+
+[[listener]]
+name = "public"
+address = "unix:/tmp/p.sock"
+route = "db"
+"#;
+        let checked = crate::config::Config::check_toml(
+            src,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("/"),
+            &mut crate::config::DeferMaterial,
+        );
+        let config = checked.result.unwrap_or_else(|e| panic!("{e}"));
+        config.listeners.into_iter().next().unwrap()
+    }
+
+    /// (code, SQLSTATE, message) of the ERR the table gives, or None.
+    fn err(
+        e: &SessionError,
+        l: &ListenerConfig,
+        stage: Stage<'_>,
+    ) -> Option<(u16, String, String)> {
+        e.client_err(l, &stage).map(|p| {
+            (
+                p.code,
+                String::from_utf8_lossy(&p.sql_state).into_owned(),
+                p.message,
+            )
+        })
+    }
+
+    /// Every ERR a client can get from portcullis itself, pinned word for
+    /// word: clients and scripts match on these.
+    #[test]
+    fn the_table_words_every_err_exactly() {
+        let plain = listener();
+        let io = || io::Error::other("boom");
+        let row =
+            |code: u16, state: &str, msg: &str| Some((code, state.to_string(), msg.to_string()));
+        assert_eq!(
+            err(&SessionError::TlsRequired, &plain, Stage::Door),
+            row(
+                1045,
+                "28000",
+                "portcullis: listener 'public' requires TLS; connect with --ssl"
+            )
+        );
+        assert_eq!(
+            err(&SessionError::CertificateRefused { reason: "revoked" }, &plain, Stage::Door),
+            row(1045, "28000", "portcullis: listener 'public': TLS client certificate refused (revoked): the client certificate is revoked")
+        );
+        let bad = row(1043, "08S01", "Bad handshake");
+        assert_eq!(
+            err(
+                &SessionError::ClientProtocol("x".into()),
+                &plain,
+                Stage::Door
+            ),
+            bad
+        );
+        assert_eq!(
+            err(&SessionError::TooManyConnections(5), &plain, Stage::Door),
+            row(1040, "08004", "Too many connections")
+        );
+        assert_eq!(
+            err(
+                &SessionError::NoBackend("no primary".into()),
+                &plain,
+                Stage::Door
+            ),
+            row(1105, "HY000", "portcullis: listener 'public': no primary")
+        );
+        let unreachable = row(1105, "HY000", "portcullis: listener 'public': database unavailable (backend 'db' cannot be reached; try again later)");
+        assert_eq!(
+            err(&SessionError::BackendClosed, &plain, Stage::Connect("db")),
+            unreachable
+        );
+        assert_eq!(
+            err(
+                &SessionError::BackendProtocol("bad greeting: x".into()),
+                &plain,
+                Stage::Connect("db")
+            ),
+            unreachable
+        );
+        assert_eq!(
+            err(&SessionError::BackendTls { reason: "unknown_ca", source: io() }, &plain, Stage::BackendTls("db")),
+            row(1105, "HY000", "portcullis: listener 'public': database unavailable (TLS to backend 'db' failed: boom; try again later)")
+        );
+        assert_eq!(
+            err(&SessionError::BackendTlsRefused, &plain, Stage::BackendTls("db")),
+            row(1105, "HY000", "portcullis: listener 'public': database unavailable (TLS to backend 'db' failed: backend does not offer TLS, which [backend.tls] requires; try again later)")
+        );
+        assert_eq!(
+            err(&SessionError::BackendTls { reason: "alert_from_backend", source: io() }, &plain, Stage::Authentication("db")),
+            row(1105, "HY000", "portcullis: listener 'public': database unavailable (TLS to backend 'db' failed: boom; try again later)")
+        );
+        assert_eq!(
+            err(&SessionError::BackendIo(io()), &plain, Stage::Authentication("db")),
+            row(1105, "HY000", "portcullis: listener 'public': backend 'db' failed during authentication; try again")
+        );
+        // No ERR: the client left, the alert said it, or the backend's own
+        // answer is passed on.
+        for e in [
+            SessionError::ClientClosed,
+            SessionError::Shutdown,
+            SessionError::TlsNotOffered,
+            SessionError::HandshakeTimeout(Duration::from_secs(1)),
+            SessionError::BackendRefused {
+                code: 1040,
+                message: "Too many connections".into(),
+            },
+        ] {
+            assert_eq!(err(&e, &plain, Stage::Connect("db")), None, "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_required_names_the_certificate_when_one_is_required() {
+        // TLS files are not read by the table: patch the section in.
+        let mut l = listener();
+        l.tls = Some(crate::config::TlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            ca: Some("ca.pem".into()),
+            crl: Vec::new(),
+            client_auth: ClientAuth::Required,
+            on_revoke: Default::default(),
+            crl_policy: Default::default(),
+            cert_refusal: Default::default(),
+        });
+        assert_eq!(
+            err(&SessionError::TlsRequired, &l, Stage::Door).unwrap().2,
+            "portcullis: listener 'public' requires TLS with a client certificate; connect with --ssl and --ssl-cert/--ssl-key"
+        );
+    }
 
     fn counts(v: Vec<(std::sync::Arc<str>, u64)>) -> Vec<(String, u64)> {
         v.into_iter().map(|(l, n)| (l.to_string(), n)).collect()

@@ -16,7 +16,7 @@ use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
 use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
-use crate::outcome::{self, Fault, Finished, SessionError};
+use crate::outcome::{self, Finished, SessionError, Stage};
 use crate::preflight::Preflight;
 use crate::session::{self, SessionInfo};
 use crate::state::{Lifecycle, ListenerState, ProxyState};
@@ -325,7 +325,7 @@ async fn accept_loop(
                     // Counted like every other connection, so accepted ==
                     // sum of outcomes always holds.
                     let result = Err(SessionError::TooManyConnections(rt.config.max_connections));
-                    record(&ls.metrics, &rt, &SessionInfo::default(), &result);
+                    finish_quietly(&rt, &ls.metrics, &result);
                     continue;
                 };
                 sessions.spawn(async move {
@@ -360,8 +360,7 @@ async fn run_session<S: session::ClientIo>(
         ..SessionInfo::default()
     };
     let result = session::serve(stream, rt, &mut info, token, metrics.bytes()).await;
-    log_outcome(rt, peer, &info, &result, started.elapsed());
-    record(metrics, rt, &info, &result);
+    finish(rt, metrics, peer, &info, &result, started.elapsed());
 }
 
 /// A connection that could not be moved to a session worker (taking the
@@ -370,7 +369,7 @@ async fn run_session<S: session::ClientIo>(
 fn not_handed_over(rt: &ListenerRuntime, metrics: &ListenerMetrics, e: std::io::Error) {
     tracing::warn!(listener = %rt.config.name, error = %e, "cannot hand the connection to a worker");
     let result = Err(SessionError::Worker(e));
-    record(metrics, rt, &SessionInfo::default(), &result);
+    finish_quietly(rt, metrics, &result);
 }
 
 async fn refuse_full<S: session::ClientIo>(
@@ -381,114 +380,44 @@ async fn refuse_full<S: session::ClientIo>(
 ) {
     let started = Instant::now();
     let mut info = SessionInfo::default();
-    let err = session::too_many_connections();
+    let full = SessionError::TooManyConnections(rt.config.max_connections);
+    let err = full
+        .client_err(&rt.config, &Stage::Door)
+        .expect("the outcome table answers too_many_connections");
     let answer = session::refuse(stream, rt, &mut info, &err);
     let result = match tokio::time::timeout(rt.config.handshake_timeout, answer).await {
         Ok(Err(e)) => Err(e),
-        Ok(Ok(())) | Err(_) => Err(SessionError::TooManyConnections(rt.config.max_connections)),
+        Ok(Ok(())) | Err(_) => Err(full),
     };
-    log_outcome(rt, peer, &info, &result, started.elapsed());
-    record(metrics, rt, &info, &result);
+    finish(rt, metrics, peer, &info, &result, started.elapsed());
 }
 
-/// Counts how a connection ended: on the backend it went to, or else on
-/// the listener's route.
-fn record(
+/// Reports a finished connection (log and counters) per the outcome table.
+fn finish(
+    rt: &ListenerRuntime,
     metrics: &ListenerMetrics,
-    rt: &ListenerRuntime,
-    info: &SessionInfo,
-    result: &Result<Finished, SessionError>,
-) {
-    let backend = info.backend.as_deref().unwrap_or(rt.route.name());
-    outcome::record(metrics, result, backend, info.handshake_done);
-}
-
-/// The one log event per connection.
-fn log_outcome(
-    rt: &ListenerRuntime,
     peer: Option<SocketAddr>,
     info: &SessionInfo,
     result: &Result<Finished, SessionError>,
     duration: Duration,
 ) {
-    let peer = peer.map_or_else(|| "unix".to_string(), |p| p.to_string());
-    let subject = info.client_cert.as_ref().map(|c| c.subject.as_str());
-    let serial = info.client_cert.as_ref().map(|c| c.serial.as_str());
-    macro_rules! event {
-        ($level:expr, $outcome:expr, $err:expr, $tls_reason:expr) => {
-            tracing::event!(
-                target: "portcullis::session",
-                $level,
-                outcome = $outcome,
-                peer = %peer,
-                listener = %rt.config.name,
-                tls = info.tls_version.unwrap_or("none"),
-                tls_failure = $tls_reason,
-                subject,
-                serial,
-                user = info.user.as_deref(),
-                database = info.database.as_deref(),
-                backend = info.backend.as_deref(),
-                bytes_up = info.transferred.up,
-                bytes_down = info.transferred.down,
-                duration_ms = duration.as_millis() as u64,
-                error = $err,
-                "connection closed"
-            )
-        };
-    }
-    match result {
-        Ok(f) => {
-            let err = match f {
-                Finished::RelayError { error, .. } => Some(error.to_string()),
-                Finished::AuthRejected { code } => {
-                    Some(format!("backend rejected authentication with error {code}"))
-                }
-                Finished::Redirected { target } => Some(format!("redirected to {target}")),
-                Finished::Revoked { reason } => Some(format!(
-                    "closed: the client certificate is refused by newly loaded trust material ({reason})"
-                )),
-                Finished::IdleTimeout { after } => Some(format!(
-                    "no traffic either way for {after:?} (idle_timeout)"
-                )),
-                _ => None,
-            };
-            match f {
-                Finished::RelayError {
-                    fault: Fault::Backend,
-                    ..
-                } => {
-                    event!(
-                        tracing::Level::WARN,
-                        f.label(),
-                        err.as_deref(),
-                        None::<&str>
-                    )
-                }
-                _ => event!(
-                    tracing::Level::INFO,
-                    f.label(),
-                    err.as_deref(),
-                    None::<&str>
-                ),
-            }
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            match e.fault() {
-                Fault::Client => event!(
-                    tracing::Level::INFO,
-                    e.label(),
-                    Some(msg.as_str()),
-                    e.tls_reason()
-                ),
-                _ => event!(
-                    tracing::Level::WARN,
-                    e.label(),
-                    Some(msg.as_str()),
-                    e.tls_reason()
-                ),
-            }
-        }
-    }
+    outcome::finish(
+        &rt.config.name,
+        rt.route.name(),
+        metrics,
+        peer,
+        info,
+        result,
+        duration,
+    );
+}
+
+/// Counts a connection that was closed before it had a session (its own
+/// log line was written where it failed).
+fn finish_quietly(
+    rt: &ListenerRuntime,
+    metrics: &ListenerMetrics,
+    result: &Result<Finished, SessionError>,
+) {
+    outcome::record(metrics, result, rt.route.name(), None);
 }

@@ -253,7 +253,7 @@ async fn two_writable_servers_mean_no_primary_until_pinned_and_a_killed_one_is_d
     db1.stop();
     primary_becomes(&proxy, Some("db2")).await;
     let s = t.status();
-    assert_eq!(s.backends[0].health.role, "down", "{s:?}");
+    assert_eq!(s.backends[0].health.role.label(), "down", "{s:?}");
     assert!(s.backends[0].health.error.is_some(), "{s:?}");
     assert_eq!(server_id(&proxy, &pki, "rw").await.unwrap(), 2);
 }

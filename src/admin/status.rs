@@ -210,7 +210,7 @@ impl Status {
                             .topology
                             .as_ref()
                             .and_then(|t| t.backend(&b.config.name))
-                            .map_or("unmonitored", |m| m.health.load().role)
+                            .map_or("unmonitored", |m| m.health.load().role.label())
                             .into(),
                         tls: tls.is_some(),
                         server_name: tls.as_ref().map(|t| t.source.server_name.clone()),

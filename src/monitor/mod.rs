@@ -34,11 +34,55 @@ use crate::sync::lock;
 use crate::time::{rfc3339, unix_seconds};
 use client::{MonitorConn, MonitorError};
 
+/// A backend's role as the monitor classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Reachable, `read_only = 0`, not replicating.
+    Primary,
+    /// Replicating, or read-only and not replicating (a standby).
+    Replica,
+    /// Unreachable, login refused, or a query failed.
+    Down,
+    /// Not checked yet.
+    #[default]
+    Unknown,
+}
+
+impl Role {
+    /// Every role, in the order metrics list them.
+    pub const ALL: [Role; 4] = [Role::Primary, Role::Replica, Role::Down, Role::Unknown];
+
+    /// Stable name, as metrics, logs and `/topology` show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Down => "down",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+/// Which backends a topology route may pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Healthy replicas only.
+    Replica,
+    /// The primary or a healthy replica.
+    Any,
+}
+
 /// What the monitor last saw of one backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// `unknown` (not checked yet), `primary`, `replica` or `down`.
-    pub role: &'static str,
+    pub role: Role,
     pub read_only: Option<bool>,
     pub replicating: bool,
     /// Seconds behind its primary, when replicating and known.
@@ -53,7 +97,7 @@ pub struct Health {
 impl Default for Health {
     fn default() -> Self {
         Health {
-            role: "unknown",
+            role: Role::Unknown,
             read_only: None,
             replicating: false,
             lag_seconds: None,
@@ -63,9 +107,6 @@ impl Default for Health {
         }
     }
 }
-
-/// Role names, as metrics and `/topology` show them.
-pub const ROLES: [&str; 4] = ["primary", "replica", "down", "unknown"];
 
 /// One monitored backend.
 pub struct Monitored {
@@ -196,16 +237,16 @@ impl Topology {
         }
     }
 
-    /// The least-loaded backend in `role` (for `replica`, optionally no
-    /// further behind than `max_lag`).
-    pub fn pick(&self, role: &str, max_lag: Option<Duration>) -> Option<Arc<BackendRuntime>> {
+    /// The least-loaded backend `pick` allows (optionally no further behind
+    /// than `max_lag`).
+    pub fn pick(&self, pick: Pick, max_lag: Option<Duration>) -> Option<Arc<BackendRuntime>> {
         self.backends
             .iter()
             .filter(|m| {
                 let h = m.health.load();
-                let role_ok = match role {
-                    "any" => h.role == "primary" || h.role == "replica",
-                    r => h.role == r,
+                let role_ok = match pick {
+                    Pick::Any => matches!(h.role, Role::Primary | Role::Replica),
+                    Pick::Replica => h.role == Role::Replica,
                 };
                 let lag_ok = match max_lag {
                     None => true,
@@ -265,10 +306,10 @@ pub async fn run(topology: Arc<Topology>, cfg: MonitorConfig, stop: Cancellation
                 let name = &m.backend.config.name;
                 match &h.error {
                     Some(e) => {
-                        tracing::warn!(backend = %name, from = old.role, to = h.role, error = %e, "backend role changed")
+                        tracing::warn!(backend = %name, from = old.role.label(), to = h.role.label(), error = %e, "backend role changed")
                     }
                     None => {
-                        tracing::info!(backend = %name, from = old.role, to = h.role, "backend role changed")
+                        tracing::info!(backend = %name, from = old.role.label(), to = h.role.label(), "backend role changed")
                     }
                 }
             }
@@ -277,7 +318,7 @@ pub async fn run(topology: Arc<Topology>, cfg: MonitorConfig, stop: Cancellation
         let candidates: Vec<String> = topology
             .backends
             .iter()
-            .filter(|m| m.health.load().role == "primary")
+            .filter(|m| m.health.load().role == Role::Primary)
             .map(|m| m.backend.config.name.clone())
             .collect();
         let monitored = match candidates.len() {
@@ -339,7 +380,7 @@ async fn check(m: &Monitored, conn: &mut Option<MonitorConn>, cfg: &MonitorConfi
         Err(e) => {
             *conn = None;
             Health {
-                role: "down",
+                role: Role::Down,
                 error: Some(e.to_string()),
                 checked_at,
                 ..Health::default()
@@ -383,9 +424,9 @@ async fn probe(
         }
     }
     let role = if replicating || read_only != Some(false) {
-        "replica"
+        Role::Replica
     } else {
-        "primary"
+        Role::Primary
     };
     Ok(Health {
         role,

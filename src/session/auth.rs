@@ -1,0 +1,262 @@
+//! The backend's side of the connection phase: connecting and reading its
+//! greeting, the outbound TLS upgrade (`[backend.tls]`), and relaying
+//! authentication between the two legs with the sequence-id shift
+//! (docs/design.md §3.4) until the backend's OK or ERR.
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::either::Either;
+
+use super::{door, ClientIo, ClientStream};
+use crate::backend::{self, BackendRuntime, BackendStream};
+use crate::listener::ListenerRuntime;
+use crate::outcome::{SessionError, Stage};
+use crate::packet_io::{write_own_packet, Packet, PacketReader, ReadError};
+use crate::protocol::err::OK_HEADER;
+use crate::protocol::response;
+use crate::protocol::{ErrPacket, ERR_HEADER};
+use crate::tls;
+
+/// The backend stream after the optional outbound TLS upgrade.
+pub(super) type BackendConn =
+    Either<BackendStream, Box<tokio_rustls::client::TlsStream<BackendStream>>>;
+
+/// How authentication at the backend ended.
+pub(super) enum AuthEnd {
+    /// The backend's OK was passed on: the command phase starts.
+    Ok,
+    /// The backend's ERR (code) was passed on.
+    Rejected { code: u16 },
+}
+
+/// Connects to the listener's backend and reads its first packet (the
+/// greeting, or an ERR such as "Too many connections"), all within the
+/// backend's connect timeout: a server that accepts but never greets is as
+/// unavailable as one that refuses.
+pub(super) async fn backend_greeting(
+    target: &BackendRuntime,
+    origin: backend::Origin,
+    limit: usize,
+) -> Result<(BackendStream, PacketReader, Packet), SessionError> {
+    let cfg = &target.config;
+    let greet = async {
+        let mut backend = backend::connect(cfg, origin).await?;
+        let mut reader = PacketReader::new();
+        let greeting = reader
+            .read(&mut backend, limit)
+            .await
+            .map_err(SessionError::from_backend_read)?;
+        Ok((backend, reader, greeting))
+    };
+    match tokio::time::timeout(cfg.connect_timeout, greet).await {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::BackendUnavailable(
+            backend::ConnectError::NoGreeting {
+                addr: cfg.address.to_string(),
+                timeout: cfg.connect_timeout,
+            },
+        )),
+    }
+}
+
+/// With `[backend.tls]`: sends the SSLRequest (the response's fixed prefix
+/// with CLIENT_SSL, sequence id 1 right after the greeting) and runs TLS
+/// with the backend, which must offer it: there is no plaintext fallback.
+/// Without, the stream as it is.
+pub(super) async fn outbound_tls(
+    backend: BackendStream,
+    reader: &mut PacketReader,
+    target: &BackendRuntime,
+    backend_offers_tls: bool,
+    response: &[u8],
+) -> Result<BackendConn, SessionError> {
+    let Some(tls) = target.tls.as_ref().map(|t| t.load()) else {
+        return Ok(Either::Left(backend));
+    };
+    if !backend_offers_tls {
+        return Err(SessionError::BackendTlsRefused);
+    }
+    if !reader.take_leftover().is_empty() {
+        return Err(SessionError::BackendProtocol(
+            "backend sent data before the SSLRequest".into(),
+        ));
+    }
+    Ok(Either::Right(Box::new(
+        backend_upgrade(backend, response, &tls).await?,
+    )))
+}
+
+/// Sends the SSLRequest built from the client's response and runs TLS with
+/// the backend.
+async fn backend_upgrade(
+    mut backend: BackendStream,
+    response: &[u8],
+    tls: &tls::ClientTls,
+) -> Result<tokio_rustls::client::TlsStream<BackendStream>, SessionError> {
+    let mut request = response
+        .get(..response::SSL_REQUEST_LEN)
+        .ok_or_else(|| SessionError::ClientProtocol("handshake response too short".into()))?
+        .to_vec();
+    response::set_ssl(&mut request, true);
+    write_own_packet(&mut backend, 1, &request)
+        .await
+        .map_err(SessionError::BackendIo)?;
+    tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(tls.server_name.clone(), backend)
+        .await
+        .map_err(|source| backend_read_error(ReadError::Io(source)))
+}
+
+/// Maps a backend read failure; a TLS error (an alert from the backend,
+/// e.g. refusing our client certificate) becomes [`SessionError::BackendTls`].
+fn backend_read_error(e: ReadError) -> SessionError {
+    match e {
+        ReadError::Io(source)
+            if source
+                .get_ref()
+                .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            SessionError::BackendTls {
+                reason: match tls::failure_reason(&source) {
+                    "alert_from_client" => "alert_from_backend",
+                    r => r,
+                },
+                source,
+            }
+        }
+        e => SessionError::from_backend_read(e),
+    }
+}
+
+/// The two legs of the authentication exchange and how their sequence ids
+/// relate (docs/design.md §3.4).
+pub(super) struct AuthRelay<'a, S: ClientIo> {
+    pub client: &'a mut ClientStream<S>,
+    pub client_reader: &'a mut PacketReader,
+    pub backend: &'a mut BackendConn,
+    pub backend_reader: &'a mut PacketReader,
+    pub listener: &'a ListenerRuntime,
+    pub target: &'a BackendRuntime,
+}
+
+impl<S: ClientIo> AuthRelay<'_, S> {
+    /// Relays the HandshakeResponse `resp` with CLIENT_SSL as the backend
+    /// leg is (a set bit on a plaintext leg would make the server start a
+    /// TLS accept), then every auth round trip until the backend's OK or ERR,
+    /// which is passed on too.
+    pub(super) async fn run(mut self, mut resp: Packet) -> Result<AuthEnd, SessionError> {
+        let client_tls = matches!(self.client, Either::Right(_));
+        let backend_tls = matches!(self.backend, Either::Right(_));
+        let limit = self.listener.config.max_handshake_packet;
+        let to_backend = |seq: u8| {
+            seq.wrapping_add(u8::from(backend_tls))
+                .wrapping_sub(u8::from(client_tls))
+        };
+        let to_client = |seq: u8| {
+            seq.wrapping_add(u8::from(client_tls))
+                .wrapping_sub(u8::from(backend_tls))
+        };
+        response::set_ssl(resp.payload_mut(), backend_tls);
+        // The sequence id the client expects next from us, for an ERR of our
+        // own if the backend fails half-way through authentication.
+        let mut next_to_client = resp.header.seq.wrapping_add(1);
+        resp.set_seq(to_backend(resp.header.seq));
+        if let Err(e) = self.backend.write_all(&resp.bytes).await {
+            return Err(self.fail(next_to_client, SessionError::BackendIo(e)).await);
+        }
+        let mut backend_continues = false;
+        loop {
+            enum Ev {
+                Client(Result<Packet, ReadError>),
+                Backend(Result<Packet, ReadError>),
+            }
+            let ev = tokio::select! {
+                r = self.client_reader.read(self.client, limit) => Ev::Client(r),
+                r = self.backend_reader.read(self.backend, limit) => Ev::Backend(r),
+            };
+            match ev {
+                Ev::Client(r) => {
+                    let mut p = match r {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let listener = self.listener;
+                            return Err(door::client_failed(
+                                self.client,
+                                listener,
+                                next_to_client,
+                                e,
+                            )
+                            .await);
+                        }
+                    };
+                    next_to_client = p.header.seq.wrapping_add(1);
+                    p.set_seq(to_backend(p.header.seq));
+                    if let Err(e) = self.backend.write_all(&p.bytes).await {
+                        return Err(self.fail(next_to_client, SessionError::BackendIo(e)).await);
+                    }
+                }
+                Ev::Backend(r) => {
+                    let mut p = match r {
+                        Ok(p) => p,
+                        Err(e) => {
+                            return Err(self.fail(next_to_client, backend_read_error(e)).await)
+                        }
+                    };
+                    // During authentication the server sends OK (00), ERR
+                    // (ff), auth switch (fe) or more data (01); a packet that
+                    // continues a 16 MiB chunk starts with payload bytes, not
+                    // a type.
+                    let kind = if backend_continues {
+                        None
+                    } else {
+                        p.payload().first().copied()
+                    };
+                    backend_continues = p.header.continues();
+                    p.set_seq(to_client(p.header.seq));
+                    next_to_client = p.header.seq.wrapping_add(1);
+                    self.client
+                        .write_all(&p.bytes)
+                        .await
+                        .map_err(SessionError::ClientIo)?;
+                    self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    match kind {
+                        Some(OK_HEADER) => return Ok(AuthEnd::Ok),
+                        Some(ERR_HEADER) => {
+                            let code = ErrPacket::parse(p.payload()).map(|e| e.code).unwrap_or(0);
+                            return Ok(AuthEnd::Rejected { code });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The backend failed half-way through authentication (`e`): tells the
+    /// client at sequence id `seq` (the TLS failure, or "failed during
+    /// authentication"), closes, and hands `e` back for the log. With TLS
+    /// 1.3 the backend judges our certificate after our side of the
+    /// handshake is done, so its alert comes with the first read here.
+    async fn fail(&mut self, seq: u8, e: SessionError) -> SessionError {
+        let stage = Stage::Authentication(&self.target.config.name);
+        if let Some(err) = e.client_err(&self.listener.config, &stage) {
+            let _ = write_own_packet(self.client, seq, &err.encode()).await;
+        }
+        let _ = self.client.shutdown().await;
+        e
+    }
+}
+
+/// Writes `e`'s ERR for `stage` to a client that waits for one, best
+/// effort, and closes its side.
+pub(super) async fn tell_client<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    listener: &ListenerRuntime,
+    seq: u8,
+    e: &SessionError,
+    stage: &Stage<'_>,
+) {
+    if let Some(err) = e.client_err(&listener.config, stage) {
+        let _ = write_own_packet(client, seq, &err.encode()).await;
+    }
+    let _ = client.shutdown().await;
+}

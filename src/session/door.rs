@@ -1,0 +1,307 @@
+//! The client's side of the connection phase: the SSLRequest and the TLS
+//! handshake on the same socket, the HandshakeResponse, and every way a
+//! client is answered without a backend (refusals, redirects, "Bad
+//! handshake"), with the lingering closes that keep those answers from
+//! being overtaken by a TCP reset.
+
+use std::time::Duration;
+
+use rustls_pki_types::UnixTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+
+use super::info::SessionInfo;
+use super::{ClientIo, ClientStream};
+use crate::listener::ListenerRuntime;
+use crate::outcome::{SessionError, Stage};
+use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
+use crate::protocol::greeting;
+use crate::protocol::response::{self, HandshakeResponse};
+use crate::protocol::ErrPacket;
+use crate::tls::{self, CertInfo};
+
+/// Upper bounds for [`linger_close`]: how long, and how many bytes, to keep
+/// reading from a client whose TLS handshake failed.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+
+/// How long a lingering close after "Bad handshake" waits for the client
+/// to close, and how much it reads meanwhile.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Reads the client's first packet with exact reads and, on a TLS listener,
+/// runs the TLS handshake on the same socket. Returns the (possibly
+/// upgraded) stream and, on a plaintext listener, the HandshakeResponse
+/// already read.
+pub(super) async fn upgrade<S: ClientIo>(
+    mut client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    tls: Option<&tls::ServerTls>,
+    greeting_seq: u8,
+) -> Result<(ClientStream<S>, Option<Packet>), SessionError> {
+    let limit = listener.config.max_handshake_packet;
+    let expected = greeting_seq.wrapping_add(1);
+    let first = match read_packet_exact(&mut client, limit, true).await {
+        Ok(p) => p,
+        // A raw TLS client cannot read a plaintext ERR: just close.
+        Err(ReadError::LooksLikeTls) => return Err(SessionError::TlsWithoutSslRequest),
+        Err(e) => return Err(client_failed(&mut client, listener, expected, e).await),
+    };
+    if first.header.seq != expected {
+        let e = SessionError::ClientProtocol(format!(
+            "first packet has sequence id {}, expected {expected}",
+            first.header.seq,
+        ));
+        return Err(
+            bad_handshake(&mut client, listener, first.header.seq.wrapping_add(1), e).await,
+        );
+    }
+    let wants_tls = response::is_ssl_request(first.payload());
+    match (tls, wants_tls) {
+        (Some(tls), true) => {
+            let stream = accept_tls(client, listener, info, tls).await?;
+            Ok((Either::Right(Box::new(stream)), None))
+        }
+        (Some(_), false) => {
+            if let Ok(r) = HandshakeResponse::parse(first.payload()) {
+                info.user = Some(r.user);
+            }
+            let e = SessionError::TlsRequired;
+            send_err(&mut client, listener, first.header.seq.wrapping_add(1), &e).await;
+            Err(e)
+        }
+        (None, true) => Err(SessionError::TlsNotOffered),
+        (None, false) => Ok((Either::Left(client), Some(first))),
+    }
+}
+
+/// Runs the TLS handshake after the SSLRequest and records what it showed
+/// (version, client certificate); a certificate that `cert_refusal =
+/// "mysql_error"` defers is judged here, right after the handshake.
+async fn accept_tls<S: ClientIo>(
+    client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    tls: &tls::ServerTls,
+) -> Result<tokio_rustls::server::TlsStream<S>, SessionError> {
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let stream = match acceptor.accept(client).into_fallible().await {
+        Ok(stream) => stream,
+        Err((source, client)) => {
+            // At most half the handshake timeout, so that a client that
+            // stays is still logged as a TLS failure, not a timeout.
+            linger_close(
+                client,
+                LINGER_TIMEOUT.min(listener.config.handshake_timeout / 2),
+            )
+            .await;
+            return Err(SessionError::TlsHandshake {
+                reason: tls::failure_reason(&source),
+                source,
+            });
+        }
+    };
+    let conn = stream.get_ref().1;
+    info.tls_version = conn.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "other",
+    });
+    info.client_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| CertInfo::identity(c).ok());
+    if let Err(reason) = tls.deferred_verdict(conn.peer_certificates()) {
+        return Err(refuse_certificate(stream, listener, info, reason).await);
+    }
+    if info.client_cert.is_some() {
+        info.verified = Some((UnixTime::now(), tls.generation));
+    }
+    Ok(stream)
+}
+
+/// Reads the HandshakeResponse (unless the plaintext listener's upgrade
+/// already did: `first`), records its user and database, and answers an
+/// unparsable one with "Bad handshake". `expected_seq` is the sequence id
+/// it should carry, for an ERR when it cannot be read.
+pub(super) async fn read_response<S: ClientIo>(
+    client: &mut ClientStream<S>,
+    reader: &mut PacketReader,
+    first: Option<Packet>,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    expected_seq: u8,
+) -> Result<Packet, SessionError> {
+    let resp = match first {
+        Some(p) => p,
+        None => match reader
+            .read(client, listener.config.max_handshake_packet)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Err(client_failed(client, listener, expected_seq, e).await),
+        },
+    };
+    match HandshakeResponse::parse(resp.payload()) {
+        Ok(parsed) => {
+            info.user = Some(parsed.user);
+            info.database = parsed.database;
+            Ok(resp)
+        }
+        Err(e) => {
+            let e = SessionError::ClientProtocol(format!("handshake response: {e}"));
+            Err(bad_handshake(client, listener, resp.header.seq.wrapping_add(1), e).await)
+        }
+    }
+}
+
+/// `cert_refusal = "mysql_error"`: the TLS handshake finished but the
+/// client's certificate is refused (`reason`, a [`tls::failure_reason`]
+/// label). Answers the HandshakeResponse with ERR 1045 naming the reason,
+/// over TLS, and closes; nothing reaches a backend.
+async fn refuse_certificate<S: ClientIo>(
+    mut stream: tokio_rustls::server::TlsStream<S>,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    reason: &'static str,
+) -> SessionError {
+    let e = SessionError::CertificateRefused { reason };
+    let linger_for = LINGER_TIMEOUT.min(listener.config.handshake_timeout / 2);
+    let mut reader = PacketReader::new();
+    let read = reader.read(&mut stream, listener.config.max_handshake_packet);
+    if let Ok(Ok(resp)) = tokio::time::timeout(linger_for, read).await {
+        if let Ok(r) = HandshakeResponse::parse(resp.payload()) {
+            info.user = Some(r.user);
+        }
+        send_err(&mut stream, listener, resp.header.seq.wrapping_add(1), &e).await;
+    }
+    linger_close(stream, linger_for).await;
+    e
+}
+
+/// Answers a client that is not relayed (no backend, too many connections,
+/// a redirect) with portcullis's own greeting, TLS as the listener
+/// requires, then `err` after the HandshakeResponse, and closes.
+pub async fn refuse<S: ClientIo>(
+    mut client: S,
+    listener: &ListenerRuntime,
+    info: &mut SessionInfo,
+    err: &ErrPacket,
+) -> Result<(), SessionError> {
+    let tls = listener.tls.as_ref().map(|t| t.material.load());
+    let scramble = own_scramble();
+    let g = greeting::build_own(&scramble, 0, tls.is_some());
+    write_own_packet(&mut client, 0, &g)
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let (mut client, first) = upgrade(client, listener, info, tls.as_deref(), 0).await?;
+    let resp = match first {
+        Some(p) => p,
+        None => PacketReader::new()
+            .read(&mut client, listener.config.max_handshake_packet)
+            .await
+            .map_err(SessionError::from_client_read)?,
+    };
+    if let Ok(r) = HandshakeResponse::parse(resp.payload()) {
+        info.user = Some(r.user);
+        info.database = r.database;
+    }
+    write_own_packet(&mut client, resp.header.seq.wrapping_add(1), &err.encode())
+        .await
+        .map_err(SessionError::ClientIo)?;
+    let _ = client.shutdown().await;
+    Ok(())
+}
+
+/// Writes the ERR the outcome table gives `e` at the door, at `seq`; best
+/// effort (the client may be gone).
+pub(super) async fn send_err<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    listener: &ListenerRuntime,
+    seq: u8,
+    e: &SessionError,
+) {
+    if let Some(err) = e.client_err(&listener.config, &Stage::Door) {
+        let _ = write_own_packet(client, seq, &err.encode()).await;
+    }
+}
+
+/// Maps a failed client read; a packet over the connection-phase limit
+/// also gets "Bad handshake" at `seq` (as mariadbd answers one), since the
+/// client is still there to read it.
+pub(super) async fn client_failed<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    listener: &ListenerRuntime,
+    seq: u8,
+    e: ReadError,
+) -> SessionError {
+    let too_large = matches!(e, ReadError::TooLarge { .. });
+    let e = SessionError::from_client_read(e);
+    if too_large {
+        return bad_handshake(client, listener, seq.wrapping_add(1), e).await;
+    }
+    e
+}
+
+/// Answers `e` (a malformed connection-phase packet) with its ERR ("Bad
+/// handshake") at `seq`, then closes lingering; best effort. Hands `e`
+/// back for the log.
+async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut C,
+    listener: &ListenerRuntime,
+    seq: u8,
+    e: SessionError,
+) -> SessionError {
+    send_err(client, listener, seq, &e).await;
+    let _ = client.shutdown().await;
+    linger(client, LINGER_TIME, LINGER_BYTES).await;
+    e
+}
+
+/// Closes a connection whose TLS handshake failed without losing the alert
+/// (rustls has already written it). With TLS 1.3 the client's handshake is
+/// complete before the server has checked its certificate, so the client may
+/// already be sending its HandshakeResponse. Closing a socket with unread
+/// data makes the kernel answer with a TCP reset, and a client that writes
+/// after the reset fails with "broken pipe" or "connection reset" before it
+/// reads the alert (Connector/J reported `Broken pipe` instead of
+/// `certificate_revoked`). So: send FIN after the alert, then read and
+/// discard until the client closes, for at most `limit` and
+/// [`LINGER_MAX_BYTES`].
+async fn linger_close<S: ClientIo>(mut client: S, limit: Duration) {
+    let _ = client.shutdown().await;
+    linger(&mut client, limit, LINGER_MAX_BYTES).await;
+}
+
+/// Reads and discards what the client still sends, until it closes, for at
+/// most `time` and `bytes`. Closing a socket with unread input makes the
+/// kernel send a reset, which can destroy what was just written (an ERR, a
+/// TLS alert) before the client reads it (the rest of an HTTP request, an
+/// oversized packet's payload, a TLS 1.3 client's HandshakeResponse).
+async fn linger<C: AsyncRead + Unpin>(client: &mut C, time: Duration, bytes: usize) {
+    let drain = async {
+        let mut scratch = [0u8; 4096];
+        let mut left = bytes;
+        while left > 0 {
+            match client.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(time, drain).await;
+}
+
+/// A random 20-byte scramble without NUL bytes (the greeting carries it as
+/// a NUL-terminated field).
+fn own_scramble() -> [u8; 20] {
+    let mut s = [0u8; 20];
+    rand::fill(&mut s);
+    for b in &mut s {
+        *b = 1 + (*b % 126);
+    }
+    s
+}

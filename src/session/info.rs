@@ -1,0 +1,29 @@
+//! What is known about one session, for its log line and metrics.
+
+use std::time::Duration;
+
+use rustls_pki_types::UnixTime;
+
+use crate::backend::Origin;
+use crate::metrics::Transferred;
+use crate::tls::CertInfo;
+
+/// Everything known about a session, for its log line and metrics.
+#[derive(Debug, Default)]
+pub struct SessionInfo {
+    pub tls_version: Option<&'static str>,
+    pub client_cert: Option<CertInfo>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub backend: Option<String>,
+    pub transferred: Transferred,
+    /// When the connection phase ended (relay started), for the handshake
+    /// latency metric.
+    pub handshake_done: Option<Duration>,
+    /// When the client certificate was verified, and the generation of the
+    /// TLS material that verified it.
+    pub verified: Option<(UnixTime, u64)>,
+    /// The client's and the listener's addresses (TCP), for the PROXY
+    /// protocol header.
+    pub origin: Origin,
+}
