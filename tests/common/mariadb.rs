@@ -6,7 +6,7 @@
 //! temporary directory and only pays for the server start. Readiness is a bounded poll of a
 //! real connection over the Unix socket. The server is stopped (SIGTERM, then SIGKILL) on drop.
 //!
-//! A missing `mariadbd` fails the test with the command that installs it (DESIGN.md §8).
+//! A missing `mariadbd` fails the test with the command that installs it (docs/design.md §9).
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -1,4 +1,4 @@
-//! Shared integration-test harness (DESIGN.md §8).
+//! Shared integration-test harness (docs/design.md §9).
 //!
 //! Every integration test file uses it with `mod common;`. Not every test file uses every
 //! helper, hence `dead_code` is allowed for the whole module.
