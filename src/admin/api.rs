@@ -81,12 +81,12 @@ pub(super) async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: &Peer) -> An
     let path = parts.uri.path();
     let endpoint = match route(&parts.method, path) {
         Ok(e) => e,
-        Err(answer) => return answer,
+        Err(refused) => return refused.answer(),
     };
     let body = if endpoint.takes_body() {
         match read_body(body).await {
             Ok(b) => b,
-            Err(answer) => return answer,
+            Err(refused) => return refused.answer(),
         }
     } else {
         // Never read: a body nobody asked for (hyper closes the connection
@@ -140,8 +140,44 @@ fn check_head(
     }
 }
 
-/// The endpoint for a method and path; `Err` is the 404 or 405 answer.
-fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, Answer> {
+/// A request refused before its endpoint ran: its status, message and,
+/// for 405, the methods allowed.
+#[derive(Debug, PartialEq, Eq)]
+struct Refused {
+    status: StatusCode,
+    message: String,
+    allow: Option<&'static str>,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: String) -> Refused {
+        Refused {
+            status,
+            message,
+            allow: None,
+        }
+    }
+
+    fn not_allowed(message: String, allow: &'static str) -> Refused {
+        Refused {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message,
+            allow: Some(allow),
+        }
+    }
+
+    fn answer(self) -> Answer {
+        let mut r = error(self.status, &self.message);
+        if let Some(allow) = self.allow {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        r
+    }
+}
+
+/// The endpoint for a method and path; `Err` is the 404 or 405.
+fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, Refused> {
     if let Some(name) = path
         .strip_prefix("/listeners/")
         .and_then(|rest| rest.strip_suffix("/failover"))
@@ -149,65 +185,58 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, Answer> {
         return match *method {
             Method::GET => Ok(Endpoint::GetFailover(name)),
             Method::PUT => Ok(Endpoint::SetFailover(name)),
-            _ => Err(not_allowed(
-                &format!("/listeners/{name}/failover accepts GET and PUT"),
+            _ => Err(Refused::not_allowed(
+                format!("/listeners/{name}/failover accepts GET and PUT"),
                 "GET, PUT",
             )),
         };
     }
-    let (endpoint, allow) = match (path, method) {
+    let allow = match (path, method) {
         ("/status", &Method::GET) => return Ok(Endpoint::Status),
         ("/metrics", &Method::GET) => return Ok(Endpoint::Metrics),
         ("/topology", &Method::GET) => return Ok(Endpoint::Topology),
         ("/reload", &Method::POST) => return Ok(Endpoint::Reload),
         ("/primary", &Method::POST) => return Ok(Endpoint::PinPrimary),
         ("/primary", &Method::DELETE) => return Ok(Endpoint::UnpinPrimary),
-        ("/status" | "/metrics" | "/topology", _) => (path, "GET"),
-        ("/reload", _) => (path, "POST"),
+        ("/status" | "/metrics" | "/topology", _) => "GET",
+        ("/reload", _) => "POST",
         ("/primary", _) => {
-            return Err(not_allowed(
-                "/primary accepts POST or DELETE",
+            return Err(Refused::not_allowed(
+                "/primary accepts POST or DELETE".into(),
                 "POST, DELETE",
             ))
         }
-        _ if path == "/health" || path.starts_with("/health/") => (path, "GET"),
+        _ if path == "/health" || path.starts_with("/health/") => "GET",
         _ => {
-            return Err(error(
+            return Err(Refused::new(
                 StatusCode::NOT_FOUND,
-                &format!("no such endpoint: {path} (endpoints: {ENDPOINTS})"),
+                format!("no such endpoint: {path} (endpoints: {ENDPOINTS})"),
             ))
         }
     };
-    Err(not_allowed(
-        &format!("{endpoint} accepts {allow} only"),
+    Err(Refused::not_allowed(
+        format!("{path} accepts {allow} only"),
         allow,
     ))
 }
 
-fn not_allowed(message: &str, allow: &'static str) -> Answer {
-    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, message);
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
 /// Reads a request body of at most [`MAX_BODY`] bytes within
-/// [`BODY_TIMEOUT`]; `Err` is the answer.
-async fn read_body(body: Incoming) -> Result<Bytes, Answer> {
+/// [`BODY_TIMEOUT`].
+async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
     let read = http_body_util::Limited::new(body, MAX_BODY).collect();
     match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is larger than {MAX_BODY} bytes"),
+            format!("the request body is larger than {MAX_BODY} bytes"),
         )),
-        Ok(Err(e)) => Err(error(
+        Ok(Err(e)) => Err(Refused::new(
             StatusCode::BAD_REQUEST,
-            &format!("cannot read the request body: {e}"),
+            format!("cannot read the request body: {e}"),
         )),
-        Err(_) => Err(error(
+        Err(_) => Err(Refused::new(
             StatusCode::REQUEST_TIMEOUT,
-            &format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
         )),
     }
 }
@@ -526,7 +555,7 @@ mod tests {
         let uri: hyper::Uri = path.parse().unwrap();
         let r = check_head(&m, &uri, h, ctx, peer).unwrap_or_else(|| match route(&m, uri.path()) {
             Ok(e) => serve(&e, b"", ctx),
-            Err(a) => a,
+            Err(refused) => refused.answer(),
         });
         let status = r.status().as_u16();
         let allow = r

@@ -127,10 +127,8 @@ impl AdminServer {
             let _enter = runtime.enter();
             match &cfg.address {
                 ListenAddr::Tcp(a) => {
-                    let l = std::net::TcpListener::bind(a).map_err(bind_err)?;
-                    l.set_nonblocking(true).map_err(bind_err)?;
+                    let l = bind_tcp(*a).map_err(bind_err)?;
                     let local = l.local_addr().map_err(bind_err)?;
-                    let l = tokio::net::TcpListener::from_std(l).map_err(bind_err)?;
                     (AdminListener::Tcp(l), ListenAddr::Tcp(local))
                 }
                 ListenAddr::Unix(p) => {
@@ -198,6 +196,25 @@ impl Drop for AdminServer {
             }
         }
     }
+}
+
+/// Pending connections the kernel queues for the admin API: far more than
+/// its slots, so a burst of connections (an attack, or many scrapers at
+/// once) does not make the kernel drop a probe's SYN, which the client
+/// would only retry a second later.
+const BACKLOG: i32 = 1024;
+
+fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    tokio::net::TcpListener::from_std(s.into())
 }
 
 /// Binds the admin socket with the configured mode (`0600` unless
