@@ -525,11 +525,20 @@ fn the_start_log_says_a_tcp_admin_without_a_token_is_read_only() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut admin_line = None;
-    for line in std::io::BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-    {
+    // Until "serving", the process' end, or 20 s without a line.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let message = v["message"].as_str().unwrap_or_default().to_string();
         if message.starts_with("admin API listening") {
