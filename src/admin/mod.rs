@@ -18,15 +18,15 @@
 //! | `GET`/`PUT /listeners/NAME/failover` | read / switch a listener's redirect |
 //! | `POST /reload` | re-read the config and TLS material (as SIGHUP): 200 with a report, 422 if anything was not applied |
 //!
-//! Who may do what ([`access`]): the `/health` paths never need a token;
+//! Who may do what (`access`): the `/health` paths never need a token;
 //! with `token_file` everything else needs `Authorization: Bearer <token>`
 //! (401); without one, a Unix socket serves everything (its file mode is
 //! the control) and TCP serves `GET` only (403 for changes). On TCP, `Host`
 //! must be an IP literal, `localhost` or in `allowed_hosts` (421). All of
 //! that is decided from the request head; a body is read only afterwards
-//! ([`api`]). Slow clients: headers within [`HEADER_TIMEOUT`], a body
-//! within [`api::BODY_TIMEOUT`], and when all connection slots are taken
-//! the oldest connection without credentials makes room ([`slots`]).
+//! (`api`). Slow clients: headers within [`HEADER_TIMEOUT`], a body
+//! within `api::BODY_TIMEOUT`, and when all connection slots are taken
+//! the oldest connection without credentials makes room (`slots`).
 //! Unknown paths get 404, known paths with the wrong method 405; every
 //! error body is `{"error": "..."}`.
 
@@ -59,7 +59,7 @@ pub use status::{AdminStatus, Status};
 /// Concurrent admin connections. Scrapers, keepalived and an operator need
 /// a handful; the cap keeps a misbehaving client from piling up tasks (and
 /// when it is reached, the oldest connection without credentials is closed
-/// to make room: see [`slots`]).
+/// to make room: see `slots`).
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's headers within this time from the
 /// moment the server waits for them (a new connection, or an idle
