@@ -193,8 +193,15 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Binds a Unix socket. A socket file left by a previous run would make
 /// bind fail, so it is removed — but only if it is a socket nobody answers
-/// on; anything else at the path is an error. Shared with the admin API.
+/// on; anything else at the path is an error.
 pub(crate) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    remove_stale_socket(path)?;
+    UnixListener::bind(path)
+}
+
+/// Removes a socket file nobody answers on (left by a previous run); an
+/// error for anything else at `path`. Shared with the admin API.
+pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
@@ -211,5 +218,5 @@ pub(crate) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    UnixListener::bind(path)
+    Ok(())
 }

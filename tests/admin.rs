@@ -194,7 +194,7 @@ token_file = "admin.token"
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(
         r.json(),
-        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)"})
+        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)"})
     );
     let r = http(&proxy.admin_addr(), "POST", "/status", Some(TOKEN)).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")), "{r:?}");
@@ -320,6 +320,15 @@ token_file = "admin.token"
                 {"name": "db", "address": format!("unix:{}/absent.sock", dir.path().display()), "state": "unmonitored", "tls": false, "server_name": null, "client_certificate": null, "last_reload": null, "last_reload_error": null},
                 {"name": "spare", "address": "db2.example.net:3306", "state": "unmonitored", "tls": false, "server_name": null, "client_certificate": null, "last_reload": null, "last_reload_error": null},
             ],
+            "admin": {
+                "address": proxy.admin_addr().to_string(),
+                "mutation": {
+                    "enabled": true,
+                    "reason": "every request but the /health paths needs the bearer token from [admin] token_file",
+                },
+                "allowed_hosts": [],
+                "health_primary_backend": null,
+            },
         })
     );
 
@@ -380,6 +389,11 @@ token_file = "admin.token"
             "portcullis {}: serving, up ",
             env!("CARGO_PKG_VERSION")
         )),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().nth(1),
+        Some(format!("admin API {admin}: changes allowed: every request but the /health paths needs the bearer token from [admin] token_file").as_str()),
         "{stdout}"
     );
     assert_eq!(

@@ -241,7 +241,7 @@ async fn switching_modes_at_runtime_keeps_open_sessions() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let cfg = format!(
-        "[admin]\naddress = \"127.0.0.1:0\"\n[[backend]]\nname = \"db\"\naddress = \"unix:{}\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
+        "[admin]\naddress = \"unix:admin.sock\"\n[[backend]]\nname = \"db\"\naddress = \"unix:{}\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
         db.socket_path().display(),
         tls_section(&pki, "required")
     );

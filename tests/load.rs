@@ -169,7 +169,7 @@ async fn big_mariadb(max_connections: u64) -> MariaDb {
 
 fn config(pki: &Pki, db: &MariaDb, max_connections: u64) -> String {
     format!(
-        "[admin]\naddress = \"127.0.0.1:0\"\n\
+        "[admin]\naddress = \"unix:admin.sock\"\n\
          [[backend]]\nname = \"db\"\naddress = {:?}\nconnect_timeout = \"30s\"\n\
          [[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n\
          max_connections = {max_connections}\nhandshake_timeout = \"60s\"\n{}\n\

@@ -754,8 +754,11 @@ async fn post_reload_reports_per_listener_and_an_invalid_file_changes_nothing() 
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let tls = TlsDir::new(&pki);
-    // Polling off: only the explicit trigger reloads.
-    let toml = config(&db, &tls.section("")).replace("\"50ms\"", "\"0s\"");
+    // Polling off: only the explicit trigger reloads. The admin API on a
+    // Unix socket: on TCP without a token it would serve GET only.
+    let toml = config(&db, &tls.section(""))
+        .replace("\"50ms\"", "\"0s\"")
+        .replace("\"127.0.0.1:0\"", "\"unix:admin.sock\"");
     let proxy = TestProxy::start(&toml).await;
 
     let renewed = pki.issue_server("renewed", 0x4343, Signer::Ca);

@@ -66,7 +66,7 @@ async fn replicate(replica: &MariaDb, primary: &MariaDb, from_start: bool) {
 
 fn config(db1: &str, db2: &str, listeners: &str, pki: &Pki) -> String {
     format!(
-        "[monitor]\nuser = \"mon\"\npassword = \"mon-pass\"\ninterval = \"100ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[[backend]]\nname = \"db1\"\naddress = {db1:?}\n\n[[backend]]\nname = \"db2\"\naddress = {db2:?}\n\n{}",
+        "[monitor]\nuser = \"mon\"\npassword = \"mon-pass\"\ninterval = \"100ms\"\n\n[admin]\naddress = \"unix:admin.sock\"\n\n[[backend]]\nname = \"db1\"\naddress = {db1:?}\n\n[[backend]]\nname = \"db2\"\naddress = {db2:?}\n\n{}",
         listeners.replace("TLS", &tls_section(pki, "required"))
     )
 }

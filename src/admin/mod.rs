@@ -1,5 +1,5 @@
 //! The admin HTTP API: health for keepalived, status, Prometheus metrics,
-//! reload.
+//! reload, runtime failover and primary pinning.
 //!
 //! It runs on its own single-threaded tokio runtime in a dedicated OS
 //! thread, so a data path that saturates the main runtime cannot starve it,
@@ -8,49 +8,70 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /health` | 200 `ok`, or 503 `{"error": reason}` (never needs a token) |
+//! | `GET /health` | 200 `ok`, or 503 `{"error": reasons}` |
+//! | `GET /health/primary[?backend=NAME]` | 200 while that backend (default: the one this proxy fronts) is the primary, else 503 |
+//! | `GET /health/listener/NAME` | 200 while the listener accepts and has a backend for new connections, else 503 |
 //! | `GET /status` | 200 JSON [`status::Status`] |
 //! | `GET /metrics` | 200 OpenMetrics text |
 //! | `GET /topology` | 200 JSON [`crate::monitor::TopologyStatus`] (404 without `[monitor]`) |
 //! | `POST /primary`, `DELETE /primary` | pin the primary / return to the monitor |
+//! | `GET`/`PUT /listeners/NAME/failover` | read / switch a listener's redirect |
 //! | `POST /reload` | re-read the config and TLS material (as SIGHUP): 200 with a report, 422 if anything was not applied |
 //!
-//! With a token configured, every other request needs
-//! `Authorization: Bearer <token>` (401 otherwise). Unknown paths get 404,
-//! known paths with the wrong method 405; every error body is
-//! `{"error": "..."}`.
+//! Who may do what (`access`): the `/health` paths never need a token;
+//! with `token_file` everything else needs `Authorization: Bearer <token>`
+//! (401); without one, a Unix socket serves everything (its file mode is
+//! the control) and TCP serves `GET` only (403 for changes). On TCP, `Host`
+//! must be an IP literal, `localhost` or in `allowed_hosts` (421). All of
+//! that is decided from the request head; a body is read only afterwards
+//! (`api`). Slow clients: headers within [`HEADER_TIMEOUT`], a body
+//! within `api::BODY_TIMEOUT`, and when all connection slots are taken
+//! the oldest connection without credentials makes room (`slots`).
+//! Unknown paths get 404, known paths with the wrong method 405; every
+//! error body is `{"error": "..."}`.
 
+mod access;
+mod api;
 pub mod client;
+mod slots;
 pub mod status;
 
 use std::convert::Infallible;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::config::{AdminConfig, ListenAddr, TokenError};
-use crate::metrics::METRICS_CONTENT_TYPE;
 use crate::state::ProxyState;
+use access::Access;
+use api::{Ctx, Peer};
+use slots::Slots;
 
+pub use access::MutationPolicy;
 pub use client::AdminTarget;
-pub use status::Status;
+pub use status::{AdminStatus, Status};
 
 /// Concurrent admin connections. Scrapers, keepalived and an operator need
-/// a handful; the cap keeps a misbehaving client from piling up tasks.
+/// a handful; the cap keeps a misbehaving client from piling up tasks (and
+/// when it is reached, the oldest connection without credentials is closed
+/// to make room: see `slots`).
 const MAX_CONNECTIONS: usize = 64;
-/// A client must send its request headers within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send a request's headers within this time from the
+/// moment the server waits for them (a new connection, or an idle
+/// keep-alive one). Every honest client sends its request in one write;
+/// a few seconds also covers a slow SSH tunnel, and bounds how long a
+/// silent or trickling connection holds a slot.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on one admin connection, keep-alive included.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Read buffer of one connection, and so the largest request head: admin
+/// requests have a handful of short headers (hyper's smallest allowed).
+const MAX_HEAD: usize = 8 * 1024;
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +80,13 @@ pub enum AdminError {
     Token(#[from] TokenError),
     #[error("admin: cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error("admin: cannot set mode {mode} and group {group} on the socket {path}: {source}")]
+    SocketAccess {
+        path: PathBuf,
+        mode: &'static str,
+        group: String,
+        source: io::Error,
+    },
     #[error("admin: cannot start its runtime: {0}")]
     Runtime(io::Error),
 }
@@ -74,11 +102,6 @@ pub struct AdminServer {
 enum AdminListener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
-}
-
-struct Ctx {
-    state: Arc<ProxyState>,
-    token: Option<String>,
 }
 
 impl AdminServer {
@@ -104,25 +127,46 @@ impl AdminServer {
             let _enter = runtime.enter();
             match &cfg.address {
                 ListenAddr::Tcp(a) => {
-                    let l = std::net::TcpListener::bind(a).map_err(bind_err)?;
-                    l.set_nonblocking(true).map_err(bind_err)?;
+                    let l = bind_tcp(*a).map_err(bind_err)?;
                     let local = l.local_addr().map_err(bind_err)?;
-                    let l = tokio::net::TcpListener::from_std(l).map_err(bind_err)?;
                     (AdminListener::Tcp(l), ListenAddr::Tcp(local))
                 }
                 ListenAddr::Unix(p) => {
-                    let l = bind_unix(p).map_err(bind_err)?;
+                    let l = bind_unix(p, cfg)?;
                     (AdminListener::Unix(l), ListenAddr::Unix(p.clone()))
                 }
             }
         };
-        let ctx = Arc::new(Ctx { state, token });
+        let access = match (token, &addr) {
+            (Some(t), _) => Access::Token(t),
+            (None, ListenAddr::Unix(_)) => Access::Socket,
+            (None, ListenAddr::Tcp(_)) => Access::ReadOnly,
+        };
+        let admin = AdminStatus {
+            address: addr.to_string(),
+            mutation: access.policy(),
+            allowed_hosts: cfg.allowed_hosts.clone(),
+            health_primary_backend: state
+                .topology
+                .as_ref()
+                .and_then(|_| state.local_backend().ok()),
+        };
+        if admin.mutation.enabled {
+            tracing::info!(address = %addr, mutation = "enabled", "admin API listening; changes allowed: {}", admin.mutation.reason);
+        } else {
+            tracing::warn!(address = %addr, mutation = "disabled", "admin API listening, read-only: {}", admin.mutation.reason);
+        }
+        let ctx = Arc::new(Ctx {
+            state,
+            access,
+            allowed_hosts: cfg.allowed_hosts.clone(),
+            admin,
+        });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("portcullis-admin".into())
             .spawn(move || runtime.block_on(serve(listener, ctx, stopped)))
             .map_err(AdminError::Runtime)?;
-        tracing::info!(address = %addr, "admin API listening");
         Ok(AdminServer {
             addr,
             stop: Some(stop),
@@ -154,18 +198,80 @@ impl Drop for AdminServer {
     }
 }
 
-/// Binds a Unix socket readable and writable by its owner only: the admin
-/// API controls the proxy. A stale socket file nobody answers on is
-/// replaced; anything else at the path is an error.
-fn bind_unix(path: &Path) -> io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let l = crate::listener::bind_unix(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+/// Pending connections the kernel queues for the admin API: far more than
+/// its slots, so a burst of connections (an attack, or many scrapers at
+/// once) does not make the kernel drop a probe's SYN, which the client
+/// would only retry a second later.
+const BACKLOG: i32 = 1024;
+
+fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
+/// Binds the admin socket with the configured mode (`0600` unless
+/// `socket_mode = "0660"`) and group: whoever can open it may change the
+/// proxy. It is bound inside a fresh directory only the owner can enter,
+/// given its mode and group there, and then renamed into place, so nobody
+/// can connect between bind and chmod (a connection made in that window
+/// would wait in the backlog and be served later). A stale socket file
+/// nobody answers on is replaced; anything else at the path is an error.
+fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener, AdminError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let bind_err = |source| AdminError::Bind {
+        addr: format!("unix:{}", path.display()),
+        source,
+    };
+    crate::listener::remove_stale_socket(path).map_err(bind_err)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Short, so the temporary path stays within the 107 bytes of a socket
+    // address whenever the final one does.
+    let private = parent.join(format!(".a{:06x}", rand::random::<u32>() & 0xff_ffff));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(bind_err)?;
+    let tmp = private.join("s");
+    let result = (|| {
+        let l = tokio::net::UnixListener::bind(&tmp).map_err(bind_err)?;
+        let mode = cfg.socket.mode;
+        let access_err = |source| AdminError::SocketAccess {
+            path: path.to_path_buf(),
+            mode: mode.as_str(),
+            group: cfg
+                .socket
+                .group
+                .as_ref()
+                .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
+            source,
+        };
+        if let Some(g) = &cfg.socket.group {
+            std::os::unix::fs::chown(&tmp, None, Some(g.gid)).map_err(access_err)?;
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode.bits()))
+            .map_err(access_err)?;
+        std::fs::rename(&tmp, path).map_err(bind_err)?;
+        Ok(l)
+    })();
+    if let Err(e) = std::fs::remove_dir_all(&private) {
+        tracing::debug!(path = %private.display(), error = %e, "could not remove the admin socket's temporary directory");
+    }
+    result
 }
 
 async fn serve(listener: AdminListener, ctx: Arc<Ctx>, mut stop: oneshot::Receiver<()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(MAX_CONNECTIONS);
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => return,
@@ -173,18 +279,21 @@ async fn serve(listener: AdminListener, ctx: Arc<Ctx>, mut stop: oneshot::Receiv
         };
         match accepted {
             Ok(conn) => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!("admin: {MAX_CONNECTIONS} connections open; closing a new one");
+                let Some(slot) = slots.admit() else {
+                    // Every slot is held by a client with credentials.
                     continue;
                 };
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     match conn {
-                        Conn::Tcp(s) => serve_connection(s, ctx).await,
-                        Conn::Unix(s) => serve_connection(s, ctx).await,
+                        Conn::Tcp(s) => serve_connection(s, ctx, Peer { unix: false, slot }).await,
+                        Conn::Unix(s) => serve_connection(s, ctx, Peer { unix: true, slot }).await,
                     }
-                    drop(permit);
                 });
+                // Let the new connection read its request before the next
+                // accept: a burst of connections must not evict it before
+                // it had a chance to show what it is.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin: accept failed");
@@ -207,453 +316,29 @@ async fn accept(l: &AdminListener) -> io::Result<Conn> {
     }
 }
 
-async fn serve_connection<S>(stream: S, ctx: Arc<Ctx>)
+async fn serve_connection<S>(stream: S, ctx: Arc<Ctx>, peer: Peer)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let evicted = peer.slot.evicted().clone();
+    let peer = Arc::new(peer);
     let service = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+        let (ctx, peer) = (ctx.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(api::handle(req, &ctx, &peer).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service);
-    match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "admin: connection error"),
-        Err(_) => tracing::debug!("admin: connection closed after {CONNECTION_LIFETIME:?}"),
-    }
-}
-
-type Answer = Response<Full<Bytes>>;
-
-/// Largest request body accepted (the failover settings are a few hundred
-/// bytes).
-const MAX_BODY: usize = 64 * 1024;
-
-/// Answers one request.
-async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Answer {
-    let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("cannot read the request body: {e}"),
-            )
-        }
-    };
-    route_with_body(&parts.method, parts.uri.path(), &parts.headers, &body, ctx)
-}
-
-#[cfg(test)]
-fn route(method: &Method, path: &str, headers: &HeaderMap, ctx: &Ctx) -> Answer {
-    route_with_body(method, path, headers, &[], ctx)
-}
-
-fn route_with_body(
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    ctx: &Ctx,
-) -> Answer {
-    // keepalived and load balancers probe health without credentials.
-    if path == "/health" && method == Method::GET {
-        return health(&ctx.state);
-    }
-    if let Some(token) = &ctx.token {
-        if !authorized(headers, token) {
-            tracing::warn!(%method, path, "admin: request without a valid bearer token");
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"portcullis\""),
-            );
-            return r;
-        }
-    }
-    if let Some(name) = path
-        .strip_prefix("/listeners/")
-        .and_then(|rest| rest.strip_suffix("/failover"))
-    {
-        return failover(method, name, body, ctx);
-    }
-    if path == "/primary" {
-        return primary(method, body, ctx);
-    }
-    let allowed = match path {
-        "/health" | "/status" | "/metrics" | "/topology" => "GET",
-        "/reload" => "POST",
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "no such endpoint: {path} (endpoints: /health, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)"
-                ),
-            )
-        }
-    };
-    if method.as_str() != allowed {
-        let mut r = error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{path} accepts {allowed} only"),
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allowed));
-        return r;
-    }
-    match path {
-        "/status" => json(StatusCode::OK, &Status::collect(&ctx.state)),
-        "/metrics" => respond(
-            StatusCode::OK,
-            METRICS_CONTENT_TYPE,
-            crate::exposition::encode(&ctx.state),
-        ),
-        "/reload" => reload(&ctx.state),
-        "/topology" => match &ctx.state.topology {
-            Some(t) => json(StatusCode::OK, &t.status()),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "no topology: the config has no [monitor] section",
-            ),
+    tokio::select! {
+        r = tokio::time::timeout(CONNECTION_LIFETIME, conn) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "admin: connection error"),
+            Err(_) => tracing::debug!("admin: connection closed after {CONNECTION_LIFETIME:?}"),
         },
-        // "/health" with GET was answered above.
-        _ => health(&ctx.state),
-    }
-}
-
-/// `POST /reload`: the same as SIGHUP. 200 with the report when every
-/// listener's TLS is what the file says; 422 when the file is invalid
-/// (nothing changed) or a listener kept its old material (report says why).
-fn reload(state: &ProxyState) -> Answer {
-    match crate::reload::reload_config(state, crate::reload::Trigger::Admin) {
-        Err(e) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &format!("config invalid, nothing changed: {e}"),
-        ),
-        Ok(report) => {
-            let code = if report.all_applied() {
-                StatusCode::OK
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            json(code, &report)
+        _ = evicted.cancelled() => {
+            tracing::debug!("admin: connection closed to make room for a new one");
         }
-    }
-}
-
-/// `POST /primary {"backend": NAME}` pins the primary (overriding the
-/// monitor); `DELETE /primary` returns to the monitor's view. Both answer
-/// with the topology.
-fn primary(method: &Method, body: &[u8], ctx: &Ctx) -> Answer {
-    let Some(t) = &ctx.state.topology else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "no topology: the config has no [monitor] section",
-        );
-    };
-    let pin = match *method {
-        Method::DELETE => None,
-        Method::POST => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Pin {
-                backend: String,
-            }
-            match serde_json::from_slice::<Pin>(body) {
-                Ok(p) => Some(p.backend),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("expected {{\"backend\": \"NAME\"}}: {e}"),
-                    )
-                }
-            }
-        }
-        _ => {
-            let mut r = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "/primary accepts POST or DELETE",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-            return r;
-        }
-    };
-    match t.pin(pin) {
-        Ok(()) => json(StatusCode::OK, &t.status()),
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    }
-}
-
-/// `GET`/`PUT /listeners/{name}/failover`: read or switch a listener's
-/// redirect settings at runtime. A change applies to connections accepted
-/// from now on; established sessions are never touched.
-fn failover(method: &Method, name: &str, body: &[u8], ctx: &Ctx) -> Answer {
-    let Some(l) = ctx
-        .state
-        .listeners
-        .iter()
-        .find(|l| l.runtime.config.name == name)
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no listener named {name:?}"),
-        );
-    };
-    let rt = &l.runtime;
-    match *method {
-        Method::GET => json(StatusCode::OK, &**rt.failover.load()),
-        Method::PUT => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Change {
-                mode: crate::failover::FailoverMode,
-                target: Option<crate::failover::FailoverTarget>,
-                message: Option<String>,
-                error_code: Option<u16>,
-            }
-            let change: Change = match serde_json::from_slice(body) {
-                Ok(c) => c,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("invalid JSON body: {e} (expected {{\"mode\": \"off|on|all\", \"target\": \"host:port\", \"message\": \"...\", \"error_code\": 4196}})"),
-                    )
-                }
-            };
-            let old = rt.failover.load_full();
-            let new = crate::failover::FailoverSettings {
-                mode: change.mode,
-                target: change.target.or_else(|| old.target.clone()),
-                message: change.message.or_else(|| old.message.clone()),
-                error_code: change.error_code.unwrap_or(old.error_code),
-            };
-            if new.target == Some(crate::failover::FailoverTarget::Primary)
-                && ctx.state.topology.is_none()
-            {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "target \"primary\" follows the topology: the config has no [monitor] section",
-                );
-            }
-            if let Err(e) = new.validate() {
-                return error(StatusCode::BAD_REQUEST, &e);
-            }
-            tracing::info!(
-                listener = %name,
-                from = old.mode.as_str(),
-                to = new.mode.as_str(),
-                target = new.target_str(),
-                "failover mode changed via the admin API"
-            );
-            rt.failover.store(std::sync::Arc::new(new));
-            json(StatusCode::OK, &**rt.failover.load())
-        }
-        _ => {
-            let mut r = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("/listeners/{name}/failover accepts GET and PUT"),
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, PUT"));
-            r
-        }
-    }
-}
-
-fn health(state: &ProxyState) -> Answer {
-    match state.health() {
-        Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok".into()),
-        Err(reasons) => error(StatusCode::SERVICE_UNAVAILABLE, &reasons.join("; ")),
-    }
-}
-
-/// Compares the bearer token in constant time (no early exit on the first
-/// differing byte).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, given)) = value.split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
-    }
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, &x) in b.iter().enumerate() {
-        diff |= x ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
-
-fn error(status: StatusCode, message: &str) -> Answer {
-    json(status, &serde_json::json!({ "error": message }))
-}
-
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Answer {
-    match serde_json::to_string_pretty(value) {
-        Ok(mut body) => {
-            body.push('\n');
-            respond(status, "application/json", body)
-        }
-        Err(e) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "application/json",
-            format!("{{\"error\": \"cannot encode the answer: {e}\"}}\n"),
-        ),
-    }
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Answer {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(auth: Option<&str>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(a) = auth {
-            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn bearer_tokens() {
-        let t = "0123456789abcdef";
-        assert!(authorized(&headers(Some("Bearer 0123456789abcdef")), t));
-        assert!(authorized(&headers(Some("bearer 0123456789abcdef")), t));
-        assert!(!authorized(&headers(None), t));
-        assert!(!authorized(&headers(Some("Bearer 0123456789abcde")), t));
-        assert!(!authorized(&headers(Some("Bearer 0123456789abcdefX")), t));
-        assert!(!authorized(&headers(Some("Bearer ")), t));
-        assert!(!authorized(&headers(Some("Basic 0123456789abcdef")), t));
-        assert!(!authorized(&headers(Some("0123456789abcdef")), t));
-    }
-
-    fn ctx(token: Option<&str>) -> Ctx {
-        Ctx {
-            state: Arc::new(ProxyState::new(
-                Vec::new(),
-                Vec::new(),
-                std::path::PathBuf::from("/nonexistent/portcullis.toml"),
-                Default::default(),
-                None,
-            )),
-            token: token.map(str::to_string),
-        }
-    }
-
-    fn answer(r: Answer) -> (StatusCode, Option<String>, String) {
-        let status = r.status();
-        let allow = r
-            .headers()
-            .get(header::ALLOW)
-            .map(|v| v.to_str().unwrap().to_string());
-        let body = match block_on(r.into_body().collect()) {
-            Ok(b) => b.to_bytes(),
-            Err(never) => match never {},
-        };
-        (status, allow, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    /// `Full` is ready at once: poll it on a throwaway runtime.
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    #[test]
-    fn routing_rules() {
-        let open = ctx(None);
-        let h = headers(None);
-        assert_eq!(
-            answer(route(&Method::GET, "/nope", &h, &open)),
-            (
-                StatusCode::NOT_FOUND,
-                None,
-                "{\n  \"error\": \"no such endpoint: /nope (endpoints: /health, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)\"\n}\n".into()
-            )
-        );
-        assert_eq!(
-            answer(route(&Method::POST, "/status", &h, &open)),
-            (
-                StatusCode::METHOD_NOT_ALLOWED,
-                Some("GET".into()),
-                "{\n  \"error\": \"/status accepts GET only\"\n}\n".into()
-            )
-        );
-        assert_eq!(
-            answer(route(&Method::GET, "/reload", &h, &open)).0,
-            StatusCode::METHOD_NOT_ALLOWED
-        );
-        // Bound but not running, and no listener: both reasons.
-        assert_eq!(
-            answer(route(&Method::GET, "/health", &h, &open)),
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                "{\n  \"error\": \"starting: listeners bound but not accepting yet; no listener is bound\"\n}\n".into()
-            )
-        );
-        open.state.set_lifecycle(crate::state::Lifecycle::Draining);
-        assert_eq!(
-            answer(route(&Method::GET, "/health", &h, &open)).2,
-            "{\n  \"error\": \"draining: not accepting new connections, waiting for sessions to finish; no listener is bound\"\n}\n"
-        );
-    }
-
-    #[test]
-    fn token_guards_everything_but_health() {
-        let locked = ctx(Some("0123456789abcdef"));
-        let none = headers(None);
-        let good = headers(Some("Bearer 0123456789abcdef"));
-        for (m, p) in [
-            (Method::GET, "/status"),
-            (Method::GET, "/metrics"),
-            (Method::POST, "/reload"),
-            (Method::GET, "/nope"),
-            (Method::POST, "/health"),
-        ] {
-            assert_eq!(
-                answer(route(&m, p, &none, &locked)),
-                (
-                    StatusCode::UNAUTHORIZED,
-                    None,
-                    "{\n  \"error\": \"missing or invalid bearer token\"\n}\n".into()
-                ),
-                "{m} {p}"
-            );
-        }
-        assert_eq!(
-            answer(route(&Method::GET, "/health", &none, &locked)).0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            answer(route(&Method::GET, "/status", &good, &locked)).0,
-            StatusCode::OK
-        );
-        // Authorized: the reload runs (and fails: this state has no file).
-        let (code, _, body) = answer(route(&Method::POST, "/reload", &good, &locked));
-        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(body.contains("cannot read config file"), "{body}");
     }
 }

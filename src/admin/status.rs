@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::access::MutationPolicy;
 use crate::reload::reloadable::ReloadRecord;
 use crate::state::ProxyState;
 use crate::time::{rfc3339, unix_seconds};
@@ -25,6 +26,24 @@ pub struct Status {
     pub now: i64,
     pub listeners: Vec<ListenerStatus>,
     pub backends: Vec<BackendStatus>,
+    /// The admin API itself: whether it serves changes, and why.
+    #[serde(default)]
+    pub admin: Option<AdminStatus>,
+}
+
+/// The admin API as `/status` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminStatus {
+    /// The address it listens on (port 0 resolved), `unix:/path` for a
+    /// Unix socket.
+    pub address: String,
+    /// Whether `PUT`, `POST` and `DELETE` are served, and why.
+    pub mutation: MutationPolicy,
+    /// Names `Host` may carry besides IP literals and `localhost`.
+    pub allowed_hosts: Vec<String>,
+    /// The backend `GET /health/primary` asks about without `?backend=`;
+    /// absent when that has to be named (or without a `[monitor]`).
+    pub health_primary_backend: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +241,7 @@ impl Status {
                     }
                 })
                 .collect(),
+            admin: None,
         }
     }
 
@@ -233,6 +253,19 @@ impl Status {
             self.state,
             human_duration(self.uptime_seconds)
         );
+        if let Some(a) = &self.admin {
+            let _ = writeln!(
+                out,
+                "admin API {}: changes {}: {}",
+                a.address,
+                if a.mutation.enabled {
+                    "allowed"
+                } else {
+                    "REFUSED"
+                },
+                a.mutation.reason
+            );
+        }
         out.push('\n');
         out.push_str(&table(
             &[
@@ -490,6 +523,15 @@ mod tests {
                 last_reload: None,
                 last_reload_error: None,
             }],
+            admin: Some(AdminStatus {
+                address: "127.0.0.1:9306".into(),
+                mutation: MutationPolicy {
+                    enabled: false,
+                    reason: "read-only, for the test".into(),
+                },
+                allowed_hosts: vec![],
+                health_primary_backend: Some("local".into()),
+            }),
         }
     }
 
@@ -499,6 +541,7 @@ mod tests {
             sample().render(),
             "\
 portcullis 0.1.0: serving, up 1d 02h05m06s
+admin API 127.0.0.1:9306: changes REFUSED: read-only, for the test
 
 LISTENER  ADDRESS                           TLS  CLIENT AUTH  ROUTE  ACTIVE  TOTAL  FAILOVER  ACCEPTING
 sidecar   [::]:3307                         on   required     local  3       1204   off       yes

@@ -192,9 +192,60 @@ impl Default for TlsReloadConfig {
 pub struct AdminConfig {
     /// Loopback TCP or a Unix socket, unless a token is configured.
     pub address: ListenAddr,
-    /// File holding the bearer token every request except `GET /health`
-    /// must carry.
+    /// File holding the bearer token every request except the `/health`
+    /// paths must carry.
     pub token_file: Option<PathBuf>,
+    /// Host names a request's `Host` may carry besides IP literals and
+    /// `localhost` (TCP only; lowercase, without a port).
+    pub allowed_hosts: Vec<String>,
+    /// Who may connect to a Unix-socket admin API (ignored on TCP).
+    pub socket: AdminSocket,
+}
+
+/// The file mode and group of a Unix-socket admin API: whoever can open
+/// the socket may change the proxy, so these are its access control.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminSocket {
+    /// `0o600` (the default: the user portcullis runs as) or `0o660`.
+    pub mode: SocketMode,
+    /// The group the socket is given (with `0o660`); `None` keeps the
+    /// group it is created with.
+    pub group: Option<SocketGroup>,
+}
+
+/// The permission bits of the admin socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketMode {
+    /// `0600`: the owner only.
+    #[default]
+    Owner,
+    /// `0660`: the owner and the socket's group.
+    OwnerAndGroup,
+}
+
+impl SocketMode {
+    /// The permission bits.
+    pub fn bits(self) -> u32 {
+        match self {
+            SocketMode::Owner => 0o600,
+            SocketMode::OwnerAndGroup => 0o660,
+        }
+    }
+
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketMode::Owner => "0600",
+            SocketMode::OwnerAndGroup => "0660",
+        }
+    }
+}
+
+/// A group as configured (`socket_group`) and the id it was resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone)]

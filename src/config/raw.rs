@@ -45,6 +45,9 @@ pub(super) struct RawTlsReload {
 pub(super) struct RawAdmin {
     pub(super) address: Option<Spanned<String>>,
     pub(super) token_file: Option<Spanned<String>>,
+    pub(super) allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) socket_mode: Option<Spanned<String>>,
+    pub(super) socket_group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -273,6 +273,8 @@ fn admin_defaults_to_loopback_9306() {
         Some(AdminConfig {
             address: ListenAddr::Tcp("127.0.0.1:9306".parse().unwrap()),
             token_file: None,
+            allowed_hosts: Vec::new(),
+            socket: Default::default(),
         })
     );
 }

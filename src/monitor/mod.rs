@@ -21,7 +21,7 @@ pub mod client;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -123,6 +123,9 @@ pub struct Topology {
     pinned: Mutex<Option<String>>,
     monitored: Mutex<Option<String>>,
     tenure: Mutex<CancellationToken>,
+    /// When the effective primary last changed (or the topology was
+    /// built): how long a missing primary has been missing.
+    since: Mutex<Instant>,
     pub changes: AtomicU64,
     /// Finished monitor rounds (every backend checked once more).
     rounds: watch::Sender<u64>,
@@ -165,6 +168,7 @@ impl Topology {
             pinned: Mutex::new(None),
             monitored: Mutex::new(None),
             tenure: Mutex::new(CancellationToken::new()),
+            since: Mutex::new(Instant::now()),
             changes: AtomicU64::new(0),
             rounds: watch::Sender::new(0),
         }
@@ -182,6 +186,15 @@ impl Topology {
 
     pub fn watch_primary(&self) -> watch::Receiver<Option<String>> {
         self.primary.subscribe()
+    }
+
+    /// How long there has been no primary (since start, or since the last
+    /// one was lost); `None` while there is one.
+    pub fn primary_absent_for(&self) -> Option<Duration> {
+        // Read under the channel's lock: `recompute` moves `since` while it
+        // holds it, so the two always belong together.
+        let primary = self.primary.borrow();
+        primary.is_none().then(|| lock(&self.since).elapsed())
     }
 
     /// The token of the current primary tenure: cancelled when the primary
@@ -222,6 +235,7 @@ impl Topology {
                 return false;
             }
             *cur = effective.clone();
+            *lock(&self.since) = Instant::now();
             true
         });
         if changed {

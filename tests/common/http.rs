@@ -53,7 +53,16 @@ impl Reply {
 }
 
 pub fn request(method: &str, path: &str, token: Option<&str>, body: &str) -> String {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    request_to("localhost", method, path, token, body)
+}
+
+/// [`request`] with `host` in the `Host` header (none when empty).
+pub fn request_to(host: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let mut r = format!("{method} {path} HTTP/1.1\r\n");
+    if !host.is_empty() {
+        r.push_str(&format!("Host: {host}\r\n"));
+    }
+    r.push_str("Connection: close\r\n");
     if let Some(t) = token {
         r.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -88,13 +97,15 @@ pub async fn http_body(
     token: Option<&str>,
     body: &str,
 ) -> Reply {
-    let req = request(method, path, token, body);
+    raw(addr, &request(method, path, token, body)).await
+}
+
+/// Sends `req` as it is and reads the answer until the server closes.
+pub async fn raw(addr: &ListenAddr, req: &str) -> Reply {
     match addr {
-        ListenAddr::Tcp(a) => {
-            exchange(tokio::net::TcpStream::connect(a).await.unwrap(), &req).await
-        }
+        ListenAddr::Tcp(a) => exchange(tokio::net::TcpStream::connect(a).await.unwrap(), req).await,
         ListenAddr::Unix(p) => {
-            exchange(tokio::net::UnixStream::connect(p).await.unwrap(), &req).await
+            exchange(tokio::net::UnixStream::connect(p).await.unwrap(), req).await
         }
     }
 }
