@@ -90,6 +90,8 @@ pub(super) struct Problems<'a> {
     src: &'a str,
     pub(super) list: Vec<ConfigProblem>,
     pub(super) warnings: Vec<Warning>,
+    /// How many of `list` parsing found (validation counts its own).
+    parsed: usize,
 }
 
 impl<'a> Problems<'a> {
@@ -98,13 +100,29 @@ impl<'a> Problems<'a> {
             src,
             list: Vec::new(),
             warnings: Vec::new(),
+            parsed: 0,
         }
+    }
+
+    /// Marks the end of parsing: the problems found so far are keys that
+    /// were set aside (an unknown key, a wrong optional value), which do
+    /// not keep validation from loading TLS material.
+    pub(super) fn parsing_done(&mut self) {
+        self.parsed = self.list.len();
     }
 
     /// A problem at the value (or table) spanning `span`.
     pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.list.push(ConfigProblem {
             line: Some(line_at(self.src, span.start)),
+            message: message.into(),
+        });
+    }
+
+    /// A problem at a line already counted (`None`: of the whole file).
+    pub(super) fn at_line(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.list.push(ConfigProblem {
+            line,
             message: message.into(),
         });
     }
@@ -121,9 +139,9 @@ impl<'a> Problems<'a> {
         self.warnings.push(warning);
     }
 
-    /// How many problems were found so far.
+    /// How many problems validation found so far.
     pub(super) fn count(&self) -> usize {
-        self.list.len()
+        self.list.len() - self.parsed
     }
 }
 

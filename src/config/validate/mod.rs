@@ -23,7 +23,7 @@ use super::model::{
     DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS,
 };
 use super::problems::{Problems, Warning};
-use super::raw::{RawConfig, RawTlsReload};
+use super::raw::{DurationText, RawConfig, RawTlsReload};
 use super::values::parse_duration;
 use super::MaterialCheck;
 
@@ -97,10 +97,14 @@ fn value<T: Copy>(o: &Option<Spanned<T>>) -> Option<T> {
 
 /// An optional duration key: its value, or `default` when absent (and, with
 /// a problem, when invalid).
-fn duration_or(v: &Option<Spanned<String>>, default: Duration, p: &mut Problems<'_>) -> Duration {
+fn duration_or(
+    v: &Option<Spanned<DurationText>>,
+    default: Duration,
+    p: &mut Problems<'_>,
+) -> Duration {
     match v {
         None => default,
-        Some(s) => match parse_duration(s.get_ref()) {
+        Some(s) => match parse_duration(&s.get_ref().0) {
             Ok(d) => d,
             Err(e) => {
                 p.at(s.span(), e);
