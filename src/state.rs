@@ -9,13 +9,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use crate::backend::BackendRuntime;
-use crate::config::{ListenAddr, TlsReloadConfig};
+use crate::config::{Config, ListenAddr, TlsReloadConfig};
 use crate::listener::ListenerRuntime;
 use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
@@ -65,6 +65,10 @@ pub struct ProxyState {
     pub reload_lock: ReloadLock,
     /// The topology, with a `[monitor]`.
     pub topology: Option<Arc<Topology>>,
+    /// The config the proxy started with, which a reload compares the file
+    /// with to name what it cannot apply; set once by
+    /// [`crate::Proxy::bind`].
+    pub started_with: OnceLock<Config>,
 }
 
 /// One listener as the admin API sees it.
@@ -130,6 +134,7 @@ impl ProxyState {
             tls_reload,
             reload_lock: ReloadLock::default(),
             topology,
+            started_with: OnceLock::new(),
         }
     }
 

@@ -19,16 +19,26 @@ pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
 }
 
+impl ConfigError {
+    /// Each problem as `FILE:LINE: message` (or `FILE: message`), the way
+    /// `portcullis check` prints them and the log shows them, one event
+    /// each.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.problems.iter().map(|p| match p.line {
+            Some(line) => format!("{}:{}: {}", self.path.display(), line, p.message),
+            None => format!("{}: {}", self.path.display(), p.message),
+        })
+    }
+}
+
+/// Every problem, one per line (see [`ConfigError::lines`]).
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
+        for (i, line) in self.lines().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            match p.line {
-                Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, p.message)?,
-                None => write!(f, "{}: {}", self.path.display(), p.message)?,
-            }
+            f.write_str(&line)?;
         }
         Ok(())
     }
