@@ -11,7 +11,7 @@
 //! listener's material on its own.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{
     BackendTlsConfig, Checked, Config, ConfigError, ConfigProblem, DeferMaterial, MaterialCheck,
@@ -75,10 +75,21 @@ pub fn load_deferring_tls(path: &Path) -> Result<Config, ConfigError> {
 /// Logs each warning as portcullis always has: the same text, fields and
 /// log target (the module that used to log it), which log filters and
 /// alerts may select on.
+///
+/// A warning about a file's mode is logged once per file and state: a
+/// reload that finds the same file unchanged (mode, inode, size, times)
+/// does not repeat it; a file that is fixed is forgotten, so that loosening
+/// it again, or replacing it, is warned about again.
 pub fn log_warnings(warnings: &[Warning]) {
-    for w in warnings {
+    let fresh = {
+        let mut logged = crate::sync::lock(&LOGGED);
+        first_seen(&mut logged, warnings)
+    };
+    for w in fresh {
         match w {
-            Warning::ExposedSecret { path, mode, .. } => tracing::warn!(
+            Warning::ExposedSecret { path, mode, .. }
+            | Warning::Writable { path, mode, .. }
+            | Warning::InlinePassword { path, mode } => tracing::warn!(
                 target: "portcullis::perm",
                 path = %path.display(),
                 mode = %format!("{mode:04o}"),
@@ -92,6 +103,67 @@ pub fn log_warnings(warnings: &[Warning]) {
             ),
         }
     }
+}
+
+/// The file warnings logged in this process, by kind and file, with the
+/// file's state when they were.
+static LOGGED: std::sync::LazyLock<std::sync::Mutex<HashMap<(&'static str, PathBuf), FileState>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// What tells one version of a file from another: its mode, which file it
+/// is, its size and its modification and change times (a chmod, a rewrite
+/// and a replacement by rename each change one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    mode: u32,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileState {
+    fn of(path: &Path) -> Option<FileState> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileState {
+            mode: m.mode(),
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The warnings of one config load that are to be logged: every warning not
+/// about a file, and each file warning whose file changed since it was last
+/// logged (or that was not logged before). File warnings this load did not
+/// find are forgotten.
+fn first_seen<'a>(
+    logged: &mut HashMap<(&'static str, PathBuf), FileState>,
+    warnings: &'a [Warning],
+) -> Vec<&'a Warning> {
+    let found: Vec<_> = warnings
+        .iter()
+        .map(|w| (w, w.file().map(|f| (w.label(), f.to_path_buf()))))
+        .collect();
+    logged.retain(|key, _| found.iter().any(|(_, k)| k.as_ref() == Some(key)));
+    found
+        .into_iter()
+        .filter(|(_, key)| {
+            let Some(key) = key else {
+                return true;
+            };
+            let Some(state) = FileState::of(&key.1) else {
+                return true;
+            };
+            logged.insert(key.clone(), state) != Some(state)
+        })
+        .map(|(w, _)| w)
+        .collect()
 }
 
 /// The [`MaterialCheck`] that loads and keeps what it loaded.
@@ -167,5 +239,57 @@ impl Loader {
                 backends,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_file_warning_is_logged_once_per_file_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "one").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exposed = Warning::ExposedSecret {
+            what: "TLS private key",
+            path: key.clone(),
+            mode: 0o644,
+        };
+        let lp = Warning::RedirectLoop {
+            listener: "l".into(),
+            target: "localhost:3307".into(),
+        };
+        let mut logged = HashMap::new();
+        // The same key named twice in one load: once.
+        let w = [exposed.clone(), exposed.clone(), lp.clone()];
+        assert_eq!(first_seen(&mut logged, &w), vec![&exposed, &lp]);
+        // The next load (a reload) finds the file as it was: not again.
+        assert_eq!(first_seen(&mut logged, &w), vec![&lp]);
+        // Fixed: that load finds nothing to warn about, and forgets it...
+        assert!(first_seen(&mut logged, &[]).is_empty());
+        // ...so loosening it again is warned about again.
+        assert_eq!(first_seen(&mut logged, &w[..1]), vec![&exposed]);
+        assert!(first_seen(&mut logged, &w[..1]).is_empty());
+        // Replaced by another file at the same path: warned about again.
+        let new = dir.path().join("new.pem");
+        std::fs::write(&new, "two, longer").unwrap();
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&new, &key).unwrap();
+        assert_eq!(first_seen(&mut logged, &w[..1]), vec![&exposed]);
+        // The same file under another kind of warning is its own warning.
+        let writable = Warning::Writable {
+            what: "CA bundle",
+            controls: "which client certificates are trusted",
+            path: key,
+            mode: 0o666,
+        };
+        assert_eq!(
+            first_seen(&mut logged, &[exposed.clone(), writable.clone()]),
+            vec![&writable]
+        );
     }
 }

@@ -59,26 +59,85 @@ pub enum Warning {
         /// Its permission bits (the `0o7777` part of the mode).
         mode: u32,
     },
+    /// A file that decides what portcullis trusts or does (a CA bundle, a
+    /// CRL file or directory, the config file) that its group or every
+    /// local user can change.
+    Writable {
+        /// What the file is: "CA bundle", "CRL directory", "config file".
+        what: &'static str,
+        /// What whoever can write it controls.
+        controls: &'static str,
+        path: PathBuf,
+        /// Its permission bits (the `0o7777` part of the mode).
+        mode: u32,
+    },
+    /// The config file holds the `[monitor]` password and its group or
+    /// every local user can read it.
+    InlinePassword { path: PathBuf, mode: u32 },
     /// A listener's `failover_target` looks like its own address.
     RedirectLoop { listener: String, target: String },
+}
+
+impl Warning {
+    /// The file the warning is about, for the ones about a file's mode.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Warning::ExposedSecret { path, .. }
+            | Warning::Writable { path, .. }
+            | Warning::InlinePassword { path, .. } => Some(path),
+            Warning::RedirectLoop { .. } => None,
+        }
+    }
+
+    /// Stable name of the kind of warning, for the log's `warning` field.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Warning::ExposedSecret { .. } => "exposed_secret",
+            Warning::Writable { .. } => "writable",
+            Warning::InlinePassword { .. } => "inline_password",
+            Warning::RedirectLoop { .. } => "redirect_loop",
+        }
+    }
+}
+
+/// Who the permission bits `mode` let in besides the owner.
+fn who(mode: u32) -> &'static str {
+    if mode & 0o007 != 0 {
+        "every local user"
+    } else {
+        "its group"
+    }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Warning::ExposedSecret { what, path, mode } => {
-                let who = if mode & 0o007 != 0 {
-                    "every local user"
-                } else {
-                    "its group"
-                };
-                write!(
-                    f,
-                    "{what} {} can be read or changed by {who} (mode {mode:04o}); run `chmod 600 {}` and own it by the user portcullis runs as",
-                    path.display(),
-                    path.display(),
-                )
-            }
+            Warning::ExposedSecret { what, path, mode } => write!(
+                f,
+                "{what} {} can be read or changed by {} (mode {mode:04o}); run `chmod 600 {}` and own it by the user portcullis runs as",
+                path.display(),
+                who(*mode),
+                path.display(),
+            ),
+            Warning::Writable {
+                what,
+                controls,
+                path,
+                mode,
+            } => write!(
+                f,
+                "{what} {} can be changed by {} (mode {mode:04o}), and whoever can change it decides {controls}; run `chmod go-w {}`",
+                path.display(),
+                who(*mode & 0o022),
+                path.display(),
+            ),
+            Warning::InlinePassword { path, mode } => write!(
+                f,
+                "config file {} holds the [monitor] password and can be read by {} (mode {mode:04o}); run `chmod 600 {}`, or move the password to a password_file of mode 0600",
+                path.display(),
+                who(*mode & 0o044),
+                path.display(),
+            ),
             Warning::RedirectLoop { .. } => f.write_str(
                 "failover_target looks like this listener's own address: redirected clients would come back here (redirect loop)",
             ),
@@ -176,6 +235,24 @@ mod tests {
             mode: 0o604,
         };
         assert!(w.to_string().contains("by every local user (mode 0604)"));
+        let w = Warning::Writable {
+            what: "CA bundle",
+            controls: "which client certificates are trusted",
+            path: "/etc/p/ca.pem".into(),
+            mode: 0o664,
+        };
+        assert_eq!(
+            w.to_string(),
+            "CA bundle /etc/p/ca.pem can be changed by its group (mode 0664), and whoever can change it decides which client certificates are trusted; run `chmod go-w /etc/p/ca.pem`"
+        );
+        let w = Warning::InlinePassword {
+            path: "/etc/p/p.toml".into(),
+            mode: 0o644,
+        };
+        assert_eq!(
+            w.to_string(),
+            "config file /etc/p/p.toml holds the [monitor] password and can be read by every local user (mode 0644); run `chmod 600 /etc/p/p.toml`, or move the password to a password_file of mode 0600"
+        );
     }
 
     #[test]
