@@ -667,3 +667,54 @@ fn a_syntax_error_is_one_problem_with_its_line() {
     assert_eq!(e.problems.len(), 1, "{e}");
     assert_eq!(e.problems[0].line, Some(3), "{e}");
 }
+
+/// The issue's case: a typo in a required key (`adress`) and a missing
+/// certificate file. The typo is reported once (serde's message, listing
+/// the keys expected); its value stands in for `address`, so the file is
+/// still validated as a whole.
+#[test]
+fn a_typo_of_a_required_key_stands_in_for_it() {
+    let e = parse(
+        r#"[[backend]]
+name = "local"
+adress = "unix:/run/mysqld/mysqld.sock"
+[[listener]]
+name = "public"
+address = "[::1]:3307"
+route = "local"
+[listener.tls]
+cert = "server.pem"
+key = "/dev/null"
+ca = "/dev/null"
+"#,
+    )
+    .unwrap_err();
+    let found: Vec<_> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(3), "unknown field `adress`, expected one of `name`, `address`, `connect_timeout`, `advertise`, `proxy_protocol`, `tls`"),
+            (Some(9), "certificate /nonexistent/server.pem: No such file or directory (os error 2)"),
+        ],
+        "{e}"
+    );
+    // Too far from any missing key: the table cannot be validated.
+    let e = parse(
+        r#"[[backend]]
+name = "local"
+where = "unix:/run/mysqld/mysqld.sock"
+[[listener]]
+name = "public"
+address = "[::1]:3307"
+route = "local"
+"#,
+    )
+    .unwrap_err();
+    let lines: Vec<_> = e.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![Some(1), Some(3)], "{e}");
+    assert_eq!(e.problems[0].message, "missing field `address`");
+}
