@@ -52,10 +52,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file, including its TLS material, and exit.
+    /// Validate a config file, including its TLS material and whether each
+    /// listen address can be bound now, and exit.
     ///
     /// Exits 0 when the config is valid; otherwise prints every problem
-    /// as FILE:LINE: MESSAGE and exits 1.
+    /// as FILE:LINE: MESSAGE and exits 1. An address in use by what may be
+    /// this proxy, already running, is a warning.
     Check {
         /// The TOML config file.
         #[arg(long, short)]
@@ -81,7 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => match Preflight::load(&config) {
+        Command::Check { config } => match Preflight::check(&config) {
             Ok(p) => {
                 println!(
                     "{}: OK ({} listener(s), {} backend(s))",

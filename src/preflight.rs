@@ -9,15 +9,22 @@
 //! serves.
 //! A reload validates with [`load_deferring_tls`] instead and loads each
 //! listener's material on its own.
+//!
+//! `portcullis check` ([`Preflight::check`]) also tries to bind every
+//! listen address and releases it at once, so that it finds what `run`
+//! would hit before serving; an address in use is a warning when the
+//! holder may be this proxy, already running (`holder` finds who it is).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    BackendTlsConfig, Checked, Config, ConfigError, ConfigProblem, DeferMaterial, MaterialCheck,
-    TlsConfig, Warning,
+    BackendTlsConfig, Checked, Config, ConfigError, ConfigProblem, DeferMaterial, ListenAddr,
+    MaterialCheck, TlsConfig, Unbindable, Warning,
 };
 use crate::tls::{ClientTls, ServerTls};
+
+mod holder;
 
 /// A valid config and its TLS material, loaded and built.
 pub struct Preflight {
@@ -40,6 +47,20 @@ impl Preflight {
     /// logs the warnings (whether or not it is valid).
     pub fn load(path: &Path) -> Result<Preflight, ConfigError> {
         let mut loader = Loader::default();
+        let checked = Config::read(path, &mut loader);
+        loader.finish(checked)
+    }
+
+    /// `portcullis check`: like [`load`](Preflight::load), and also tries
+    /// to bind every listen address (and releases it), so that what `run`
+    /// would hit before serving is found: a missing socket directory, no
+    /// permission, an address in use (a warning when the holder may be
+    /// this proxy, already running).
+    pub fn check(path: &Path) -> Result<Preflight, ConfigError> {
+        let mut loader = Loader {
+            probe: true,
+            ..Loader::default()
+        };
         let checked = Config::read(path, &mut loader);
         loader.finish(checked)
     }
@@ -93,6 +114,12 @@ pub fn log_warnings(warnings: &[Warning]) {
                 target: "portcullis::perm",
                 path = %path.display(),
                 mode = %format!("{mode:04o}"),
+                "{w}"
+            ),
+            Warning::AddressInUse { what, address, .. } => tracing::warn!(
+                target: "portcullis::config",
+                what = %what,
+                address = %address,
                 "{w}"
             ),
             Warning::RedirectLoop { listener, target } => tracing::warn!(
@@ -166,11 +193,14 @@ fn first_seen<'a>(
         .collect()
 }
 
-/// The [`MaterialCheck`] that loads and keeps what it loaded.
+/// The [`MaterialCheck`] that loads and keeps what it loaded, and, for
+/// `check`, tries the listen addresses.
 #[derive(Default)]
 struct Loader {
     listeners: HashMap<usize, ServerTls>,
     backends: HashMap<usize, ClientTls>,
+    /// Whether to try binding each listen address (`check`; `run` binds).
+    probe: bool,
 }
 
 impl MaterialCheck for Loader {
@@ -185,6 +215,46 @@ impl MaterialCheck for Loader {
         self.backends.insert(index, loaded);
         Ok(())
     }
+
+    fn listen_address(&mut self, addr: &ListenAddr) -> Result<(), Unbindable> {
+        if !self.probe {
+            return Ok(());
+        }
+        crate::listener::probe(addr).map_err(|e| unbindable(addr, &e))
+    }
+}
+
+/// Why binding `addr` failed with `e`, as `check` reports it.
+fn unbindable(addr: &ListenAddr, e: &std::io::Error) -> Unbindable {
+    use std::io::ErrorKind;
+    if e.kind() == ErrorKind::AddrInUse {
+        let holder = holder::holder(addr);
+        return Unbindable::InUse {
+            maybe_this_proxy: holder.as_ref().is_none_or(holder::Holder::is_portcullis),
+            holder: holder.map(|h| h.to_string()),
+        };
+    }
+    let why = match (addr, e.kind()) {
+        (ListenAddr::Unix(path), ErrorKind::NotFound) => match path.parent() {
+            Some(dir) => format!("directory {} does not exist", dir.display()),
+            None => e.to_string(),
+        },
+        (ListenAddr::Unix(path), ErrorKind::PermissionDenied) => match path.parent() {
+            Some(dir) => format!(
+                "this user may not create a socket in {} ({e})",
+                dir.display()
+            ),
+            None => e.to_string(),
+        },
+        (ListenAddr::Tcp(a), ErrorKind::PermissionDenied) if a.port() < 1024 => {
+            format!("{e}: ports below 1024 need CAP_NET_BIND_SERVICE")
+        }
+        (ListenAddr::Tcp(a), ErrorKind::AddrNotAvailable) => {
+            format!("{} is not an address of this machine ({e})", a.ip())
+        }
+        _ => e.to_string(),
+    };
+    Unbindable::Refused(why)
 }
 
 impl Loader {
@@ -291,5 +361,62 @@ mod tests {
             first_seen(&mut logged, &[exposed.clone(), writable.clone()]),
             vec![&writable]
         );
+    }
+
+    /// `check` finds what `run` would hit before serving: a socket
+    /// directory that does not exist, an address another program holds.
+    /// `load` (what `run` and reloads use) does not try.
+    #[test]
+    fn check_tries_the_listen_addresses_and_load_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"[[backend]]
+name = "b"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "sock"
+address = "unix:no-such-dir/p.sock"
+route = "b"
+[[listener]]
+name = "tcp"
+address = "127.0.0.1:{port}"
+route = "b"
+[[listener]]
+name = "free"
+address = "unix:free.sock"
+route = "b"
+"#
+            ),
+        )
+        .unwrap();
+        let Err(e) = Preflight::check(&path) else {
+            panic!("check passed");
+        };
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let found: Vec<_> = e.lines().collect();
+        assert_eq!(
+            found,
+            vec![
+                format!(
+                    "{}:6: cannot listen on unix:{}: directory {} does not exist",
+                    path.display(),
+                    dir.path().join("no-such-dir/p.sock").display(),
+                    dir.path().join("no-such-dir").display()
+                ),
+                format!(
+                    "{}:10: cannot listen on 127.0.0.1:{port}: it is in use by {} (pid {})",
+                    path.display(),
+                    me.trim_end(),
+                    std::process::id()
+                ),
+            ]
+        );
+        assert!(!dir.path().join("free.sock").exists());
+        assert!(Preflight::load(&path).is_ok());
     }
 }

@@ -42,6 +42,7 @@ pub use model::{
     DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS, MIN_ADMIN_TOKEN_LEN,
 };
 pub use problems::{ConfigError, ConfigProblem, Warning};
+
 pub use values::{parse_duration, read_admin_token, TokenError};
 
 use problems::Problems;
@@ -57,6 +58,28 @@ pub trait MaterialCheck {
     fn listener_tls(&mut self, index: usize, tls: &TlsConfig) -> Result<(), String>;
     /// A backend's `[backend.tls]`; `Err` is the problem's message.
     fn backend_tls(&mut self, index: usize, tls: &BackendTlsConfig) -> Result<(), String>;
+    /// Whether `run` could bind `addr` (a listener's or the admin API's)
+    /// now. Not checked by default: a reload binds nothing, and `run`
+    /// finds out by binding; `portcullis check` asks.
+    fn listen_address(&mut self, _addr: &ListenAddr) -> Result<(), Unbindable> {
+        Ok(())
+    }
+}
+
+/// Why `run` could not bind a listen address now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unbindable {
+    /// Something listens there already. `holder` names it when it can be
+    /// seen (`portcullis (pid 4242)`); `maybe_this_proxy` when it is a
+    /// portcullis, or could not be seen: then it may be this proxy,
+    /// already running, and that is no problem of the file.
+    InUse {
+        holder: Option<String>,
+        maybe_this_proxy: bool,
+    },
+    /// Any other reason, as a phrase (`directory /run/portcullis does not
+    /// exist`).
+    Refused(String),
 }
 
 /// Loads nothing: TLS sections are only checked for the existence of their

@@ -74,6 +74,16 @@ pub enum Warning {
     /// The config file holds the `[monitor]` password and its group or
     /// every local user can read it.
     InlinePassword { path: PathBuf, mode: u32 },
+    /// A listen address is in use, maybe by this proxy already running
+    /// (`portcullis check` beside a running portcullis): `run` would fail
+    /// to bind it unless that is the holder and it stops first.
+    AddressInUse {
+        /// Whose address: `listener "public"`, `[admin]`.
+        what: String,
+        address: String,
+        /// The process listening there, when it can be seen.
+        holder: Option<String>,
+    },
     /// A listener's `failover_target` looks like its own address.
     RedirectLoop { listener: String, target: String },
 }
@@ -85,7 +95,7 @@ impl Warning {
             Warning::ExposedSecret { path, .. }
             | Warning::Writable { path, .. }
             | Warning::InlinePassword { path, .. } => Some(path),
-            Warning::RedirectLoop { .. } => None,
+            Warning::AddressInUse { .. } | Warning::RedirectLoop { .. } => None,
         }
     }
 
@@ -95,6 +105,7 @@ impl Warning {
             Warning::ExposedSecret { .. } => "exposed_secret",
             Warning::Writable { .. } => "writable",
             Warning::InlinePassword { .. } => "inline_password",
+            Warning::AddressInUse { .. } => "address_in_use",
             Warning::RedirectLoop { .. } => "redirect_loop",
         }
     }
@@ -137,6 +148,15 @@ impl fmt::Display for Warning {
                 path.display(),
                 who(*mode & 0o044),
                 path.display(),
+            ),
+            Warning::AddressInUse {
+                what,
+                address,
+                holder,
+            } => write!(
+                f,
+                "{what}: {address} is in use by {}: if that is this portcullis, already running, this is expected; otherwise `run` will fail to bind it",
+                holder.as_deref().unwrap_or("a process this user cannot see"),
             ),
             Warning::RedirectLoop { .. } => f.write_str(
                 "failover_target looks like this listener's own address: redirected clients would come back here (redirect loop)",

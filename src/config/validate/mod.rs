@@ -2,9 +2,10 @@
 //!
 //! The order of the checks is the order of `portcullis check`'s output:
 //! top-level settings, then every `[[backend]]`, every `[[listener]]`,
-//! `[admin]`, `[monitor]` and `[tls_reload]`, each in file order. A value
-//! that fails gets its default (or a placeholder), so the checks after it
-//! still run and every problem is reported at once.
+//! `[admin]`, `[monitor]` and `[tls_reload]`, each in file order, and last
+//! (when the caller tries them) whether each listen address can be bound
+//! now. A value that fails gets its default (or a placeholder), so the
+//! checks after it still run and every problem is reported at once.
 
 mod admin;
 mod backend;
@@ -13,19 +14,20 @@ mod listener;
 mod monitor;
 mod tls;
 
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::model::{
-    default_workers, Config, TlsReloadConfig, DEFAULT_EXPIRY_WARNING, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS,
+    default_workers, Config, ListenAddr, TlsReloadConfig, DEFAULT_EXPIRY_WARNING,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS,
 };
 use super::problems::{Problems, Warning};
 use super::raw::{DurationText, RawConfig, RawTlsReload};
 use super::values::parse_duration;
-use super::MaterialCheck;
+use super::{MaterialCheck, Unbindable};
 
 /// Validates `raw`, read from `path`; relative paths resolve against `base`.
 /// Problems and warnings go to `p`; the config returned is only meaningful
@@ -45,13 +47,28 @@ pub(super) fn validate(
         backend_names: &backend_names,
         monitor: raw.monitor.is_some(),
     };
-    let (listeners, listen_addrs) =
+    let (listeners, listen_addrs, mut to_bind) =
         listener::validate_listeners(raw.listeners, &known, base, material, p);
+    let admin_span = raw.admin.as_ref().map(|a| {
+        a.get_ref()
+            .address
+            .as_ref()
+            .map_or_else(|| a.span(), |s| s.span())
+    });
+    let before = p.count();
     let admin = raw
         .admin
         .map(|a| admin::validate_admin(a, &listen_addrs, base, p));
+    if let (Some(a), Some(span), true) = (&admin, admin_span, p.count() == before) {
+        to_bind.push(("[admin]".into(), a.address.clone(), span));
+    }
     let monitor = raw.monitor.map(|m| monitor::validate_monitor(m, base, p));
     let tls_reload = raw.tls_reload.map(|r| tls_reload(r, p)).unwrap_or_default();
+    // Last: whether the addresses can be bound now is not a matter of the
+    // file, and must not keep any TLS material above from being loaded.
+    for (what, addr, span) in to_bind {
+        check_bindable(what, &addr, span, material, p);
+    }
     Config {
         path: path.to_path_buf(),
         shutdown_timeout,
@@ -88,6 +105,37 @@ fn tls_reload(r: Spanned<RawTlsReload>, p: &mut Problems<'_>) -> TlsReloadConfig
     TlsReloadConfig {
         poll_interval: duration_or(&r.poll_interval, DEFAULT_TLS_POLL_INTERVAL, p),
         expiry_warning: duration_or(&r.expiry_warning, DEFAULT_EXPIRY_WARNING, p),
+    }
+}
+
+/// Asks the caller whether `addr` (`what`'s: a listener's, the admin API's)
+/// could be bound now: a problem at `span` if not, a warning when it is in
+/// use maybe by this proxy itself.
+fn check_bindable(
+    what: String,
+    addr: &ListenAddr,
+    span: Range<usize>,
+    material: &mut dyn MaterialCheck,
+    p: &mut Problems<'_>,
+) {
+    match material.listen_address(addr) {
+        Ok(()) => {}
+        Err(Unbindable::InUse {
+            holder,
+            maybe_this_proxy: true,
+        }) => p.warn(Warning::AddressInUse {
+            what,
+            address: addr.to_string(),
+            holder,
+        }),
+        Err(Unbindable::InUse { holder, .. }) => p.at(
+            span,
+            format!(
+                "cannot listen on {addr}: it is in use by {}",
+                holder.as_deref().unwrap_or("another process")
+            ),
+        ),
+        Err(Unbindable::Refused(why)) => p.at(span, format!("cannot listen on {addr}: {why}")),
     }
 }
 
