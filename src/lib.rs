@@ -8,7 +8,8 @@
 //!   with its line, warnings returned), typed settings. Imports nothing of
 //!   the runtime.
 //! - [`preflight`] — the check before serving, shared by `check` and `run`:
-//!   the config validated, every TLS material loaded once, warnings logged.
+//!   the config validated, every TLS material loaded once, warnings logged
+//!   (once per file and state); for `check`, every listen address tried.
 //! - [`listener`] — binding TCP (IPv6 with `IPV6_V6ONLY`, IPv4) and Unix
 //!   sockets; the per-listener runtime state sessions read.
 //! - [`server`] — the accept loops, one task per session, shutdown (drain
@@ -34,8 +35,10 @@
 //!   listeners and backends hold.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
-//! - [`perm`] — the mode check for secret files (keys, admin token) that
-//!   other local users can read; the warning about running as root.
+//! - [`perm`] — the mode checks for secret files (keys, admin token,
+//!   monitor password) that other local users can read, and for trust
+//!   files (CA bundles, CRLs, the config) they can write; the warning about
+//!   running as root.
 //! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
 //!   address to the backend.
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.

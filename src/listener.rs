@@ -180,15 +180,64 @@ impl Bound {
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = listening_tcp(addr)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
+}
+
+/// A TCP socket listening on `addr`, with the options every listener has.
+fn listening_tcp(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
-    TcpListener::from_std(s.into())
+    Ok(s)
+}
+
+/// Whether `addr` could be bound now, as [`Bound::bind`] would bind it,
+/// keeping nothing (for `portcullis check`). TCP is bound with the same
+/// options and released (port 0 always can be). A Unix path that does not
+/// exist is bound and removed again; a stale socket file (which `bind`
+/// would remove) is left alone, and its directory is tried with a socket
+/// of another name instead; a live socket is
+/// [`io::ErrorKind::AddrInUse`]. The error is the one `bind` would get.
+pub fn probe(addr: &ListenAddr) -> io::Result<()> {
+    match addr {
+        ListenAddr::Tcp(a) if a.port() == 0 => Ok(()),
+        ListenAddr::Tcp(a) => listening_tcp(*a).map(drop),
+        ListenAddr::Unix(path) => probe_unix(path),
+    }
+}
+
+fn probe_unix(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let try_bind = |p: &Path| {
+        let l = UnixListener::bind(p)?;
+        drop(l);
+        std::fs::remove_file(p)
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => try_bind(path),
+        Err(e) => Err(e),
+        Ok(meta) if !meta.file_type().is_socket() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "path exists and is not a socket",
+        )),
+        Ok(_) if UnixStream::connect(path).is_ok() => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on this socket",
+        )),
+        Ok(_) => {
+            // Stale: `bind` removes it and binds, which needs the right to
+            // write its directory.
+            // A short name, so the path stays within the length limit.
+            try_bind(&path.with_file_name(format!(".pc{}", std::process::id())))
+        }
+    }
 }
 
 /// Binds a Unix socket. A socket file left by a previous run would make
@@ -219,4 +268,52 @@ pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tcp_address_in_use_is_found_and_a_free_one_is_left_free() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = probe(&ListenAddr::Tcp(addr)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        drop(held);
+        probe(&ListenAddr::Tcp(addr)).unwrap();
+        // Released: the real bind still gets it.
+        std::net::TcpListener::bind(addr).unwrap();
+        probe(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+    }
+
+    #[test]
+    fn unix_paths_are_tried_as_bind_would_and_left_as_they_were() {
+        use std::os::unix::net::UnixListener as StdUnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let unix = |name: &str| ListenAddr::Unix(dir.path().join(name));
+
+        let e = probe(&unix("missing/p.sock")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+
+        probe(&unix("free.sock")).unwrap();
+        assert!(
+            !dir.path().join("free.sock").exists(),
+            "nothing left behind"
+        );
+
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let e = probe(&unix("file")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+
+        let live = StdUnixListener::bind(dir.path().join("live.sock")).unwrap();
+        let e = probe(&unix("live.sock")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        drop(live);
+        // Now stale: bind would replace it; the probe leaves it alone and
+        // leaves nothing else behind.
+        probe(&unix("live.sock")).unwrap();
+        assert!(dir.path().join("live.sock").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }

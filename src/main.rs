@@ -43,17 +43,21 @@ enum Command {
     /// Signals: SIGTERM drains (stops accepting, lets sessions finish up to
     /// `shutdown_timeout`, then closes the rest; a second SIGTERM or a
     /// SIGINT closes at once); SIGINT exits at once; SIGHUP re-reads the
-    /// config and applies each listener's failover settings (an invalid
-    /// file changes nothing).
+    /// config and the TLS material, applies each listener's failover
+    /// settings and TLS section (certificates, keys, CAs, CRLs and their
+    /// settings), and logs every other change as needing a restart (an
+    /// invalid file changes nothing).
     Run {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file, including its TLS material, and exit.
+    /// Validate a config file, including its TLS material and whether each
+    /// listen address can be bound now, and exit.
     ///
     /// Exits 0 when the config is valid; otherwise prints every problem
-    /// as FILE:LINE: MESSAGE and exits 1.
+    /// as FILE:LINE: MESSAGE and exits 1. An address in use by what may be
+    /// this proxy, already running, is a warning.
     Check {
         /// The TOML config file.
         #[arg(long, short)]
@@ -79,7 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => match Preflight::load(&config) {
+        Command::Check { config } => match Preflight::check(&config) {
             Ok(p) => {
                 println!(
                     "{}: OK ({} listener(s), {} backend(s))",
@@ -105,19 +109,39 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("portcullis status: {e:#}");
+                eprintln!("portcullis status: {}", one_line(&e));
                 ExitCode::FAILURE
             }
         },
+        // Logs go to stderr: a fatal error is logged once, and not printed
+        // again beside the log (nor outside it, with --log-format json).
         Command::Run { config } => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("portcullis: {e:#}");
+                tracing::error!("{}", one_line(&e));
                 ExitCode::FAILURE
             }
         },
     }
+}
+
+/// The error and its causes on one line, `: `-separated, each text once.
+/// An error whose message already ends with its cause's (thiserror's
+/// `"…: {source}"` with the field also its `source()`) would otherwise
+/// print the cause twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_logging(format: LogFormat) {
@@ -170,30 +194,29 @@ fn status(
 
 /// SIGHUP: re-read and validate the whole config; apply what can change at
 /// runtime (failover settings, TLS material), or keep everything as it is
-/// if the file is invalid.
+/// if the file is invalid. The reload logs what it did and did not apply.
 fn reload(state: &portcullis::state::ProxyState) {
     tracing::info!(config = %state.config_path.display(), "SIGHUP: reloading the config and TLS material");
-    match reload::reload_config(state, reload::Trigger::Signal) {
-        Err(e) => tracing::error!("reload: config invalid, nothing changed:\n{e}"),
-        Ok(report) => {
-            if !report.not_running.is_empty() {
-                tracing::warn!(
-                    listeners = ?report.not_running,
-                    "reload: new listeners need a restart to be bound"
-                );
-            }
-            tracing::info!(
-                failover_changed = ?report.failover_changed,
-                tls = ?report.tls,
-                "reload done; addresses, routes, backends, workers and [tls_reload] need a restart"
-            );
-        }
-    }
+    // Err: the problems are logged, one event each.
+    let _ = reload::reload_config(state, reload::Trigger::Signal);
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     portcullis::perm::warn_if_root();
-    let preflight = Preflight::load(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let preflight = match Preflight::load(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            // One event per problem, as a reload logs them.
+            for line in e.lines() {
+                tracing::error!("invalid config: {line}");
+            }
+            anyhow::bail!(
+                "cannot start: {} problem(s) in {}",
+                e.problems.len(),
+                path.display()
+            );
+        }
+    };
     // Sessions run on their own worker threads (`workers`); this thread
     // only accepts, watches files and handles signals.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -237,4 +260,31 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         proxy.run(rx).await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("listener \"public\": cannot listen on 127.0.0.1:3307: {source}")]
+    struct BindLike {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let os = std::io::Error::from_raw_os_error(98);
+        let e = anyhow::Error::new(BindLike { source: os }).context("cannot start");
+        assert_eq!(
+            one_line(&e),
+            format!(
+                "cannot start: listener \"public\": cannot listen on 127.0.0.1:3307: {}",
+                std::io::Error::from_raw_os_error(98)
+            )
+        );
+        // A cause the message does not include is still appended.
+        let e = anyhow::anyhow!("disk on fire").context("cannot start");
+        assert_eq!(one_line(&e), "cannot start: disk on fire");
+    }
 }

@@ -1,5 +1,8 @@
 //! File-permission checks for secrets (TLS private keys, the admin token,
-//! the monitor's password file), and the warning about running as root.
+//! the monitor's password, inline in the config or in its file), for the
+//! files that decide what is trusted (CA bundles, CRLs, the config file:
+//! nobody but the owner may write them), and the warning about running as
+//! root.
 //!
 //! A secret that other local users can read is a leak waiting to happen,
 //! but refusing to start over it would break deployments that share a key
@@ -16,12 +19,35 @@ use std::path::Path;
 /// Permission bits that give anyone but the owner access.
 const GROUP_OTHER: u32 = 0o077;
 
+/// Permission bits that let the group or others change a file (or, for a
+/// directory, add and remove its entries).
+const GROUP_OTHER_WRITE: u32 = 0o022;
+
+/// Permission bits that let the group or others read a file.
+const GROUP_OTHER_READ: u32 = 0o044;
+
 /// The file's permission bits (`0o7777` part of the mode) when the group
 /// or others have any access to it; `None` when only the owner does.
 /// Follows symlinks: what matters is the file that is read.
 pub fn loose_mode(path: &Path) -> io::Result<Option<u32>> {
+    mode_with(path, GROUP_OTHER)
+}
+
+/// The permission bits when the group or others can write the file or
+/// directory; `None` when they cannot. Follows symlinks.
+pub fn writable_mode(path: &Path) -> io::Result<Option<u32>> {
+    mode_with(path, GROUP_OTHER_WRITE)
+}
+
+/// The permission bits when the group or others can read the file; `None`
+/// when they cannot. Follows symlinks.
+pub fn readable_mode(path: &Path) -> io::Result<Option<u32>> {
+    mode_with(path, GROUP_OTHER_READ)
+}
+
+fn mode_with(path: &Path, bits: u32) -> io::Result<Option<u32>> {
     let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
-    Ok((mode & GROUP_OTHER != 0).then_some(mode))
+    Ok((mode & bits != 0).then_some(mode))
 }
 
 /// The effective user id from a `/proc/<pid>/status` text (its `Uid:`
@@ -88,6 +114,33 @@ mod tests {
                 "{mode:o}"
             );
         }
+    }
+
+    #[test]
+    fn write_and_read_bits_are_judged_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o644, 0o640, 0o755, 0o444] {
+            assert_eq!(
+                writable_mode(&file_with_mode(dir.path(), mode)).unwrap(),
+                None,
+                "{mode:o}"
+            );
+        }
+        for mode in [0o664, 0o646, 0o666, 0o620, 0o1777] {
+            assert_eq!(
+                writable_mode(&file_with_mode(dir.path(), mode)).unwrap(),
+                Some(mode),
+                "{mode:o}"
+            );
+        }
+        assert_eq!(
+            readable_mode(&file_with_mode(dir.path(), 0o620)).unwrap(),
+            None
+        );
+        assert_eq!(
+            readable_mode(&file_with_mode(dir.path(), 0o604)).unwrap(),
+            Some(0o604)
+        );
     }
 
     #[test]

@@ -113,6 +113,7 @@ impl Proxy {
             config.tls_reload.clone(),
             topology,
         ));
+        let _ = state.started_with.set(config.clone());
         let admin = config
             .admin
             .as_ref()

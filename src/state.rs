@@ -10,13 +10,15 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use crate::backend::BackendRuntime;
-use crate::config::{BackendAddr, BackendConfig, ListenAddr, TlsReloadConfig, TopologyRoute};
+use crate::config::{
+    BackendAddr, BackendConfig, Config, ListenAddr, TlsReloadConfig, TopologyRoute,
+};
 use crate::listener::{ListenerRuntime, RouteRuntime};
 use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
@@ -66,6 +68,10 @@ pub struct ProxyState {
     pub reload_lock: ReloadLock,
     /// The topology, with a `[monitor]`.
     pub topology: Option<Arc<Topology>>,
+    /// The config the proxy started with, which a reload compares the file
+    /// with to name what it cannot apply; set once by
+    /// [`crate::Proxy::bind`].
+    pub started_with: OnceLock<Config>,
 }
 
 /// One listener as the admin API sees it.
@@ -131,6 +137,7 @@ impl ProxyState {
             tls_reload,
             reload_lock: ReloadLock::default(),
             topology,
+            started_with: OnceLock::new(),
         }
     }
 
@@ -311,15 +318,15 @@ fn is_loopback(addr: &str) -> bool {
 fn roles(t: &Topology) -> Vec<(String, &'static str)> {
     t.backends
         .iter()
-        .map(|m| (m.backend.config.name.clone(), m.health.load().role))
+        .map(|m| (m.backend.config.name.clone(), m.health.load().role.label()))
         .collect()
 }
 
 /// A backend's role as the monitor last saw it, for messages.
 fn role_text(h: &crate::monitor::Health) -> String {
     match &h.error {
-        Some(e) if h.role == "down" => format!("down: {e}"),
-        _ => h.role.to_string(),
+        Some(e) if h.role == crate::monitor::Role::Down => format!("down: {e}"),
+        _ => h.role.label().to_string(),
     }
 }
 
@@ -398,7 +405,7 @@ impl ListenerState {
                     .and_then(|t| t.backend(name))
                     .map(|m| m.health.load_full());
                 match health {
-                    Some(h) if h.role == "down" => {
+                    Some(h) if h.role == crate::monitor::Role::Down => {
                         Err(format!("its backend {name} is {}", role_text(&h)))
                     }
                     _ => Ok(format!("new connections go to {name}")),
@@ -408,9 +415,11 @@ impl ListenerState {
                 let picked = match kind {
                     TopologyRoute::Primary => topology.primary(),
                     TopologyRoute::Replica => topology
-                        .pick("replica", cfg.max_replica_lag)
+                        .pick(crate::monitor::Pick::Replica, cfg.max_replica_lag)
                         .map(|b| b.config.name.clone()),
-                    TopologyRoute::Any => topology.pick("any", None).map(|b| b.config.name.clone()),
+                    TopologyRoute::Any => topology
+                        .pick(crate::monitor::Pick::Any, None)
+                        .map(|b| b.config.name.clone()),
                 };
                 match (picked, kind) {
                     (Some(b), TopologyRoute::Primary) => {

@@ -91,12 +91,30 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
 }
 
 fn parse_key(path: &Path, data: &[u8]) -> Result<PrivateKeyDer<'static>, TlsLoadError> {
-    PrivateKeyDer::from_pem_slice(data).map_err(|e| match e {
+    PrivateKeyDer::from_pem_slice(data).map_err(|e| key_pem_error(path, data, e))
+}
+
+/// What a key file that does not parse gets told. An encrypted key (PKCS#8
+/// `ENCRYPTED PRIVATE KEY`, or a traditional PEM key with `Proc-Type:
+/// 4,ENCRYPTED`) is named as such, with the command that decrypts it:
+/// portcullis has no passphrase to unlock it with at start or reload.
+fn key_pem_error(path: &Path, data: &[u8], e: rustls_pki_types::pem::Error) -> TlsLoadError {
+    let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+    if has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED") {
+        return invalid(
+            path,
+            format!(
+                "the private key is encrypted, which portcullis does not support (it has no passphrase to unlock it with at start or reload); decrypt it once with `openssl pkey -in {} -out key.pem` and point `key` at key.pem (mode 0600)",
+                path.display()
+            ),
+        );
+    }
+    match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
             invalid(path, "contains no PRIVATE KEY block")
         }
         e => invalid(path, format!("bad private key PEM: {e}")),
-    })
+    }
 }
 
 fn parse_crls(

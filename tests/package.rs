@@ -344,6 +344,19 @@ fn deb_contents_unit_and_packaged_config_check() {
 
     // --- the packaged binary checks the packaged config. Relative TLS paths
     // resolve under the config's directory, here inside the temporary root.
+    // `check` also makes sure the admin socket's directory exists, which
+    // systemd's RuntimeDirectory= creates before ExecStartPre=: the config's
+    // only absolute path, /run/portcullis, is moved into the root here.
+    let run_dir = root.join("run/portcullis");
+    fs::create_dir_all(&run_dir).unwrap();
+    fs::write(
+        &config_path,
+        config.replace(
+            "unix:/run/portcullis/admin.sock",
+            &format!("unix:{}/admin.sock", run_dir.display()),
+        ),
+    )
+    .unwrap();
     let check = || {
         run(Command::new(&binary)
             .arg("check")

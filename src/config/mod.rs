@@ -1,11 +1,11 @@
 //! The TOML configuration, as data: parsing, validation and the typed
 //! result.
 //!
-//! Parsing is strict (unknown keys are errors, with their line). Validation
-//! collects *every* problem it finds, each with the file and line it comes
-//! from, so `portcullis check` can print them all at once, and returns the
-//! warnings it finds (secret files others can read, a redirect loop) for the
-//! caller to log: nothing here logs.
+//! Parsing is strict (unknown keys are errors, with their line). Parsing and
+//! validation collect *every* problem they find, each with the file and
+//! line it comes from, so `portcullis check` can print them all at once,
+//! and return the warnings found (secret files others can read, a redirect
+//! loop) for the caller to log: nothing here logs.
 //!
 //! This module imports nothing of the running proxy. TLS material is loaded
 //! by the caller, through a [`MaterialCheck`] that validation asks at the
@@ -14,6 +14,7 @@
 //! `portcullis check`; a reload passes [`DeferMaterial`] and loads each
 //! listener's material on its own.
 //!
+//! - `parse` — TOML text to `raw`, every refused key reported at once;
 //! - `raw` — the file as written (serde structures with spans);
 //! - `model` — the validated settings and their defaults;
 //! - `values` — parsers for single values (durations, addresses, names);
@@ -25,6 +26,7 @@ use std::path::Path;
 
 pub mod failover;
 mod model;
+mod parse;
 mod problems;
 mod raw;
 mod validate;
@@ -40,9 +42,10 @@ pub use model::{
     DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS, MIN_ADMIN_TOKEN_LEN,
 };
 pub use problems::{ConfigError, ConfigProblem, Warning};
+
 pub use values::{parse_duration, read_admin_token, TokenError};
 
-use problems::{line_at, Problems};
+use problems::Problems;
 
 /// Loads a TLS section's material for validation. Called once per section,
 /// only where no problem was found before it (a listener: none in the whole
@@ -55,6 +58,28 @@ pub trait MaterialCheck {
     fn listener_tls(&mut self, index: usize, tls: &TlsConfig) -> Result<(), String>;
     /// A backend's `[backend.tls]`; `Err` is the problem's message.
     fn backend_tls(&mut self, index: usize, tls: &BackendTlsConfig) -> Result<(), String>;
+    /// Whether `run` could bind `addr` (a listener's or the admin API's)
+    /// now. Not checked by default: a reload binds nothing, and `run`
+    /// finds out by binding; `portcullis check` asks.
+    fn listen_address(&mut self, _addr: &ListenAddr) -> Result<(), Unbindable> {
+        Ok(())
+    }
+}
+
+/// Why `run` could not bind a listen address now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unbindable {
+    /// Something listens there already. `holder` names it when it can be
+    /// seen (`portcullis (pid 4242)`); `maybe_this_proxy` when it is a
+    /// portcullis, or could not be seen: then it may be this proxy,
+    /// already running, and that is no problem of the file.
+    InUse {
+        holder: Option<String>,
+        maybe_this_proxy: bool,
+    },
+    /// Any other reason, as a phrase (`directory /run/portcullis does not
+    /// exist`).
+    Refused(String),
 }
 
 /// Loads nothing: TLS sections are only checked for the existence of their
@@ -119,26 +144,15 @@ impl Config {
             path: path.to_path_buf(),
             problems,
         };
-        let raw: raw::RawConfig = match toml::from_str(src) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let line = e.span().map(|s| line_at(src, s.start));
-                return Checked {
-                    result: Err(fail(vec![ConfigProblem {
-                        line,
-                        message: e.message().to_string(),
-                    }])),
-                    warnings: Vec::new(),
-                };
-            }
-        };
         let mut p = Problems::new(src);
-        let config = validate::validate(raw, path, base_dir, material, &mut p);
+        let config = parse::parse(src, &mut p).map(|raw| {
+            p.parsing_done();
+            validate::validate(raw, path, base_dir, material, &mut p)
+        });
         Checked {
-            result: if p.list.is_empty() {
-                Ok(config)
-            } else {
-                Err(fail(p.list))
+            result: match config {
+                Some(config) if p.list.is_empty() => Ok(config),
+                _ => Err(fail(p.list)),
             },
             warnings: p.warnings,
         }

@@ -2,7 +2,9 @@
 //! each problem found later can name its line. Unknown keys are refused
 //! here, with their line.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::failover::FailoverMode;
@@ -13,7 +15,7 @@ use super::model::{
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    pub(super) shutdown_timeout: Option<Spanned<String>>,
+    pub(super) shutdown_timeout: Option<Spanned<DurationText>>,
     pub(super) workers: Option<Spanned<i64>>,
     #[serde(default, rename = "backend")]
     pub(super) backends: Vec<Spanned<RawBackend>>,
@@ -30,14 +32,14 @@ pub(super) struct RawMonitor {
     pub(super) user: Spanned<String>,
     pub(super) password: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
-    pub(super) interval: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<DurationText>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTlsReload {
-    pub(super) poll_interval: Option<Spanned<String>>,
-    pub(super) expiry_warning: Option<Spanned<String>>,
+    pub(super) poll_interval: Option<Spanned<DurationText>>,
+    pub(super) expiry_warning: Option<Spanned<DurationText>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +57,7 @@ pub(super) struct RawAdmin {
 pub(super) struct RawBackend {
     pub(super) name: Spanned<String>,
     pub(super) address: Spanned<String>,
-    pub(super) connect_timeout: Option<Spanned<String>>,
+    pub(super) connect_timeout: Option<Spanned<DurationText>>,
     pub(super) advertise: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) proxy_protocol: bool,
@@ -79,10 +81,10 @@ pub(super) struct RawListener {
     pub(super) route: Spanned<String>,
     #[serde(default)]
     pub(super) allow_plaintext: bool,
-    pub(super) handshake_timeout: Option<Spanned<String>>,
+    pub(super) handshake_timeout: Option<Spanned<DurationText>>,
     pub(super) max_connections: Option<Spanned<usize>>,
     pub(super) max_handshake_packet: Option<Spanned<usize>>,
-    pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<DurationText>>,
     #[serde(default)]
     pub(super) admin: bool,
     pub(super) failover: Option<Spanned<FailoverMode>>,
@@ -90,8 +92,8 @@ pub(super) struct RawListener {
     pub(super) failover_message: Option<Spanned<String>>,
     pub(super) failover_error_code: Option<Spanned<u16>>,
     pub(super) on_primary_change: Option<Spanned<OnPrimaryChange>>,
-    pub(super) primary_wait: Option<Spanned<String>>,
-    pub(super) max_replica_lag: Option<Spanned<String>>,
+    pub(super) primary_wait: Option<Spanned<DurationText>>,
+    pub(super) max_replica_lag: Option<Spanned<DurationText>>,
     pub(super) tls: Option<Spanned<RawTls>>,
 }
 
@@ -110,4 +112,28 @@ pub(super) struct RawTls {
     pub(super) crl_expired: Option<Spanned<CrlExpired>>,
     pub(super) unknown_revocation: Option<Spanned<UnknownRevocation>>,
     pub(super) cert_refusal: Option<Spanned<CertRefusal>>,
+}
+
+/// A duration as written: a string like `"5s"`, parsed by validation. A
+/// type of its own so that a bare number is refused with what to write
+/// instead of serde's "expected a string".
+#[derive(Debug)]
+pub(super) struct DurationText(pub(super) String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration as a string: a number and a unit (ms, s, m, h, d), like \"5s\"",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DurationText, E> {
+                Ok(DurationText(s.to_string()))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }

@@ -170,13 +170,14 @@ adress = 1
 "#,
     )
     .unwrap_err();
-    assert_eq!(e.problems.len(), 1);
     assert_eq!(e.problems[0].line, Some(4));
-    assert!(
-        e.problems[0].message.contains("adress"),
-        "{}",
-        e.problems[0].message
+    assert_eq!(
+        e.problems[0].message,
+        "unknown field `adress`, expected one of `name`, `address`, `connect_timeout`, `advertise`, `proxy_protocol`, `tls`"
     );
+    // The typo does not hide the rest of the file's problems.
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert!(e.problems[1].message.starts_with("no [[listener]]"), "{e}");
 }
 
 #[test]
@@ -551,4 +552,171 @@ on_primary_change = "keep"
         ("mon", DEFAULT_MONITOR_INTERVAL)
     );
     assert!(!format!("{m:?}").contains("pw"), "no password in Debug");
+}
+
+/// "Every problem at once" holds for keys serde refuses too: a typo, a
+/// bare number for a duration and a wrong enum value are each reported
+/// with their line and serde's message, in line order, and the rest of the
+/// file is still validated (here: a missing certificate file, a route to
+/// nowhere).
+#[test]
+fn refused_keys_do_not_hide_the_other_problems() {
+    let e = parse(
+        r#"shutdown_timeout = 5
+[[backend]]
+name = "local"
+adress = "unix:/x"
+address = "unix:/run/mysqld/mysqld.sock"
+[[listener]]
+name = "public"
+address = "[::1]:3307"
+route = "nowhere"
+failover = "sometimes"
+[listener.tls]
+cert = "server.pem"
+key = "server-key.pem"
+ca = "ca.pem"
+crl_scope = "leaf"
+[tls_reload]
+poll_intervall = "5s"
+"#,
+    )
+    .unwrap_err();
+    let found: Vec<_> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(1), "invalid type: integer `5`, expected a duration as a string: a number and a unit (ms, s, m, h, d), like \"5s\""),
+            (Some(4), "unknown field `adress`, expected one of `name`, `address`, `connect_timeout`, `advertise`, `proxy_protocol`, `tls`"),
+            (Some(10), "unknown variant `sometimes`, expected one of `off`, `on`, `all`"),
+            (Some(17), "unknown field `poll_intervall`, expected `poll_interval` or `expiry_warning`"),
+            (Some(9), "route \"nowhere\" names no [[backend]] (known: local)"),
+            (Some(12), "certificate /nonexistent/server.pem: No such file or directory (os error 2)"),
+            (Some(13), "private key /nonexistent/server-key.pem: No such file or directory (os error 2)"),
+            (Some(14), "CA bundle /nonexistent/ca.pem: No such file or directory (os error 2)"),
+        ],
+        "{e}"
+    );
+}
+
+/// A value validation needs cannot be set aside: a required key of the
+/// wrong type is reported once (not again as "missing"), and validation,
+/// which would only report its consequences, is skipped.
+#[test]
+fn a_refused_required_key_is_reported_once_and_nothing_follows_from_it() {
+    let e = parse(
+        r#"[[backend]]
+name = 5
+address = "unix:/x"
+bogus = true
+[[listener]]
+name = "l"
+address = "unix:/l.sock"
+route = "b"
+"#,
+    )
+    .unwrap_err();
+    let found: Vec<_> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(2), "invalid type: integer `5`, expected a string"),
+            (Some(4), "unknown field `bogus`, expected one of `name`, `address`, `connect_timeout`, `advertise`, `proxy_protocol`, `tls`"),
+        ],
+        "{e}"
+    );
+    // A missing required key: reported at its table, nothing else.
+    let e = parse(
+        r#"[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/l.sock"
+route = "b"
+[listener.tls]
+cert = "c.pem"
+crl = ["a.pem", 3]
+"#,
+    )
+    .unwrap_err();
+    let found: Vec<_> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(8), "missing field `key`"),
+            (Some(10), "invalid type: integer `3`, expected a string"),
+        ],
+        "{e}"
+    );
+}
+
+#[test]
+fn a_syntax_error_is_one_problem_with_its_line() {
+    let e = parse("[[backend]]\nname = \"b\"\naddress = \n").unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].line, Some(3), "{e}");
+}
+
+/// The issue's case: a typo in a required key (`adress`) and a missing
+/// certificate file. The typo is reported once (serde's message, listing
+/// the keys expected); its value stands in for `address`, so the file is
+/// still validated as a whole.
+#[test]
+fn a_typo_of_a_required_key_stands_in_for_it() {
+    let e = parse(
+        r#"[[backend]]
+name = "local"
+adress = "unix:/run/mysqld/mysqld.sock"
+[[listener]]
+name = "public"
+address = "[::1]:3307"
+route = "local"
+[listener.tls]
+cert = "server.pem"
+key = "/dev/null"
+ca = "/dev/null"
+"#,
+    )
+    .unwrap_err();
+    let found: Vec<_> = e
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Some(3), "unknown field `adress`, expected one of `name`, `address`, `connect_timeout`, `advertise`, `proxy_protocol`, `tls`"),
+            (Some(9), "certificate /nonexistent/server.pem: No such file or directory (os error 2)"),
+        ],
+        "{e}"
+    );
+    // Too far from any missing key: the table cannot be validated.
+    let e = parse(
+        r#"[[backend]]
+name = "local"
+where = "unix:/run/mysqld/mysqld.sock"
+[[listener]]
+name = "public"
+address = "[::1]:3307"
+route = "local"
+"#,
+    )
+    .unwrap_err();
+    let lines: Vec<_> = e.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![Some(1), Some(3)], "{e}");
+    assert_eq!(e.problems[0].message, "missing field `address`");
 }

@@ -20,6 +20,7 @@
 //! listeners and backends hold (the data path imports only that), and
 //! [`expiry`] warns about certificates and CRLs about to expire.
 
+pub mod diff;
 pub mod expiry;
 pub mod reloadable;
 
@@ -35,6 +36,8 @@ use crate::time::rfc3339;
 use crate::tls::{ClientTls, ServerTls};
 use expiry::{client_expiry_items, expiry_items, warn_expiry};
 use reloadable::{refuse_live, Attempt, Owner, Reloadable, TlsRuntime};
+
+pub use diff::NotApplied;
 
 /// What started a reload (re-exported: callers of [`reload_config`] name
 /// it).
@@ -75,30 +78,69 @@ pub struct ReloadReport {
     pub failover_changed: Vec<String>,
     /// Listeners in the new file that are not running (need a restart).
     pub not_running: Vec<String>,
+    /// Every change in the file the running proxy did not take, and why
+    /// (today: each needs a restart). Absent when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<NotApplied>,
 }
 
 impl ReloadReport {
-    /// True when every listener's TLS is what the file says.
+    /// True when the running proxy is what the file says: every TLS
+    /// section loaded, nothing left that needs a restart.
     pub fn all_applied(&self) -> bool {
-        self.tls.values().chain(self.backend_tls.values()).all(|r| {
-            matches!(
-                r,
-                MaterialReload::Unchanged | MaterialReload::Reloaded { .. }
-            )
-        })
+        self.not_applied.is_empty()
+            && self.tls.values().chain(self.backend_tls.values()).all(|r| {
+                matches!(
+                    r,
+                    MaterialReload::Unchanged | MaterialReload::Reloaded { .. }
+                )
+            })
+    }
+}
+
+impl MaterialReload {
+    /// Stable name of the result, as the JSON `result` and the log say it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MaterialReload::Unchanged => "unchanged",
+            MaterialReload::Reloaded { .. } => "reloaded",
+            MaterialReload::Failed { .. } => "failed",
+            MaterialReload::NeedsRestart { .. } => "needs_restart",
+        }
     }
 }
 
 /// SIGHUP and `POST /reload`: re-reads and validates the config file; if it
 /// is valid, applies each running listener's failover settings and TLS
-/// section (material re-read, rebuilt when anything changed). An invalid
-/// file changes nothing. Blocking (file I/O, certificate checks): call it
-/// from a blocking context.
+/// section (material re-read, rebuilt when anything changed), and names
+/// every other change as not applied. An invalid file changes nothing.
+/// Logs what it did, one event per problem or change not applied, then one
+/// summary. Blocking (file I/O, certificate checks): call it from a
+/// blocking context.
 pub fn reload_config(state: &ProxyState, trigger: Trigger) -> Result<ReloadReport, ConfigError> {
     let _held = state.reload_lock.hold();
-    let new = crate::preflight::load_deferring_tls(&state.config_path)?;
+    let new = match crate::preflight::load_deferring_tls(&state.config_path) {
+        Ok(new) => new,
+        Err(e) => {
+            for line in e.lines() {
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    "reload: config invalid, nothing changed: {line}"
+                );
+            }
+            return Err(e);
+        }
+    };
+    let report = apply(state, &new, trigger);
+    log_report(&report, trigger);
+    Ok(report)
+}
+
+/// Applies what a reload applies from the valid config `new`, and lists the
+/// rest.
+fn apply(state: &ProxyState, new: &Config, trigger: Trigger) -> ReloadReport {
     let mut report = ReloadReport {
-        failover_changed: apply_failover(state, &new),
+        failover_changed: apply_failover(state, new),
         ..ReloadReport::default()
     };
     let window = state.tls_reload.expiry_warning;
@@ -130,19 +172,70 @@ pub fn reload_config(state: &ProxyState, trigger: Trigger) -> Result<ReloadRepor
                 reload_listener(running, rt, cfg, trigger, true, state.tls_reload.expiry_warning)
             },
             (None, None) => continue,
-            (Some(_), None) => needs_restart(running, "the new config has no [listener.tls]; TLS stays on until a restart"),
-            (None, Some(_)) => needs_restart(running, "the new config adds [listener.tls] to a plaintext listener; restart to turn TLS on"),
+            (Some(_), None) => needs_restart("the new config has no [listener.tls]; TLS stays on until a restart"),
+            (None, Some(_)) => needs_restart("the new config adds [listener.tls] to a plaintext listener; restart to turn TLS on"),
         };
         report.tls.insert(l.name.clone(), result);
     }
-    Ok(report)
+    if let Some(running) = state.started_with.get() {
+        report.not_applied = diff::not_applied(running, new);
+    }
+    let tls_sections = (report
+        .backend_tls
+        .iter()
+        .map(|(n, r)| (format!("backend {n:?} [backend.tls]"), r)))
+    .chain(
+        report
+            .tls
+            .iter()
+            .map(|(n, r)| (format!("listener {n:?} [listener.tls]"), r)),
+    );
+    for (what, r) in tls_sections {
+        if let MaterialReload::NeedsRestart { reason } = r {
+            report
+                .not_applied
+                .push(NotApplied::new(what, reason.clone()));
+        }
+    }
+    report
 }
 
-fn needs_restart(l: &ListenerState, reason: &str) -> MaterialReload {
-    tracing::error!(listener = %l.name(), "reload: {reason}");
+/// TLS turned on or off for a running listener: logged with the other
+/// changes not applied.
+fn needs_restart(reason: &str) -> MaterialReload {
     MaterialReload::NeedsRestart {
         reason: reason.to_string(),
     }
+}
+
+/// Logs a reload's report: one warning per change not applied, then one
+/// summary whose fields are stable text (`public=unchanged`, comma-joined
+/// names), never Rust debug formatting.
+fn log_report(report: &ReloadReport, trigger: Trigger) {
+    for n in &report.not_applied {
+        tracing::warn!(
+            trigger = trigger.as_str(),
+            what = %n.what,
+            why = %n.why,
+            "reload: not applied: {}: {}",
+            n.what,
+            n.why
+        );
+    }
+    let results = |m: &std::collections::BTreeMap<String, MaterialReload>| {
+        m.iter()
+            .map(|(name, r)| format!("{name}={}", r.label()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    tracing::info!(
+        trigger = trigger.as_str(),
+        tls = %results(&report.tls),
+        backend_tls = %results(&report.backend_tls),
+        failover_changed = %report.failover_changed.join(","),
+        not_applied = report.not_applied.len(),
+        "reload done"
+    );
 }
 
 /// Applies each running listener's failover settings from `new` (the

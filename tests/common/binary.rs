@@ -12,11 +12,14 @@ pub struct RunningBinary {
     child: Option<Child>,
     log: UnboundedReceiver<String>,
     pid: String,
+    /// The log events up to and including "serving".
+    pub startup: Vec<Value>,
 }
 
 impl RunningBinary {
     /// Starts `portcullis --log-format json run --config CONFIG` and waits
-    /// for its "serving" log line (every accept loop runs).
+    /// for its "serving" log line (every accept loop runs); the events up
+    /// to it are kept in `startup`.
     pub async fn start(config: &Path) -> RunningBinary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["--log-format", "json", "run", "--config"])
@@ -41,9 +44,15 @@ impl RunningBinary {
             child: Some(child),
             log,
             pid,
+            startup: Vec::new(),
         };
-        b.wait_for_log("serving").await;
+        b.startup = b.events_until("serving").await;
         b
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> &str {
+        &self.pid
     }
 
     /// Sends a signal (`"TERM"`, `"HUP"`, …).
@@ -73,6 +82,30 @@ impl RunningBinary {
         .await;
         match found {
             Ok(Some(v)) => v,
+            _ => panic!("no {message:?} log line before exit or timeout"),
+        }
+    }
+
+    /// Every log event up to and including the first whose message starts
+    /// with `message` (waits up to 20 s for it).
+    pub async fn events_until(&mut self, message: &str) -> Vec<Value> {
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut events = Vec::new();
+            while let Some(line) = self.log.recv().await {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                let last = v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message));
+                events.push(v);
+                if last {
+                    return Some(events);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(events)) => events,
             _ => panic!("no {message:?} log line before exit or timeout"),
         }
     }

@@ -31,16 +31,23 @@ pub(super) struct Known<'a> {
 struct Taken {
     names: HashSet<String>,
     addrs: HashSet<ListenAddr>,
+    /// Every valid address, whose and where, to be tried at the end.
+    to_bind: Vec<ToBind>,
 }
 
-/// Every listener, in file order, and the set of their addresses.
+/// A listen address to be tried: whose (`listener "public"`), the address
+/// and the span of its value.
+pub(super) type ToBind = (String, ListenAddr, Range<usize>);
+
+/// Every listener, in file order, the set of their addresses, and each
+/// valid address to be tried.
 pub(super) fn validate_listeners(
     raw: Vec<Spanned<RawListener>>,
     known: &Known<'_>,
     base: &Path,
     material: &mut dyn MaterialCheck,
     p: &mut Problems<'_>,
-) -> (Vec<ListenerConfig>, HashSet<ListenAddr>) {
+) -> (Vec<ListenerConfig>, HashSet<ListenAddr>, Vec<ToBind>) {
     if raw.is_empty() {
         p.global("no [[listener]] is configured: portcullis would accept nothing");
     }
@@ -51,7 +58,7 @@ pub(super) fn validate_listeners(
             index, l, known, &mut taken, base, material, p,
         ));
     }
-    (listeners, taken.addrs)
+    (listeners, taken.addrs, taken.to_bind)
 }
 
 fn validate_listener(
@@ -72,6 +79,10 @@ fn validate_listener(
         .tls
         .take()
         .map(|t| tls::validate_tls(index, t, base, material, p));
+    if let Some(a) = &address {
+        let what = format!("listener {:?}", l.name.get_ref());
+        taken.to_bind.push((what, a.clone(), l.address.span()));
+    }
     check_plaintext(&l, l_span.clone(), address.as_ref(), tls.as_ref(), p);
     let max_connections = match &l.max_connections {
         Some(m) if *m.get_ref() == 0 => {

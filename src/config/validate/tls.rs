@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::{value, warn_if_exposed};
+use super::{value, warn_if_exposed, warn_if_writable};
 use crate::config::model::{
     BackendAddr, BackendTlsConfig, CertRefusal, ClientAuth, CrlPolicy, TlsConfig,
 };
@@ -23,6 +23,29 @@ fn existing(s: &Spanned<String>, what: &str, base: &Path, p: &mut Problems<'_>) 
         p.at(s.span(), format!("{what} {}: {e}", path.display()));
     }
     path
+}
+
+/// A CRL file, or a CRL directory and the CRL files in it (`*.pem`,
+/// `*.crl`), that others can change: whoever can write them decides which
+/// certificates are revoked (and can remove a revocation).
+fn warn_if_crl_writable(path: &Path, p: &mut Problems<'_>) {
+    const CONTROLS: &str = "which certificates are revoked";
+    if !path.is_dir() {
+        warn_if_writable(path, "CRL file", CONTROLS, p);
+        return;
+    }
+    warn_if_writable(path, "CRL directory", CONTROLS, p);
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|e| e == "pem" || e == "crl") && f.is_file())
+        .collect();
+    files.sort();
+    for f in files {
+        warn_if_writable(&f, "CRL file", CONTROLS, p);
+    }
 }
 
 /// The `[listener.tls]` of listener number `index`. Its material is loaded
@@ -42,7 +65,13 @@ pub(super) fn validate_tls(
     let key = existing(&t.key, "private key", base, p);
     warn_if_exposed(&key, "TLS private key", p);
     let ca = t.ca.as_ref().map(|c| existing(c, "CA bundle", base, p));
+    if let Some(ca) = &ca {
+        warn_if_writable(ca, "CA bundle", "which client certificates are trusted", p);
+    }
     let crl: Vec<PathBuf> = t.crl.iter().map(|c| existing(c, "CRL", base, p)).collect();
+    for c in &crl {
+        warn_if_crl_writable(c, p);
+    }
     if ca.is_none() && client_auth != ClientAuth::None {
         p.at(
             span.clone(),
@@ -103,6 +132,12 @@ pub(super) fn validate_backend_tls(
     let t = t.into_inner();
     let problems_before = p.count();
     let ca = existing(&t.ca, "CA bundle", base, p);
+    warn_if_writable(
+        &ca,
+        "CA bundle",
+        "which backend certificates are trusted",
+        p,
+    );
     let client_cert = match (&t.cert, &t.key) {
         (Some(c), Some(k)) => {
             let key = existing(k, "private key", base, p);
