@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use rustls_pki_types::{ServerName, UnixTime};
 
+use super::anchors::Anchors;
 use super::identity::CertInfo;
-use super::material::{load_roots, parse_certs, parse_key, valid_leaf, Digest, Material};
+use super::material::{parse_certs, parse_key, valid_leaf, Digest, Material, Part};
+use super::verifier::BackendVerifier;
 use super::{invalid, provider, TlsLoadError};
 use crate::config::BackendTlsConfig;
 
@@ -44,7 +46,9 @@ impl ClientTls {
     pub fn build(cfg: &BackendTlsConfig, m: &Material) -> Result<ClientTls, TlsLoadError> {
         let provider = provider();
         let unix_now = UnixTime::now().as_secs() as i64;
-        let (roots, _, cas) = load_roots(&cfg.ca, m)?;
+        let anchors = Arc::new(Anchors::parse(&cfg.ca, m.bytes(Part::Ca))?);
+        let cas = anchors.infos.clone();
+        let verifier = BackendVerifier::new(anchors, provider.signature_verification_algorithms);
         let server_name = ServerName::try_from(cfg.server_name.clone()).map_err(|e| {
             invalid(
                 &cfg.ca,
@@ -57,12 +61,13 @@ impl ClientTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| invalid(&cfg.ca, e))?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
         let (config, leaf) = match &cfg.client_cert {
             None => (builder.with_no_client_auth(), None),
             Some((cert_path, key_path)) => {
-                let chain = parse_certs(cert_path, &m.cert)?;
-                let key = parse_key(key_path, &m.key)?;
+                let chain = parse_certs(cert_path, m.bytes(Part::Cert))?;
+                let key = parse_key(key_path, m.bytes(Part::Key))?;
                 let leaf = valid_leaf(cert_path, &chain, unix_now)?;
                 let config = builder
                     .with_client_auth_cert(chain, key)

@@ -8,6 +8,8 @@ use std::io;
 
 use rustls::CertificateError;
 
+use super::anchors::AnchorOutsideValidity;
+
 /// The other end of a TLS connection, as far as its failures go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Peer {
@@ -30,6 +32,12 @@ pub enum TlsFailure {
     Expired,
     /// The certificate is before its not-before.
     NotYetValid,
+    /// The chain ends at a CA certificate of the bundle that is past its
+    /// not-after: no longer a trust anchor.
+    CaExpired,
+    /// The chain ends at a CA certificate of the bundle that is before its
+    /// not-before: not a trust anchor yet.
+    CaNotYetValid,
     /// No loaded CRL covers the certificate's issuer.
     UnknownRevocationStatus,
     /// A CRL that covers the certificate is past its nextUpdate.
@@ -55,12 +63,14 @@ pub enum TlsFailure {
 
 impl TlsFailure {
     /// Every failure, in the order docs/operations.md lists them.
-    pub const ALL: [TlsFailure; 16] = [
+    pub const ALL: [TlsFailure; 18] = [
         TlsFailure::NoClientCert,
         TlsFailure::UnknownCa,
         TlsFailure::Revoked,
         TlsFailure::Expired,
         TlsFailure::NotYetValid,
+        TlsFailure::CaExpired,
+        TlsFailure::CaNotYetValid,
         TlsFailure::CrlExpired,
         TlsFailure::UnknownRevocationStatus,
         TlsFailure::WrongKeyUsage,
@@ -84,6 +94,8 @@ impl TlsFailure {
             TlsFailure::Revoked => "revoked",
             TlsFailure::Expired => "expired",
             TlsFailure::NotYetValid => "not_yet_valid",
+            TlsFailure::CaExpired => "ca_expired",
+            TlsFailure::CaNotYetValid => "ca_not_yet_valid",
             TlsFailure::UnknownRevocationStatus => "unknown_revocation_status",
             TlsFailure::CrlExpired => "crl_expired",
             TlsFailure::WrongKeyUsage => "wrong_key_usage",
@@ -146,6 +158,12 @@ impl TlsFailure {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 TlsFailure::WrongName
             }
+            CertificateError::Other(other) => match other.0.downcast_ref::<AnchorOutsideValidity>()
+            {
+                Some(a) if a.expired => TlsFailure::CaExpired,
+                Some(_) => TlsFailure::CaNotYetValid,
+                None => TlsFailure::BadCertificate,
+            },
             _ => TlsFailure::BadCertificate,
         }
     }

@@ -54,6 +54,8 @@ pub struct CrlInfo {
     pub next_update: Option<i64>,
     /// How many certificates it revokes.
     pub revoked: usize,
+    /// Its CRL number (decimal), when it has one.
+    pub number: Option<String>,
 }
 
 impl CrlInfo {
@@ -71,6 +73,7 @@ impl CrlInfo {
             this_update: crl.last_update().timestamp(),
             next_update: crl.next_update().map(|t| t.timestamp()),
             revoked: crl.iter_revoked_certificates().count(),
+            number: crl.crl_number().map(|n| n.to_string()),
         }
     }
 }

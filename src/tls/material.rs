@@ -4,19 +4,17 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+use super::files::{self, FileMemo, Stamp, MAX_CRL_FILE, MAX_PEM_FILE};
 use super::identity::CertInfo;
 use super::{invalid, TlsLoadError};
 use crate::config::{BackendTlsConfig, TlsConfig};
 
+/// Reads a certificate or key file, safely ([`files::read`]).
 fn read(path: &Path) -> Result<Vec<u8>, TlsLoadError> {
-    std::fs::read(path).map_err(|source| TlsLoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    files::read(path, MAX_PEM_FILE).map(|(data, _)| data)
 }
 
 /// Reads every certificate in a PEM file; at least one must be present.
@@ -72,113 +70,226 @@ pub(super) fn parse_crls(
     Ok(crls)
 }
 
-/// The files of a CRL setting: the file itself, or a directory's `*.pem` /
-/// `*.crl` files sorted by name (so loading order is stable).
-fn crl_files(path: &Path) -> Result<Vec<PathBuf>, TlsLoadError> {
-    let read_err = |source| TlsLoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    // metadata follows symlinks: a symlinked directory is a directory.
-    if !std::fs::metadata(path).map_err(read_err)?.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
+/// Which setting of a TLS section a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    Cert,
+    Key,
+    Ca,
+    Intermediates,
+    Crl,
+}
+
+impl Part {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Part::Cert => b"cert",
+            Part::Key => b"key",
+            Part::Ca => b"ca",
+            Part::Intermediates => b"intermediates",
+            Part::Crl => b"crl",
+        }
     }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(read_err)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pem" || e == "crl") && p.is_file())
-        .collect();
-    v.sort();
-    Ok(v)
+
+    /// The most bytes read from such a file.
+    fn cap(self) -> u64 {
+        match self {
+            Part::Crl => MAX_CRL_FILE,
+            _ => MAX_PEM_FILE,
+        }
+    }
+
+    /// Whether client certificates are judged by it.
+    fn is_trust(self) -> bool {
+        matches!(self, Part::Ca | Part::Intermediates | Part::Crl)
+    }
+}
+
+/// The settings whose files are read: a listener's or a backend's.
+#[derive(Clone, Copy)]
+pub enum Sources<'a> {
+    Listener(&'a TlsConfig),
+    Backend(&'a BackendTlsConfig),
+}
+
+impl Sources<'_> {
+    /// Every file, in a fixed order; a CRL directory's files as it lists
+    /// them now.
+    fn list(self) -> Result<Vec<(Part, PathBuf)>, TlsLoadError> {
+        let mut v = Vec::new();
+        match self {
+            Sources::Listener(cfg) => {
+                v.push((Part::Cert, cfg.cert.clone()));
+                v.push((Part::Key, cfg.key.clone()));
+                v.extend(cfg.ca.iter().map(|p| (Part::Ca, p.clone())));
+                v.extend(
+                    cfg.intermediates
+                        .iter()
+                        .map(|p| (Part::Intermediates, p.clone())),
+                );
+                for path in &cfg.crl {
+                    v.extend(files::crl_files(path)?.into_iter().map(|f| (Part::Crl, f)));
+                }
+            }
+            Sources::Backend(cfg) => {
+                if let Some((c, k)) = &cfg.client_cert {
+                    v.push((Part::Cert, c.clone()));
+                    v.push((Part::Key, k.clone()));
+                }
+                v.push((Part::Ca, cfg.ca.clone()));
+            }
+        }
+        Ok(v)
+    }
+
+    /// The digest [`Material::digest`] would give for the files as they
+    /// are now, reading only those whose stamp is not the one `memo`
+    /// remembers; returns what to remember next. Never blocks on a file.
+    pub fn fingerprint(self, memo: &FileMemo) -> Result<(Digest, FileMemo), TlsLoadError> {
+        let mut next = FileMemo::default();
+        let mut d = Hasher::new();
+        for (part, path) in self.list()? {
+            let digest = memo.digest(&path, part.cap(), &mut next)?;
+            d.file(part, &path, &digest);
+        }
+        Ok((d.finish(), next))
+    }
+}
+
+/// One file as read.
+#[derive(Clone)]
+struct FileData {
+    part: Part,
+    path: PathBuf,
+    data: Vec<u8>,
+    digest: Digest,
+    stamp: Stamp,
 }
 
 /// The bytes of every file a TLS section names, read once, so that what is
 /// compared (the digest) is exactly what is parsed. Paths are followed
 /// through symlinks, so a renamed-over file or a switched symlink (the way
-/// Kubernetes secrets and caucase publish) shows up as new content.
+/// Kubernetes secrets and caucase publish) shows up as new content. Only
+/// regular files within the size caps are read ([`files`]).
 #[derive(Clone)]
 pub struct Material {
-    pub(super) cert: Vec<u8>,
-    pub(super) key: Vec<u8>,
-    pub(super) ca: Option<Vec<u8>>,
-    pub(super) crls: Vec<(PathBuf, Vec<u8>)>,
+    files: Vec<FileData>,
 }
 
 impl Material {
     /// The files of a listener's `[listener.tls]`.
     pub fn read(cfg: &TlsConfig) -> Result<Material, TlsLoadError> {
-        Material::read_files(Some(&cfg.cert), Some(&cfg.key), cfg.ca.as_deref(), &cfg.crl)
+        Material::read_sources(Sources::Listener(cfg))
     }
 
     /// The files of a backend's `[backend.tls]`.
     pub fn read_outbound(cfg: &BackendTlsConfig) -> Result<Material, TlsLoadError> {
-        let (cert, key) = match &cfg.client_cert {
-            Some((c, k)) => (Some(c.as_path()), Some(k.as_path())),
-            None => (None, None),
-        };
-        Material::read_files(cert, key, Some(&cfg.ca), &[])
+        Material::read_sources(Sources::Backend(cfg))
     }
 
-    fn read_files(
-        cert: Option<&Path>,
-        key: Option<&Path>,
-        ca: Option<&Path>,
-        crl: &[PathBuf],
-    ) -> Result<Material, TlsLoadError> {
-        let mut crls = Vec::new();
-        for path in crl {
-            for f in crl_files(path)? {
-                let data = read(&f)?;
-                crls.push((f, data));
-            }
+    /// Every file of `src`, read now.
+    pub fn read_sources(src: Sources<'_>) -> Result<Material, TlsLoadError> {
+        let mut v = Vec::new();
+        for (part, path) in src.list()? {
+            let (data, stamp) = files::read(&path, part.cap())?;
+            v.push(FileData {
+                part,
+                digest: Digest::of(&data),
+                path,
+                data,
+                stamp,
+            });
         }
-        Ok(Material {
-            cert: cert.map(read).transpose()?.unwrap_or_default(),
-            key: key.map(read).transpose()?.unwrap_or_default(),
-            ca: ca.map(read).transpose()?,
-            crls,
-        })
+        Ok(Material { files: v })
     }
 
-    /// SHA-256 over everything: any change of any byte, and any CRL file
-    /// added to or removed from a directory, changes it.
+    /// The content of the (first) file of `part`; empty when there is none.
+    pub(super) fn bytes(&self, part: Part) -> &[u8] {
+        self.files
+            .iter()
+            .find(|f| f.part == part)
+            .map_or(&[][..], |f| &f.data[..])
+    }
+
+    /// Every CRL file with its content, in load order.
+    pub(super) fn crls(&self) -> impl Iterator<Item = (&Path, &[u8])> {
+        self.files
+            .iter()
+            .filter(|f| f.part == Part::Crl)
+            .map(|f| (f.path.as_path(), &f.data[..]))
+    }
+
+    /// SHA-256 over every file's path and content digest: any change of any
+    /// byte, and any CRL file added to or removed from a directory,
+    /// changes it.
     pub fn digest(&self) -> Digest {
-        let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        self.hash_trust(&mut d);
-        hash_part(&mut d, b"cert", &self.cert);
-        hash_part(&mut d, b"key", &self.key);
-        Digest::from(d.finish())
+        let mut d = Hasher::new();
+        for f in &self.files {
+            d.file(f.part, &f.path, &f.digest);
+        }
+        d.finish()
     }
 
     /// SHA-256 over what client certificates are judged by: the CA bundle,
-    /// the CRLs and the policy. When it changes, live sessions are checked
-    /// again.
+    /// the intermediates, the CRLs and the policy. When it changes, live
+    /// sessions are checked again.
     pub(super) fn trust_digest(&self, cfg: &TlsConfig) -> Digest {
-        let mut d = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        self.hash_trust(&mut d);
+        let mut d = Hasher::new();
+        for f in self.files.iter().filter(|f| f.part.is_trust()) {
+            d.file(f.part, &f.path, &f.digest);
+        }
         let policy = format!("{:?}{:?}", cfg.client_auth, cfg.crl_policy);
-        hash_part(&mut d, b"policy", policy.as_bytes());
-        Digest::from(d.finish())
+        d.part(b"policy", policy.as_bytes());
+        d.finish()
     }
 
-    fn hash_trust(&self, d: &mut aws_lc_rs::digest::Context) {
-        hash_part(d, b"ca", self.ca.as_deref().unwrap_or_default());
-        for (path, data) in &self.crls {
-            hash_part(d, path.as_os_str().as_encoded_bytes(), data);
+    /// What the poll may remember of these files, so that it reads them
+    /// again only once they change.
+    pub fn remember(&self) -> FileMemo {
+        let now = std::time::SystemTime::now();
+        let mut memo = FileMemo::default();
+        for f in &self.files {
+            memo.remember(&f.path, f.stamp, f.digest, now);
         }
+        memo
     }
 }
 
-fn hash_part(d: &mut aws_lc_rs::digest::Context, label: &[u8], data: &[u8]) {
-    for part in [label, data] {
-        d.update(&(part.len() as u64).to_be_bytes());
-        d.update(part);
+/// SHA-256 over length-prefixed parts.
+struct Hasher(aws_lc_rs::digest::Context);
+
+impl Hasher {
+    fn new() -> Hasher {
+        Hasher(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+
+    fn part(&mut self, label: &[u8], data: &[u8]) {
+        for part in [label, data] {
+            self.0.update(&(part.len() as u64).to_be_bytes());
+            self.0.update(part);
+        }
+    }
+
+    fn file(&mut self, part: Part, path: &Path, digest: &Digest) {
+        self.part(part.label(), path.as_os_str().as_encoded_bytes());
+        self.part(b"sha256", &digest.0);
+    }
+
+    fn finish(self) -> Digest {
+        Digest::from(self.0.finish())
     }
 }
 
 /// A SHA-256 value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// SHA-256 of `data`.
+    pub fn of(data: &[u8]) -> Digest {
+        Digest::from(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+    }
+}
 
 impl From<aws_lc_rs::digest::Digest> for Digest {
     fn from(d: aws_lc_rs::digest::Digest) -> Self {
@@ -226,21 +337,4 @@ pub(super) fn valid_leaf(
             crate::time::rfc3339(at)
         ),
     ))
-}
-
-/// The CA bundle of `m` as trust anchors, certificates and their info.
-pub(super) fn load_roots(
-    path: &Path,
-    m: &Material,
-) -> Result<(RootCertStore, Vec<CertificateDer<'static>>, Vec<CertInfo>), TlsLoadError> {
-    let certs = parse_certs(path, m.ca.as_deref().unwrap_or_default())?;
-    let mut roots = RootCertStore::empty();
-    let mut infos = Vec::new();
-    for c in &certs {
-        roots
-            .add(c.clone())
-            .map_err(|e| invalid(path, format!("not a usable CA certificate: {e}")))?;
-        infos.push(CertInfo::from_der(c).map_err(|e| invalid(path, e))?);
-    }
-    Ok((roots, certs, infos))
 }

@@ -6,10 +6,14 @@
 //! process; it is passed explicitly so nothing depends on a process-wide
 //! default.
 //!
+//! - [`files`] — reading watched files safely, and the poll's memo of them;
 //! - [`material`] — the files of a TLS section, read once, and their digest;
 //! - [`server`] — a listener's [`ServerTls`] (inbound, client certificates);
 //! - [`client`] — a backend's [`ClientTls`] (outbound);
-//! - [`crl`] — checking a CRL against the CA bundle;
+//! - `anchors` — the `ca` bundle as trust anchors, never outside their
+//!   validity; `trust` — a listener's roots, intermediates and CRLs, checked
+//!   together; `verifier` — the verifiers installed in rustls;
+//! - `crl` — checking one CRL, and the order of an issuer's CRLs;
 //! - [`identity`] — what status, metrics and logs show of a certificate or CRL;
 //! - [`failure`] — why a handshake failed, as a [`TlsFailure`].
 
@@ -18,17 +22,23 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod anchors;
 pub mod client;
 mod crl;
 pub mod failure;
+pub mod files;
 pub mod identity;
 pub mod material;
 pub mod server;
+mod trust;
+mod verifier;
 
+pub use anchors::AnchorOutsideValidity;
 pub use client::ClientTls;
 pub use failure::{error_reason, failure_reason, Peer, TlsFailure};
+pub use files::FileMemo;
 pub use identity::{CertInfo, CrlInfo};
-pub use material::{load_certs, load_key, Digest, Material};
+pub use material::{load_certs, load_key, Digest, Material, Sources};
 pub use server::ServerTls;
 
 /// The crypto provider for every TLS config portcullis builds.
@@ -48,11 +58,6 @@ pub enum TlsLoadError {
         cert: PathBuf,
         key: PathBuf,
         source: rustls::Error,
-    },
-    #[error("cannot build the client certificate verifier from {ca}: {source}")]
-    Verifier {
-        ca: PathBuf,
-        source: rustls::server::VerifierBuilderError,
     },
 }
 

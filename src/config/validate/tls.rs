@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::{value, warn_if_exposed};
+use super::{duration_or, value, warn_if_exposed};
 use crate::config::model::{
     BackendAddr, BackendTlsConfig, CertRefusal, ClientAuth, CrlPolicy, TlsConfig,
+    DEFAULT_CLOCK_SKEW,
 };
 use crate::config::problems::Problems;
 use crate::config::raw::{RawBackendTls, RawTls};
@@ -42,6 +43,10 @@ pub(super) fn validate_tls(
     let key = existing(&t.key, "private key", base, p);
     warn_if_exposed(&key, "TLS private key", p);
     let ca = t.ca.as_ref().map(|c| existing(c, "CA bundle", base, p));
+    let intermediates = t
+        .intermediates
+        .as_ref()
+        .map(|c| existing(c, "intermediate CA bundle", base, p));
     let crl: Vec<PathBuf> = t.crl.iter().map(|c| existing(c, "CRL", base, p)).collect();
     if ca.is_none() && client_auth != ClientAuth::None {
         p.at(
@@ -54,6 +59,9 @@ pub(super) fn validate_tls(
     }
     if !crl.is_empty() && client_auth == ClientAuth::None {
         p.at(span.clone(), "crl is set but client_auth = \"none\": no client certificate would be checked against it");
+    }
+    if let (Some(i), ClientAuth::None) = (&t.intermediates, client_auth) {
+        p.at(i.span(), "intermediates is set but client_auth = \"none\": no client certificate or CRL would be checked against them");
     }
     let cert_refusal = value(&t.cert_refusal).unwrap_or_default();
     if cert_refusal != CertRefusal::TlsAlert && client_auth == ClientAuth::None {
@@ -69,7 +77,9 @@ pub(super) fn validate_tls(
         cert,
         key,
         ca,
+        intermediates,
         crl,
+        clock_skew: duration_or(&t.clock_skew, DEFAULT_CLOCK_SKEW, p),
         client_auth,
         on_revoke: value(&t.on_revoke).unwrap_or_default(),
         crl_policy: CrlPolicy {
