@@ -299,13 +299,25 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
 }
 
+/// Default `[listener.tls] clock_skew`: how far ahead of this host's clock a
+/// CRL's thisUpdate may be. CA hosts and proxies run NTP; minutes cover a
+/// clock that drifted, while a CRL dated hours or days ahead is not one
+/// this host should believe yet (OpenSSL: "CRL is not yet valid").
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// Paths of a listener's TLS material, resolved against the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The trust anchors (root CAs) client certificates must chain to.
     pub ca: Option<PathBuf>,
+    /// Intermediate CA certificates that are not trust anchors: they
+    /// complete client chains and verify the CRLs they issue.
+    pub intermediates: Option<PathBuf>,
     pub crl: Vec<PathBuf>,
+    /// How far a CRL's thisUpdate may be ahead of this host's clock.
+    pub clock_skew: Duration,
     pub client_auth: ClientAuth,
     /// What happens to live sessions whose certificate new trust material
     /// (a CRL or CA bundle reload) would refuse.

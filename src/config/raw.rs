@@ -103,8 +103,10 @@ pub(super) struct RawTls {
     pub(super) cert: Spanned<String>,
     pub(super) key: Spanned<String>,
     pub(super) ca: Option<Spanned<String>>,
+    pub(super) intermediates: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) crl: Vec<Spanned<String>>,
+    pub(super) clock_skew: Option<Spanned<DurationText>>,
     #[serde(default)]
     pub(super) client_auth: Option<Spanned<ClientAuth>>,
     pub(super) on_revoke: Option<Spanned<OnRevoke>>,

@@ -29,6 +29,15 @@ pub(super) fn expiry_items(tls: &ServerTls) -> Vec<(String, i64)> {
             ca.not_after,
         )
     }));
+    items.extend(tls.intermediates.iter().map(|ca| {
+        (
+            format!(
+                "intermediate CA certificate {} (serial {})",
+                ca.subject, ca.serial
+            ),
+            ca.not_after,
+        )
+    }));
     items.extend(
         tls.crls
             .iter()
@@ -89,6 +98,14 @@ pub(super) fn warn_expiry<T>(
     inside
 }
 
+/// Logs what an operator should know about how a listener's trust
+/// material applies ([`ServerTls::notes`]), at each load.
+pub(super) fn log_notes(owner: Owner<'_>, tls: &ServerTls) {
+    for note in &tls.notes {
+        owner_event!(tracing::Level::WARN, owner, "{note}");
+    }
+}
+
 /// Periodic expiry check of every listener's and backend's material in
 /// service.
 pub fn check_expiry(state: &ProxyState) {
@@ -104,14 +121,12 @@ fn expiry_pass(state: &ProxyState, fresh: bool) {
     let window = state.tls_reload.expiry_warning;
     for l in &state.listeners {
         if let Some(rt) = &l.runtime.tls {
-            let items = expiry_items(&rt.material.load());
-            warn_expiry(
-                Owner::Listener(l.name()),
-                &rt.material,
-                &items,
-                window,
-                fresh,
-            );
+            let tls = rt.material.load();
+            let owner = Owner::Listener(l.name());
+            if fresh {
+                log_notes(owner, &tls);
+            }
+            warn_expiry(owner, &rt.material, &expiry_items(&tls), window, fresh);
         }
     }
     for b in &state.backends {

@@ -34,7 +34,7 @@ use crate::config::{BackendTlsConfig, Config, ConfigError, TlsConfig};
 use crate::state::{ListenerState, ProxyState};
 use crate::time::rfc3339;
 use crate::tls::{ClientTls, ServerTls};
-use expiry::{client_expiry_items, expiry_items, warn_expiry};
+use expiry::{client_expiry_items, expiry_items, log_notes, warn_expiry};
 use reloadable::{refuse_live, Attempt, Owner, Reloadable, TlsRuntime};
 
 pub use diff::NotApplied;
@@ -328,6 +328,7 @@ fn reload_listener(
                 trust_changed,
                 "TLS material reloaded: new handshakes use it now"
             );
+            log_notes(owner, &new);
             warn_expiry(owner, &rt.material, &expiry_items(&new), window, true);
             MaterialReload::Reloaded {
                 serial: new.leaf.serial.clone(),

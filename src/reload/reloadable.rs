@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::config::{BackendTlsConfig, OnRevoke, TlsConfig};
 use crate::sync::lock;
 use crate::time::{rfc3339, unix_seconds};
-use crate::tls::{ClientTls, Digest, Material, ServerTls, TlsLoadError};
+use crate::tls::{ClientTls, Digest, FileMemo, Material, ServerTls, Sources, TlsLoadError};
 
 /// What started a reload, as logs, metrics and `/status` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,19 +66,22 @@ pub(super) use owner_event;
 pub trait Loadable: Sized + Send + Sync + 'static {
     /// The settings it is built from.
     type Source: Clone + PartialEq + Send + Sync;
-    fn read(src: &Self::Source) -> Result<Material, TlsLoadError>;
-    fn build(src: &Self::Source, m: &Material) -> Result<Self, TlsLoadError>;
+    /// The files `src` names.
+    fn sources(src: &Self::Source) -> Sources<'_>;
+    /// Builds from `m`, after `previous` (what is in service).
+    fn build(src: &Self::Source, m: &Material, previous: &Self) -> Result<Self, TlsLoadError>;
     fn digest(&self) -> Digest;
     fn source(&self) -> &Self::Source;
 }
 
 impl Loadable for ServerTls {
     type Source = TlsConfig;
-    fn read(src: &TlsConfig) -> Result<Material, TlsLoadError> {
-        Material::read(src)
+    fn sources(src: &TlsConfig) -> Sources<'_> {
+        Sources::Listener(src)
     }
-    fn build(src: &TlsConfig, m: &Material) -> Result<Self, TlsLoadError> {
-        ServerTls::build(src, m)
+    fn build(src: &TlsConfig, m: &Material, previous: &Self) -> Result<Self, TlsLoadError> {
+        // The CRL marks of the material in service: CRLs never go back.
+        ServerTls::build_after(src, m, Some(previous))
     }
     fn digest(&self) -> Digest {
         self.digest
@@ -90,10 +93,10 @@ impl Loadable for ServerTls {
 
 impl Loadable for ClientTls {
     type Source = BackendTlsConfig;
-    fn read(src: &BackendTlsConfig) -> Result<Material, TlsLoadError> {
-        Material::read_outbound(src)
+    fn sources(src: &BackendTlsConfig) -> Sources<'_> {
+        Sources::Backend(src)
     }
-    fn build(src: &BackendTlsConfig, m: &Material) -> Result<Self, TlsLoadError> {
+    fn build(src: &BackendTlsConfig, m: &Material, _previous: &Self) -> Result<Self, TlsLoadError> {
         ClientTls::build(src, m)
     }
     fn digest(&self) -> Digest {
@@ -117,6 +120,9 @@ pub struct Reloadable<T> {
     /// What the poll last tried and failed with, so the same broken
     /// content is reported once, not every interval.
     failed: Mutex<Option<FailedContent>>,
+    /// The stamps and digests of the files last read, so the poll reads
+    /// only files that changed.
+    memo: Mutex<FileMemo>,
     /// When each expiry warning was last logged.
     pub(super) warned: Mutex<HashMap<String, Instant>>,
     /// Counts finished reload attempts (success or failure), after their
@@ -133,6 +139,7 @@ impl<T> Reloadable<T> {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             failed: Mutex::new(None),
+            memo: Mutex::new(FileMemo::default()),
             warned: Mutex::new(HashMap::new()),
             attempts: watch::Sender::new(0),
         }
@@ -200,6 +207,11 @@ impl<T: Loadable> Reloadable<T> {
     /// from what is in service. A failure is logged (naming `what`),
     /// recorded and counted here; a success is recorded by the caller once
     /// its effects are done ([`Reloadable::done`]).
+    ///
+    /// The poll (not `forced`) first compares the files' stamps with what
+    /// it read before ([`Sources::fingerprint`]): unchanged files are not
+    /// read, and content that is in service or already failed is not read
+    /// whole again. A forced reload (signal, admin) reads every file.
     pub(super) fn attempt(
         &self,
         owner: Owner<'_>,
@@ -208,9 +220,39 @@ impl<T: Loadable> Reloadable<T> {
         forced: bool,
     ) -> Attempt<T> {
         let current = self.load();
-        let material = T::read(src);
+        if !forced {
+            let probe = {
+                let mut memo = lock(&self.memo);
+                T::sources(src).fingerprint(&memo).map(|(digest, next)| {
+                    *memo = next;
+                    digest
+                })
+            };
+            match probe {
+                Ok(d) if d == current.digest() && src == current.source() => {
+                    *lock(&self.failed) = None;
+                    return Attempt::Unchanged;
+                }
+                Ok(d) if lock(&self.failed).as_ref() == Some(&FailedContent::Digest(d)) => {
+                    return Attempt::KnownBad;
+                }
+                Ok(_) => {}
+                // What cannot be looked at cannot be read either.
+                Err(e) => {
+                    let seen = FailedContent::Unreadable(e.to_string());
+                    if lock(&self.failed).as_ref() == Some(&seen) {
+                        return Attempt::KnownBad;
+                    }
+                    return self.failed(owner, trigger, seen, e);
+                }
+            }
+        }
+        let material = Material::read_sources(T::sources(src));
         let seen = match &material {
-            Ok(m) => FailedContent::Digest(m.digest()),
+            Ok(m) => {
+                *lock(&self.memo) = m.remember();
+                FailedContent::Digest(m.digest())
+            }
             Err(e) => FailedContent::Unreadable(e.to_string()),
         };
         if let Ok(m) = &material {
@@ -222,20 +264,8 @@ impl<T: Loadable> Reloadable<T> {
         if !forced && lock(&self.failed).as_ref() == Some(&seen) {
             return Attempt::KnownBad;
         }
-        match material.and_then(|m| T::build(src, &m)) {
-            Err(e) => {
-                let error = e.to_string();
-                *lock(&self.failed) = Some(seen);
-                self.record(trigger, Some(error.clone()));
-                owner_event!(
-                    tracing::Level::ERROR,
-                    owner,
-                    trigger = trigger.as_str(),
-                    error = %error,
-                    "TLS reload failed: the previous certificate, key, CAs and CRLs stay in service"
-                );
-                Attempt::Failed(error)
-            }
+        match material.and_then(|m| T::build(src, &m, &current)) {
+            Err(e) => self.failed(owner, trigger, seen, e),
             Ok(new) => {
                 *lock(&self.failed) = None;
                 let new = Arc::new(new);
@@ -243,6 +273,28 @@ impl<T: Loadable> Reloadable<T> {
                 Attempt::Swapped { old: current, new }
             }
         }
+    }
+
+    /// Logs, records and counts a failed attempt on `seen` content; the
+    /// poll does not report that content again.
+    fn failed(
+        &self,
+        owner: Owner<'_>,
+        trigger: Trigger,
+        seen: FailedContent,
+        e: TlsLoadError,
+    ) -> Attempt<T> {
+        let error = e.to_string();
+        *lock(&self.failed) = Some(seen);
+        self.record(trigger, Some(error.clone()));
+        owner_event!(
+            tracing::Level::ERROR,
+            owner,
+            trigger = trigger.as_str(),
+            error = %error,
+            "TLS reload failed: the previous certificate, key, CAs and CRLs stay in service"
+        );
+        Attempt::Failed(error)
     }
 
     /// Records a successful swap, once its effects are done.

@@ -13,6 +13,9 @@
 //! | `crl-expired.pem` | CRL by the CA revoking `revoked`, next update yesterday |
 //! | `crl-empty.pem` | CRL by the CA revoking nothing, next update in 30 days |
 //!
+//! More CAs per test: [`Pki::root_ca`] (any validity) and [`Pki::intermediate`] (issued by the
+//! CA), each a [`TestCa`] that issues client certificates and CRLs.
+//!
 //! RSA is not offered: rcgen cannot generate RSA keys with the `ring` backend.
 
 use std::fs;
@@ -78,6 +81,55 @@ pub enum Signer {
     Impostor,
 }
 
+/// A CA made for one test ([`Pki::root_ca`], [`Pki::intermediate`]): it
+/// issues client certificates and CRLs into the PKI's directory.
+pub struct TestCa {
+    /// `<name>.pem`.
+    pub cert: PathBuf,
+    /// `<name>-key.pem`.
+    pub key: PathBuf,
+    pub cn: String,
+    pub serial: u64,
+    dir: PathBuf,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    /// Issues a client certificate (valid from yesterday for a year).
+    pub fn issue_client(&self, name: &str, cn: &str, serial: u64) -> ClientCert {
+        let now = SystemTime::now();
+        issue(
+            &self.dir,
+            &self.issuer,
+            name,
+            cn,
+            serial,
+            now - DAY,
+            now + 365 * DAY,
+        )
+    }
+
+    /// Writes a CRL revoking `revoked_serials`, dated `this_update`, next
+    /// update in 30 days, with CRL number `crl_number`.
+    pub fn write_crl(
+        &self,
+        file_name: &str,
+        revoked_serials: &[u64],
+        this_update: SystemTime,
+        crl_number: u64,
+    ) -> PathBuf {
+        write_crl_at(
+            &self.dir,
+            &self.issuer,
+            file_name,
+            revoked_serials,
+            this_update,
+            SystemTime::now() + 30 * DAY,
+            crl_number,
+        )
+    }
+}
+
 /// The per-test PKI; the temporary directory is removed on drop.
 #[derive(Debug)]
 pub struct Pki {
@@ -124,6 +176,22 @@ fn new_key() -> KeyPair {
 }
 
 fn make_ca(cn: &str, serial: u64) -> (CertifiedIssuer<'static, KeyPair>, String) {
+    let now = SystemTime::now();
+    let key = new_key();
+    let key_pem = key.serialize_pem();
+    let params = ca_params(cn, serial, now - DAY, now + 3650 * DAY);
+    let issuer = CertifiedIssuer::self_signed(params, key)
+        .unwrap_or_else(|e| panic!("self-sign CA {cn}: {e}"));
+    (issuer, key_pem)
+}
+
+/// Parameters of a CA certificate (CA:TRUE, keyCertSign, cRLSign).
+fn ca_params(
+    cn: &str,
+    serial: u64,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -137,13 +205,9 @@ fn make_ca(cn: &str, serial: u64) -> (CertifiedIssuer<'static, KeyPair>, String)
         KeyUsagePurpose::DigitalSignature,
     ];
     params.serial_number = Some(SerialNumber::from(serial));
-    params.not_before = (SystemTime::now() - DAY).into();
-    params.not_after = (SystemTime::now() + 3650 * DAY).into();
-    let key = new_key();
-    let key_pem = key.serialize_pem();
-    let issuer = CertifiedIssuer::self_signed(params, key)
-        .unwrap_or_else(|e| panic!("self-sign CA {cn}: {e}"));
-    (issuer, key_pem)
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
+    params
 }
 
 /// Issues a client certificate (EKU clientAuth) and writes `client-<name>.pem` / `-key.pem`.
@@ -235,6 +299,27 @@ fn write_crl(
     } else {
         next_update - DAY
     };
+    write_crl_at(
+        dir,
+        issuer,
+        file_name,
+        revoked_serials,
+        this_update,
+        next_update,
+        crl_number,
+    )
+}
+
+/// Writes a CRL signed by `issuer` with every date and the number given.
+fn write_crl_at(
+    dir: &Path,
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    file_name: &str,
+    revoked_serials: &[u64],
+    this_update: SystemTime,
+    next_update: SystemTime,
+    crl_number: u64,
+) -> PathBuf {
     let params = CertificateRevocationListParams {
         this_update: this_update.into(),
         next_update: next_update.into(),
@@ -445,6 +530,75 @@ impl Pki {
     /// `<prefix>-key.pem` and `<prefix>-chain.pem`.
     pub fn issue_server(&self, prefix: &str, serial: u64, signer: Signer) -> ServerCert {
         issue_server(self.dir(), self.issuer(signer), prefix, serial)
+    }
+
+    /// [`write_crl`](Pki::write_crl) by the CA with every date and the
+    /// CRL number given (next update 30 days after `this_update`).
+    pub fn write_crl_at(
+        &self,
+        file_name: &str,
+        revoked_serials: &[u64],
+        this_update: SystemTime,
+        crl_number: u64,
+    ) -> PathBuf {
+        write_crl_at(
+            self.dir(),
+            &self.ca_issuer,
+            file_name,
+            revoked_serials,
+            this_update,
+            this_update + 30 * DAY,
+            crl_number,
+        )
+    }
+
+    /// A self-signed root CA with the validity given, written as
+    /// `<name>.pem` / `<name>-key.pem`.
+    pub fn root_ca(
+        &self,
+        name: &str,
+        cn: &str,
+        serial: u64,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> TestCa {
+        let key = new_key();
+        let key_pem = key.serialize_pem();
+        let issuer =
+            CertifiedIssuer::self_signed(ca_params(cn, serial, not_before, not_after), key)
+                .unwrap_or_else(|e| panic!("self-sign CA {cn}: {e}"));
+        self.test_ca(name, cn, serial, issuer, &key_pem)
+    }
+
+    /// An intermediate CA issued by the CA (valid from yesterday for five
+    /// years), written as `<name>.pem` / `<name>-key.pem`.
+    pub fn intermediate(&self, name: &str, cn: &str, serial: u64) -> TestCa {
+        let now = SystemTime::now();
+        let key = new_key();
+        let key_pem = key.serialize_pem();
+        let mut params = ca_params(cn, serial, now - DAY, now + 5 * 365 * DAY);
+        params.use_authority_key_identifier_extension = true;
+        let issuer = CertifiedIssuer::signed_by(params, key, &self.ca_issuer)
+            .unwrap_or_else(|e| panic!("sign intermediate CA {cn}: {e}"));
+        self.test_ca(name, cn, serial, issuer, &key_pem)
+    }
+
+    fn test_ca(
+        &self,
+        name: &str,
+        cn: &str,
+        serial: u64,
+        issuer: CertifiedIssuer<'static, KeyPair>,
+        key_pem: &str,
+    ) -> TestCa {
+        TestCa {
+            cert: write(self.dir(), &format!("{name}.pem"), &issuer.pem()),
+            key: write(self.dir(), &format!("{name}-key.pem"), key_pem),
+            cn: cn.to_string(),
+            serial,
+            dir: self.dir().to_path_buf(),
+            issuer,
+        }
     }
 
     fn issuer(&self, signer: Signer) -> &CertifiedIssuer<'static, KeyPair> {

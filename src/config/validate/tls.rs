@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::{value, warn_if_exposed, warn_if_writable};
+use super::{duration_or, value, warn_if_exposed, warn_if_writable};
 use crate::config::model::{
     BackendAddr, BackendTlsConfig, CertRefusal, ClientAuth, CrlPolicy, TlsConfig,
+    DEFAULT_CLOCK_SKEW,
 };
 use crate::config::problems::Problems;
 use crate::config::raw::{RawBackendTls, RawTls};
@@ -68,6 +69,18 @@ pub(super) fn validate_tls(
     if let Some(ca) = &ca {
         warn_if_writable(ca, "CA bundle", "which client certificates are trusted", p);
     }
+    let intermediates = t
+        .intermediates
+        .as_ref()
+        .map(|c| existing(c, "intermediate CA bundle", base, p));
+    if let Some(i) = &intermediates {
+        warn_if_writable(
+            i,
+            "intermediate CA bundle",
+            "which client certificates are trusted",
+            p,
+        );
+    }
     let crl: Vec<PathBuf> = t.crl.iter().map(|c| existing(c, "CRL", base, p)).collect();
     for c in &crl {
         warn_if_crl_writable(c, p);
@@ -84,6 +97,9 @@ pub(super) fn validate_tls(
     if !crl.is_empty() && client_auth == ClientAuth::None {
         p.at(span.clone(), "crl is set but client_auth = \"none\": no client certificate would be checked against it");
     }
+    if let (Some(i), ClientAuth::None) = (&t.intermediates, client_auth) {
+        p.at(i.span(), "intermediates is set but client_auth = \"none\": no client certificate or CRL would be checked against them");
+    }
     let cert_refusal = value(&t.cert_refusal).unwrap_or_default();
     if cert_refusal != CertRefusal::TlsAlert && client_auth == ClientAuth::None {
         p.at(
@@ -98,7 +114,9 @@ pub(super) fn validate_tls(
         cert,
         key,
         ca,
+        intermediates,
         crl,
+        clock_skew: duration_or(&t.clock_skew, DEFAULT_CLOCK_SKEW, p),
         client_auth,
         on_revoke: value(&t.on_revoke).unwrap_or_default(),
         crl_policy: CrlPolicy {
