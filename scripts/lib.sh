@@ -205,3 +205,36 @@ start_portcullis() {
     show_log "$log"
     return 1
 }
+
+# --- MariaDB's own test suite (scripts/mtr) -------------------------------------------------
+# Where Debian's mariadb-test package puts mysql-test-run and the suites.
+MTR_DIR="${MTR_DIR:-/usr/share/mysql/mysql-test}"
+
+# Makes sure MariaDB's mysql-test-run (Debian package mariadb-test, with mysqltest and the
+# test files of the main suite; it pulls in mariadb-server and mariadb-client) and perl exist,
+# installing them with apt-get if not. Sets MTR_SCRIPT to the mysql-test-run script.
+ensure_mtr() {
+    ensure_mariadb
+    if ! command -v perl >/dev/null 2>&1 || ! command -v mariadb-test >/dev/null 2>&1 ||
+        [ ! -f "$MTR_DIR/mysql-test-run.pl" ]; then
+        banner "installing mariadb-test (apt-get)"
+        apt_install mariadb-test perl
+    fi
+    MTR_SCRIPT="$MTR_DIR/mariadb-test-run.pl"
+    [ -f "$MTR_SCRIPT" ] || MTR_SCRIPT="$MTR_DIR/mysql-test-run.pl"
+    if [ ! -f "$MTR_SCRIPT" ]; then
+        echo "mysql-test-run not found in $MTR_DIR after installing mariadb-test" >&2
+        return 1
+    fi
+}
+
+# free_tcp_port HOST: a TCP port on HOST (an IP literal) that nobody listens on right now.
+free_tcp_port() {
+    python3 - "$1" <<'PY'
+import socket, sys
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.bind((host, 0))
+print(s.getsockname()[1])
+PY
+}
