@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::either::Either;
 
 use crate::config::{BackendAddr, BackendConfig};
+use crate::protocol::GreetingTemplate;
 use crate::reload::reloadable::Reloadable;
 use crate::tls::ClientTls;
 
@@ -20,6 +22,10 @@ pub struct BackendRuntime {
     pub tls: Option<Reloadable<ClientTls>>,
     /// Sessions routed to it now (least-connections routing).
     active: AtomicI64,
+    /// What its last greeting said (version, capabilities, character set,
+    /// status): portcullis greets clients with it before any backend is
+    /// dialled (docs/design.md §3.9). `None` until one was seen.
+    greeting: ArcSwapOption<GreetingTemplate>,
 }
 
 /// Counts a session on a backend until dropped.
@@ -39,6 +45,31 @@ impl BackendRuntime {
             config,
             tls: tls.map(Reloadable::new),
             active: AtomicI64::new(0),
+            greeting: ArcSwapOption::empty(),
+        }
+    }
+
+    /// What to greet a client with that will be relayed here: the template
+    /// learned from this backend's last greeting, or the fallback before
+    /// one was seen.
+    pub fn greeting(&self) -> std::sync::Arc<GreetingTemplate> {
+        self.greeting
+            .load_full()
+            .unwrap_or_else(|| std::sync::Arc::new(GreetingTemplate::fallback()))
+    }
+
+    /// Whether a greeting was ever learned from this backend.
+    pub fn greeting_learned(&self) -> bool {
+        self.greeting.load().is_some()
+    }
+
+    /// Keeps `t`, learned from a greeting of this backend, when it differs
+    /// from the one kept (a restart or an upgrade of the server).
+    pub fn learn_greeting(&self, t: GreetingTemplate) {
+        if self.greeting.load().as_deref() != Some(&t) {
+            tracing::debug!(backend = %self.config.name, version = %t.server_version,
+                capabilities = %format!("{:#010x}", t.capabilities.0), "learned the backend's greeting");
+            self.greeting.store(Some(std::sync::Arc::new(t)));
         }
     }
 
@@ -97,7 +128,21 @@ pub async fn connect(
         };
         if backend.proxy_protocol {
             let header = crate::proxy_protocol::v2_header(origin.client, origin.local);
-            s.write_all(&header).await?;
+            if let Err(e) = s.write_all(&header).await {
+                // A server at max_connections writes its ERR 1040 and
+                // closes without reading: the header write then fails, but
+                // the ERR is waiting in the socket. Let the greeting read
+                // find it (or the close) rather than call the backend
+                // unreachable.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) {
+                    return Err(e);
+                }
+                tracing::debug!(backend = %backend.name, error = %e,
+                    "the backend closed before reading the PROXY header; reading its answer");
+            }
         }
         Ok(s)
     };

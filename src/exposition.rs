@@ -484,7 +484,7 @@ mod tests {
             public,
             &SessionInfo::default(),
             Err(SessionError::TlsHandshake {
-                reason: "unknown_ca",
+                reason: crate::tls::TlsFailure::UnknownCa,
                 source: std::io::Error::other("bad certificate"),
             }),
         );

@@ -71,6 +71,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod config;
 pub mod exposition;
@@ -79,10 +80,12 @@ pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod monitor;
+pub mod os_user;
 pub mod outcome;
 pub mod packet_io;
 pub mod perm;
 pub mod prefixed;
+pub mod probe;
 pub mod preflight;
 pub mod protocol;
 pub mod proxy_protocol;

@@ -34,6 +34,8 @@ pub struct ListenerRuntime {
     pub topology: Option<Arc<Topology>>,
     pub tls: Option<TlsRuntime>,
     pub slots: Arc<Semaphore>,
+    /// Connections not yet past the door ([`crate::admission`]).
+    pub door: Arc<crate::admission::Door>,
     /// Failover redirect settings, switchable at runtime; read once per
     /// connection at accept time.
     pub failover: ArcSwap<FailoverSettings>,
@@ -72,6 +74,10 @@ impl ListenerRuntime {
     ) -> Self {
         ListenerRuntime {
             slots: Arc::new(Semaphore::new(config.max_connections)),
+            door: Arc::new(crate::admission::Door::new(
+                config.max_unauthenticated,
+                config.max_unauthenticated_per_source,
+            )),
             failover: ArcSwap::from_pointee(config.failover.clone()),
             config,
             route,

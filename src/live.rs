@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::TlsFailure;
+
 /// The registered sessions of one listener.
 #[derive(Default)]
 pub struct LiveSessions {
@@ -35,13 +37,13 @@ pub struct LiveSession {
     pub subject: String,
     pub serial: String,
     revoked: CancellationToken,
-    reason: OnceLock<&'static str>,
+    reason: OnceLock<TlsFailure>,
 }
 
 impl LiveSession {
-    /// Marks the session revoked for `reason` (a TLS failure label) and
+    /// Marks the session revoked for `reason` and
     /// wakes it; true the first time only.
-    pub fn revoke(&self, reason: &'static str) -> bool {
+    pub fn revoke(&self, reason: TlsFailure) -> bool {
         if self.reason.set(reason).is_err() {
             return false;
         }
@@ -50,9 +52,9 @@ impl LiveSession {
     }
 
     /// Resolves with the reason once the session is revoked.
-    pub async fn revoked(&self) -> &'static str {
+    pub async fn revoked(&self) -> TlsFailure {
         self.revoked.cancelled().await;
-        self.reason.get().copied().unwrap_or("revoked")
+        self.reason.get().copied().unwrap_or(TlsFailure::Revoked)
     }
 }
 
@@ -139,8 +141,8 @@ mod tests {
     async fn revoke_wakes_once_with_the_first_reason() {
         let set = LiveSessions::default();
         let r = register(&set);
-        assert!(r.session.revoke("revoked"));
-        assert!(!r.session.revoke("unknown_ca"));
-        assert_eq!(r.session.revoked().await, "revoked");
+        assert!(r.session.revoke(TlsFailure::Revoked));
+        assert!(!r.session.revoke(TlsFailure::UnknownCa));
+        assert_eq!(r.session.revoked().await, TlsFailure::Revoked);
     }
 }

@@ -85,11 +85,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Preflight::check(&config) {
             Ok(p) => {
+                let (listeners, backends) = (p.config().listeners.len(), p.config().backends.len());
+                probe_backends(p);
                 println!(
-                    "{}: OK ({} listener(s), {} backend(s))",
+                    "{}: OK ({listeners} listener(s), {backends} backend(s))",
                     config.display(),
-                    p.config().listeners.len(),
-                    p.config().backends.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -142,6 +142,36 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// `check`'s last step: asks each backend the start-up probe's questions
+/// ([`portcullis::probe`]) and logs what an operator must know (an account
+/// that trusts portcullis's own OS user). A backend that cannot be asked is
+/// a warning, not a failed check: it may simply not run yet.
+fn probe_backends(p: Preflight) {
+    let (config, material) = p.into_parts();
+    let backends: Vec<_> = config
+        .backends
+        .iter()
+        .cloned()
+        .zip(material.backends)
+        .map(|(b, tls)| std::sync::Arc::new(portcullis::backend::BackendRuntime::new(b, tls)))
+        .collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot probe the backends: no runtime");
+            return;
+        }
+    };
+    let probes = portcullis::probe::report(&backends);
+    let within = async { tokio::time::timeout(portcullis::probe::CHECK_TIMEOUT, probes).await };
+    if runtime.block_on(within).is_err() {
+        tracing::warn!("the backends did not all answer the probe within {:?}", portcullis::probe::CHECK_TIMEOUT);
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -19,6 +19,7 @@ use crate::metrics::ListenerMetrics;
 use crate::packet_io::ReadError;
 use crate::protocol::ErrPacket;
 use crate::session::info::SessionInfo;
+use crate::tls::TlsFailure;
 
 /// ER_UNKNOWN_ERROR (1105, SQLSTATE HY000): the backend cannot be reached
 /// or failed; a server-side error clients display as is. Codes 2000–2999
@@ -28,6 +29,9 @@ pub const ERR_BACKEND_UNAVAILABLE: u16 = 1105;
 /// ER_ACCESS_DENIED_ERROR (1045, SQLSTATE 28000): a client that skips TLS
 /// on a TLS listener, or whose certificate is refused after the handshake.
 pub const ERR_ACCESS_DENIED: u16 = 1045;
+/// ER_NOT_SUPPORTED_AUTH_MODE (1251, SQLSTATE 08004): what a server
+/// answers a client too old for its authentication.
+pub const ERR_NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
 /// ER_CON_COUNT_ERROR, "Too many connections".
 pub const ERR_TOO_MANY_CONNECTIONS: u16 = 1040;
 /// ER_HANDSHAKE_ERROR, "Bad handshake", as mariadbd answers a malformed
@@ -55,17 +59,22 @@ pub enum SessionError {
     #[error("client asked for TLS on a listener that offers none")]
     TlsNotOffered,
     #[error("TLS handshake failed ({reason}): {source}")]
-    TlsHandshake {
-        reason: &'static str,
-        source: io::Error,
-    },
+    TlsHandshake { reason: TlsFailure, source: io::Error },
     /// `cert_refusal = "mysql_error"`: the TLS handshake finished, then the
     /// client certificate was refused with ERR 1045 over TLS. Counted and
     /// logged like a failed handshake.
     #[error("TLS handshake failed ({reason}): client certificate refused after the TLS handshake (cert_refusal = \"mysql_error\"), answered with ERR 1045")]
-    CertificateRefused { reason: &'static str },
+    CertificateRefused { reason: TlsFailure },
     #[error("client protocol error: {0}")]
     ClientProtocol(String),
+    /// A client without CLIENT_PLUGIN_AUTH cannot answer the backend's
+    /// authentication switch, which relaying authentication needs.
+    #[error("client does not support authentication plugins (CLIENT_PLUGIN_AUTH)")]
+    ClientWithoutPluginAuth,
+    /// A login or change of user as the MariaDB user named like
+    /// portcullis's own OS user behind a Unix-socket backend.
+    #[error("refused to log in as {user:?}, portcullis's own OS user, on a Unix-socket backend (unix_socket authentication would accept it on portcullis's identity; allow_proxy_user = true allows it)")]
+    ProxyUserRefused { user: String },
     #[error("client sent a packet too large for the connection phase: {0}")]
     ClientPacketTooLarge(ReadError),
     #[error("client closed the connection during the connection phase")]
@@ -74,10 +83,29 @@ pub enum SessionError {
     ClientIo(io::Error),
     #[error("connection phase not finished within {0:?}")]
     HandshakeTimeout(std::time::Duration),
+    /// No verified certificate (on a plaintext listener, no first packet)
+    /// within `tls_handshake_timeout` of accept.
+    #[error("no TLS handshake with a verified certificate within {0:?} of accept (tls_handshake_timeout)")]
+    TlsHandshakeTimeout(std::time::Duration),
+    /// Closed before it passed the door, to admit a newer connection
+    /// (docs/security.md, "What an unauthenticated peer can cost").
+    #[error("closed before it showed a certificate and a handshake response, to admit a newer connection ({} reached)", .0.as_str())]
+    Evicted(crate::admission::Eviction),
     #[error("backend unavailable: {0}")]
     BackendUnavailable(#[from] ConnectError),
+    /// The backend answered the connect with an ERR instead of a greeting
+    /// ("Too many connections", "Host is blocked"): passed on, after TLS.
     #[error("backend refused the connection with error {code}: {message}")]
-    BackendRefused { code: u16, message: String },
+    BackendRefused {
+        code: u16,
+        sql_state: [u8; 5],
+        message: String,
+    },
+    /// The client set a capability that changes the command phase's bytes
+    /// and that the backend it reached does not have (the greeting
+    /// portcullis learned from it is out of date).
+    #[error("the backend no longer offers capabilities the client was greeted with ({missing:#010x}); the next connection is greeted as the backend is now")]
+    BackendCapabilities { missing: u32 },
     #[error("backend protocol error: {0}")]
     BackendProtocol(String),
     #[error("backend closed the connection during the connection phase")]
@@ -85,10 +113,7 @@ pub enum SessionError {
     #[error("backend I/O error: {0}")]
     BackendIo(io::Error),
     #[error("TLS handshake with the backend failed ({reason}): {source}")]
-    BackendTls {
-        reason: &'static str,
-        source: io::Error,
-    },
+    BackendTls { reason: TlsFailure, source: io::Error },
     #[error("backend does not offer TLS, which [backend.tls] requires")]
     BackendTlsRefused,
     #[error("no backend to route to: {0}")]
@@ -112,12 +137,17 @@ impl SessionError {
                 "tls_handshake_failed"
             }
             SessionError::ClientProtocol(_) => "client_protocol_error",
+            SessionError::ClientWithoutPluginAuth => "client_unsupported",
+            SessionError::ProxyUserRefused { .. } => "proxy_user_refused",
             SessionError::ClientPacketTooLarge(_) => "client_packet_too_large",
             SessionError::ClientClosed => "client_closed",
             SessionError::ClientIo(_) => "client_io_error",
             SessionError::HandshakeTimeout(_) => "handshake_timeout",
+            SessionError::TlsHandshakeTimeout(_) => "tls_handshake_timeout",
+            SessionError::Evicted(_) => "unauthenticated_evicted",
             SessionError::BackendUnavailable(_) => "backend_unavailable",
             SessionError::BackendRefused { .. } => "backend_refused",
+            SessionError::BackendCapabilities { .. } => "backend_capabilities_changed",
             SessionError::BackendProtocol(_) => "backend_protocol_error",
             SessionError::BackendClosed => "backend_closed",
             SessionError::BackendIo(_) => "backend_io_error",
@@ -134,6 +164,7 @@ impl SessionError {
         match self {
             SessionError::BackendUnavailable(_)
             | SessionError::BackendRefused { .. }
+            | SessionError::BackendCapabilities { .. }
             | SessionError::BackendProtocol(_)
             | SessionError::BackendClosed
             | SessionError::BackendIo(_)
@@ -141,6 +172,7 @@ impl SessionError {
             | SessionError::BackendTlsRefused
             | SessionError::NoBackend(_) => Fault::Backend,
             SessionError::TooManyConnections(_)
+            | SessionError::Evicted(_)
             | SessionError::Shutdown
             | SessionError::Worker(_) => Fault::Proxy,
             _ => Fault::Client,
@@ -153,7 +185,7 @@ impl SessionError {
         match self {
             SessionError::TlsHandshake { reason, .. }
             | SessionError::CertificateRefused { reason }
-            | SessionError::BackendTls { reason, .. } => Some(reason),
+            | SessionError::BackendTls { reason, .. } => Some(reason.label()),
             _ => None,
         }
     }
@@ -176,8 +208,9 @@ impl SessionError {
                 ERR_ACCESS_DENIED,
                 b"28000",
                 format!(
-                    "portcullis: listener '{name}': TLS client certificate refused ({reason}): {}",
-                    certificate_problem(reason)
+                    "portcullis: listener '{name}': TLS client certificate refused ({}): {}",
+                    reason.label(),
+                    certificate_problem(*reason)
                 ),
             ),
             (SessionError::ClientProtocol(_) | SessionError::ClientPacketTooLarge(_), _) => {
@@ -196,7 +229,27 @@ impl SessionError {
             (e, Stage::BackendTls(b)) if e.fault() == Fault::Backend => unavailable(format!(
                 "database unavailable (TLS to backend '{b}' failed: {e}; try again later)"
             )),
-            (SessionError::BackendRefused { .. }, _) => return None,
+            (
+                SessionError::BackendRefused {
+                    code,
+                    sql_state,
+                    message,
+                },
+                _,
+            ) => ErrPacket::new(*code, sql_state, message.clone()),
+            (SessionError::ClientWithoutPluginAuth, _) => ErrPacket::new(
+                ERR_NOT_SUPPORTED_AUTH_MODE,
+                b"08004",
+                format!("portcullis: listener '{name}': this client does not support authentication plugins (CLIENT_PLUGIN_AUTH), which portcullis needs to relay authentication; upgrade the client"),
+            ),
+            (SessionError::ProxyUserRefused { user }, _) => ErrPacket::new(
+                ERR_ACCESS_DENIED,
+                b"28000",
+                format!("portcullis: listener '{name}': access denied for user '{user}': it is the OS user portcullis runs as, which the database would trust by its Unix socket (unix_socket authentication); log in as another user"),
+            ),
+            (SessionError::BackendCapabilities { .. }, Stage::Connect(b)) => unavailable(format!(
+                "backend '{b}' changed since this connection was greeted (a restart or an upgrade); reconnect"
+            )),
             (e, Stage::Connect(b)) if e.fault() == Fault::Backend => unavailable(format!(
                 "database unavailable (backend '{b}' cannot be reached; try again later)"
             )),
@@ -276,20 +329,22 @@ pub fn bad_handshake() -> ErrPacket {
     ErrPacket::new(ERR_BAD_HANDSHAKE, b"08S01", "Bad handshake")
 }
 
-/// What a refused client certificate's TLS failure label means, for the
-/// person reading the ERR (`cert_refusal = "mysql_error"`).
-fn certificate_problem(reason: &str) -> &'static str {
+/// What a refused client certificate's TLS failure means, for the person
+/// reading the ERR (`cert_refusal = "mysql_error"`).
+fn certificate_problem(reason: TlsFailure) -> &'static str {
     match reason {
-        "no_client_cert" => {
+        TlsFailure::NoClientCert => {
             "no client certificate was presented (connect with --ssl-cert/--ssl-key)"
         }
-        "revoked" => "the client certificate is revoked",
-        "expired" => "the client certificate has expired",
-        "not_yet_valid" => "the client certificate is not valid yet",
-        "unknown_ca" => "the client certificate is not issued by a trusted CA",
-        "unknown_revocation_status" => "no CRL covers the client certificate's issuer",
-        "crl_expired" => "the CRL for the client certificate is past its next update",
-        "wrong_key_usage" => "the client certificate is not for TLS client authentication",
+        TlsFailure::Revoked => "the client certificate is revoked",
+        TlsFailure::Expired => "the client certificate has expired",
+        TlsFailure::NotYetValid => "the client certificate is not valid yet",
+        TlsFailure::UnknownCa => "the client certificate is not issued by a trusted CA",
+        TlsFailure::CaExpired => "the CA that issued the client certificate has expired",
+        TlsFailure::CaNotYetValid => "the CA that issued the client certificate is not valid yet",
+        TlsFailure::UnknownRevocationStatus => "no CRL covers the client certificate's issuer",
+        TlsFailure::CrlExpired => "the CRL for the client certificate is past its next update",
+        TlsFailure::WrongKeyUsage => "the client certificate is not for TLS client authentication",
         _ => "the client certificate is not acceptable",
     }
 }
@@ -309,7 +364,7 @@ pub enum Finished {
     Redirected { target: String },
     /// Closed because newly loaded trust material (CRL, CA bundle) refuses
     /// the client certificate; `reason` is the TLS failure label.
-    Revoked { reason: &'static str },
+    Revoked { reason: TlsFailure },
     /// Routed as `primary` to a server that is no longer the primary, and
     /// closed (`on_primary_change = "close"`).
     PrimaryChanged,
@@ -360,11 +415,19 @@ impl Finished {
 /// How a connection ended, as logged: label, level, error text, TLS reason.
 struct Logged {
     label: &'static str,
-    /// WARN (true) for what an operator should look at — the backend's or
-    /// the proxy's fault — INFO for the clients' own doing.
-    warn: bool,
+    level: Level,
     error: Option<String>,
     tls_reason: Option<&'static str>,
+}
+
+/// How loud a connection's log event is: WARN for what an operator should
+/// look at (the backend's or the proxy's fault), INFO for the clients' own
+/// doing, DEBUG for what is summarized elsewhere.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Debug,
+    Info,
+    Warn,
 }
 
 impl Logged {
@@ -372,19 +435,25 @@ impl Logged {
         match result {
             Ok(f) => Logged {
                 label: f.label(),
-                warn: matches!(
-                    f,
+                level: match f {
                     Finished::RelayError {
                         fault: Fault::Backend,
                         ..
-                    }
-                ),
+                    } => Level::Warn,
+                    _ => Level::Info,
+                },
                 error: f.detail(),
                 tls_reason: None,
             },
             Err(e) => Logged {
                 label: e.label(),
-                warn: e.fault() != Fault::Client,
+                level: match e {
+                    // One a second is logged by the door for all of them:
+                    // a flood must not flood the log.
+                    SessionError::Evicted(_) => Level::Debug,
+                    e if e.fault() == Fault::Client => Level::Info,
+                    _ => Level::Warn,
+                },
                 error: Some(e.to_string()),
                 tls_reason: e.tls_reason(),
             },
@@ -445,10 +514,10 @@ fn log(
             )
         };
     }
-    if logged.warn {
-        event!(tracing::Level::WARN)
-    } else {
-        event!(tracing::Level::INFO)
+    match logged.level {
+        Level::Warn => event!(tracing::Level::WARN),
+        Level::Info => event!(tracing::Level::INFO),
+        Level::Debug => event!(tracing::Level::DEBUG),
     }
 }
 
@@ -474,7 +543,7 @@ pub fn record(
             if let SessionError::TlsHandshake { reason, .. }
             | SessionError::CertificateRefused { reason } = e
             {
-                metrics.tls_failure(reason);
+                metrics.tls_failure(reason.label());
             }
             if let SessionError::BackendUnavailable(_)
             | SessionError::BackendTls { .. }
@@ -547,7 +616,7 @@ route = "db"
             )
         );
         assert_eq!(
-            err(&SessionError::CertificateRefused { reason: "revoked" }, &plain, Stage::Door),
+            err(&SessionError::CertificateRefused { reason: TlsFailure::Revoked }, &plain, Stage::Door),
             row(1045, "28000", "portcullis: listener 'public': TLS client certificate refused (revoked): the client certificate is revoked")
         );
         let bad = row(1043, "08S01", "Bad handshake");
@@ -585,7 +654,7 @@ route = "db"
             unreachable
         );
         assert_eq!(
-            err(&SessionError::BackendTls { reason: "unknown_ca", source: io() }, &plain, Stage::BackendTls("db")),
+            err(&SessionError::BackendTls { reason: TlsFailure::UnknownCa, source: io() }, &plain, Stage::BackendTls("db")),
             row(1105, "HY000", "portcullis: listener 'public': database unavailable (TLS to backend 'db' failed: boom; try again later)")
         );
         assert_eq!(
@@ -593,24 +662,40 @@ route = "db"
             row(1105, "HY000", "portcullis: listener 'public': database unavailable (TLS to backend 'db' failed: backend does not offer TLS, which [backend.tls] requires; try again later)")
         );
         assert_eq!(
-            err(&SessionError::BackendTls { reason: "alert_from_backend", source: io() }, &plain, Stage::Authentication("db")),
+            err(&SessionError::BackendTls { reason: TlsFailure::Alert { from: crate::tls::Peer::Backend }, source: io() }, &plain, Stage::Authentication("db")),
             row(1105, "HY000", "portcullis: listener 'public': database unavailable (TLS to backend 'db' failed: boom; try again later)")
         );
         assert_eq!(
             err(&SessionError::BackendIo(io()), &plain, Stage::Authentication("db")),
             row(1105, "HY000", "portcullis: listener 'public': backend 'db' failed during authentication; try again")
         );
-        // No ERR: the client left, the alert said it, or the backend's own
-        // answer is passed on.
+        // The backend's own refusal, passed on with its code and message.
+        assert_eq!(
+            err(
+                &SessionError::BackendRefused {
+                    code: 1040,
+                    sql_state: *b"08004",
+                    message: "Too many connections".into()
+                },
+                &plain,
+                Stage::Connect("db")
+            ),
+            row(1040, "08004", "Too many connections")
+        );
+        assert_eq!(
+            err(&SessionError::ProxyUserRefused { user: "root".into() }, &plain, Stage::Door),
+            row(1045, "28000", "portcullis: listener 'public': access denied for user 'root': it is the OS user portcullis runs as, which the database would trust by its Unix socket (unix_socket authentication); log in as another user")
+        );
+        assert_eq!(
+            err(&SessionError::ClientWithoutPluginAuth, &plain, Stage::Door),
+            row(1251, "08004", "portcullis: listener 'public': this client does not support authentication plugins (CLIENT_PLUGIN_AUTH), which portcullis needs to relay authentication; upgrade the client")
+        );
+        // No ERR: the client left, or the alert said it.
         for e in [
             SessionError::ClientClosed,
             SessionError::Shutdown,
             SessionError::TlsNotOffered,
             SessionError::HandshakeTimeout(Duration::from_secs(1)),
-            SessionError::BackendRefused {
-                code: 1040,
-                message: "Too many connections".into(),
-            },
         ] {
             assert_eq!(err(&e, &plain, Stage::Connect("db")), None, "{e}");
         }
@@ -650,7 +735,7 @@ route = "db"
         };
         record(&m, &Ok(redirected), "db1", Some(Duration::from_millis(2)));
         let tls = SessionError::TlsHandshake {
-            reason: "unknown_ca",
+            reason: TlsFailure::UnknownCa,
             source: io::Error::other("bad certificate"),
         };
         record(&m, &Err(tls), "db1", None);

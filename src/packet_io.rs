@@ -32,6 +32,19 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// A packet of portcullis's own: `payload` (at most one chunk) at `seq`.
+    pub fn new(seq: u8, payload: &[u8]) -> Packet {
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        write_packet(&mut out, seq, payload);
+        Packet {
+            header: PacketHeader {
+                len: payload.len(),
+                seq,
+            },
+            bytes: BytesMut::from(&out[..]),
+        }
+    }
+
     pub fn payload(&self) -> &[u8] {
         &self.bytes[HEADER_LEN..]
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,7 +16,7 @@ use crate::config::{Config, ListenAddr};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
 use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
-use crate::outcome::{self, Finished, SessionError, Stage};
+use crate::outcome::{self, Finished, SessionError};
 use crate::preflight::Preflight;
 use crate::session::{self, SessionInfo};
 use crate::state::{Lifecycle, ListenerState, ProxyState};
@@ -34,12 +34,6 @@ pub enum Shutdown {
     /// Close everything now.
     Now,
 }
-
-/// Connections over a listener's `max_connections` still get a readable
-/// "Too many connections" ERR, but only this many at a time across the
-/// process; beyond that they are closed without a word, since answering
-/// costs a TLS handshake.
-pub const MAX_CONCURRENT_REFUSALS: usize = 256;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +147,6 @@ impl Proxy {
         let workers = self.workers.clone();
         let stop_accepting = CancellationToken::new();
         let close_sessions = CancellationToken::new();
-        let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
         let mut accept_loops = tokio::task::JoinSet::new();
         for (ls, bound) in self.listeners {
             let rt = &ls.runtime;
@@ -167,7 +160,6 @@ impl Proxy {
                 sessions.clone(),
                 stop_accepting.clone(),
                 close_sessions.clone(),
-                refusals.clone(),
             );
             accept_loops.spawn(async move {
                 accept.await;
@@ -194,6 +186,13 @@ impl Proxy {
             workers = workers.len(),
             "serving"
         );
+        // What each backend says (its greeting, for the clients' greetings)
+        // and whether it trusts portcullis's own OS user: in the
+        // background, so a backend that is down does not delay serving.
+        let probed = self.state.backends.clone();
+        let probe = tokio::spawn(async move {
+            crate::probe::report(&probed).await;
+        });
         crate::reload::expiry::warn_at_start(&self.state);
 
         let mode = loop {
@@ -246,6 +245,7 @@ impl Proxy {
         close_sessions.cancel();
         sessions.wait().await;
         stop_watching.cancel();
+        probe.abort();
         let _ = watcher.await;
         if let Some(m) = monitor {
             let _ = m.await;
@@ -269,7 +269,6 @@ async fn accept_loop(
     sessions: TaskTracker,
     stop: CancellationToken,
     close: CancellationToken,
-    refusals: Arc<Semaphore>,
 ) {
     let rt = ls.runtime.clone();
     loop {
@@ -291,55 +290,27 @@ async fn accept_loop(
         let rt = rt.clone();
         let ls = ls.clone();
         let token = close.child_token();
-        match rt.slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                // The socket moves to the worker's own I/O driver: taken off
-                // this runtime's here, registered on the worker's there.
-                let detached = match accepted.detach() {
-                    Ok(d) => d,
-                    Err(e) => {
-                        not_handed_over(&rt, &ls.metrics, e);
-                        continue;
-                    }
-                };
-                workers.spawn(&sessions, async move {
-                    match detached.attach() {
-                        Ok(Accepted::Tcp(s, peer)) => {
-                            let local = s.local_addr().ok();
-                            run_session(s, Some(peer), local, &rt, &ls.metrics, &token).await
-                        }
-                        Ok(Accepted::Unix(s)) => {
-                            run_session(s, None, None, &rt, &ls.metrics, &token).await
-                        }
-                        Err(e) => not_handed_over(&rt, &ls.metrics, e),
-                    }
-                    drop(permit);
-                });
+        // The socket moves to the worker's own I/O driver: taken off this
+        // runtime's here, registered on the worker's there. Connection slots
+        // are taken by the session once the client has passed the door
+        // (docs/design.md §3.9), not here.
+        let detached = match accepted.detach() {
+            Ok(d) => d,
+            Err(e) => {
+                not_handed_over(&rt, &ls.metrics, e);
+                continue;
             }
-            Err(_) => {
-                let Ok(refusal) = refusals.clone().try_acquire_owned() else {
-                    let peer = match &accepted {
-                        Accepted::Tcp(_, p) => p.to_string(),
-                        Accepted::Unix(_) => "unix".to_string(),
-                    };
-                    tracing::warn!(listener = %rt.config.name, %peer, outcome = "too_many_connections", "at max_connections and too many refusals in flight: closing without an answer");
-                    // Counted like every other connection, so accepted ==
-                    // sum of outcomes always holds.
-                    let result = Err(SessionError::TooManyConnections(rt.config.max_connections));
-                    finish_quietly(&rt, &ls.metrics, &result);
-                    continue;
-                };
-                sessions.spawn(async move {
-                    match accepted {
-                        Accepted::Tcp(s, peer) => {
-                            refuse_full(s, Some(peer), &rt, &ls.metrics).await
-                        }
-                        Accepted::Unix(s) => refuse_full(s, None, &rt, &ls.metrics).await,
-                    }
-                    drop(refusal);
-                });
+        };
+        workers.spawn(&sessions, async move {
+            match detached.attach() {
+                Ok(Accepted::Tcp(s, peer)) => {
+                    let local = s.local_addr().ok();
+                    run_session(s, Some(peer), local, &rt, &ls.metrics, &token).await
+                }
+                Ok(Accepted::Unix(s)) => run_session(s, None, None, &rt, &ls.metrics, &token).await,
+                Err(e) => not_handed_over(&rt, &ls.metrics, e),
             }
-        }
+        });
     }
 }
 
@@ -371,26 +342,6 @@ fn not_handed_over(rt: &ListenerRuntime, metrics: &ListenerMetrics, e: std::io::
     tracing::warn!(listener = %rt.config.name, error = %e, "cannot hand the connection to a worker");
     let result = Err(SessionError::Worker(e));
     finish_quietly(rt, metrics, &result);
-}
-
-async fn refuse_full<S: session::ClientIo>(
-    stream: S,
-    peer: Option<SocketAddr>,
-    rt: &ListenerRuntime,
-    metrics: &ListenerMetrics,
-) {
-    let started = Instant::now();
-    let mut info = SessionInfo::default();
-    let full = SessionError::TooManyConnections(rt.config.max_connections);
-    let err = full
-        .client_err(&rt.config, &Stage::Door)
-        .expect("the outcome table answers too_many_connections");
-    let answer = session::refuse(stream, rt, &mut info, &err);
-    let result = match tokio::time::timeout(rt.config.handshake_timeout, answer).await {
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(())) | Err(_) => Err(full),
-    };
-    finish(rt, metrics, peer, &info, &result, started.elapsed());
 }
 
 /// Reports a finished connection (log and counters) per the outcome table.

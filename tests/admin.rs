@@ -264,7 +264,7 @@ token_file = "admin.token"
                     "accepting": true,
                     "active_connections": 0,
                     "total_connections": 0,
-                    "max_connections": 4096,
+                    "max_connections": 128,
                     "failover_mode": "off",
                     "outcomes": {},
                     "certificate": {

@@ -345,16 +345,24 @@ fn deb_contents_unit_and_packaged_config_check() {
     // --- the packaged binary checks the packaged config. Relative TLS paths
     // resolve under the config's directory, here inside the temporary root.
     // `check` also makes sure the admin socket's directory exists, which
-    // systemd's RuntimeDirectory= creates before ExecStartPre=: the config's
-    // only absolute path, /run/portcullis, is moved into the root here.
+    // systemd's RuntimeDirectory= creates before ExecStartPre=, and asks the
+    // backend the start-up probe's questions: the config's absolute paths,
+    // /run/portcullis and /run/mysqld (this machine's own database, which
+    // tests never touch), are moved into the root here.
     let run_dir = root.join("run/portcullis");
     fs::create_dir_all(&run_dir).unwrap();
+    let backend = root.join("run/mysqld/mysqld.sock");
     fs::write(
         &config_path,
-        config.replace(
-            "unix:/run/portcullis/admin.sock",
-            &format!("unix:{}/admin.sock", run_dir.display()),
-        ),
+        config
+            .replace(
+                "unix:/run/portcullis/admin.sock",
+                &format!("unix:{}/admin.sock", run_dir.display()),
+            )
+            .replace(
+                "unix:/run/mysqld/mysqld.sock",
+                &format!("unix:{}", backend.display()),
+            ),
     )
     .unwrap();
     let check = || {
@@ -399,8 +407,18 @@ fn deb_contents_unit_and_packaged_config_check() {
             config_path.display()
         )
     );
-    // Nothing else, in particular no warning about the key's mode.
-    assert_eq!(text(&after.stderr), "");
+    // Nothing else, in particular no warning about the key's mode: only
+    // the probe's word that no database runs behind it here (and, when the
+    // test runs as root, that portcullis should not).
+    let stderr = text(&after.stderr);
+    assert!(
+        stderr.lines().all(|l| l.contains("portcullis::probe")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("start-up probe: the backend could not be asked"),
+        "{stderr}"
+    );
     assert_eq!(after.status.code(), Some(0));
 }
 

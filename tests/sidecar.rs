@@ -366,7 +366,9 @@ async fn plaintext_unix_socket_listener() {
 }
 
 /// A raw client that writes the SSLRequest and its TLS ClientHello in one
-/// write, then checks every sequence id of the connection phase byte-exactly.
+/// write, then checks every sequence id of the connection phase byte-exactly:
+/// portcullis's greeting, TLS, the response, the backend's authentication
+/// switch (docs/design.md §3.9), the answer, the OK.
 #[tokio::test]
 async fn clienthello_in_the_same_write_as_the_sslrequest() {
     let pki = Pki::new();
@@ -379,12 +381,26 @@ async fn clienthello_in_the_same_write_as_the_sslrequest() {
     assert_eq!(greeting[3], 0, "greeting seq");
     let g = portcullis::protocol::Greeting::parse(&greeting[4..]).unwrap();
     assert!(g.capabilities.has(portcullis::protocol::Capabilities::SSL));
+    let (own_scramble, _) = g.scramble(&greeting[4..]).unwrap();
     c.start_tls(&pki, Some(&pki.app)).await.expect("TLS");
 
-    // HandshakeResponse at seq 2 over TLS (the backend sees seq 1).
+    // HandshakeResponse at seq 2 over TLS (the backend sees it at seq 1,
+    // with the plugin renamed): the backend asks again, with its own
+    // scramble, at seq 3 (its seq 2).
     c.write_packet(2, &response_payload("nopass", true)).await;
+    let switch = c.read_packet().await;
+    assert_eq!(switch[3], 3, "AuthSwitchRequest at seq 3 over TLS");
+    let body = &switch[4..];
+    let plugin = b"mysql_native_password\0";
+    assert_eq!(body[0], 0xfe, "AuthSwitchRequest: {switch:?}");
+    assert_eq!(&body[1..1 + plugin.len()], plugin);
+    let scramble = &body[1 + plugin.len()..];
+    assert_eq!((scramble.len(), scramble[20]), (21, 0), "20 bytes and a NUL");
+    assert_ne!(&scramble[..20], &own_scramble, "the backend's, not portcullis's");
+    // No password: the empty answer, at seq 4; OK at seq 5.
+    c.write_packet(4, b"").await;
     let ok = c.read_packet().await;
-    assert_eq!(ok[3], 3, "OK comes back at seq 3 over TLS");
+    assert_eq!(ok[3], 5, "OK comes back at seq 5 over TLS");
     assert_eq!(ok[4], 0x00, "OK packet: {ok:?}");
 
     // Command phase: sequence ids restart at 0, unshifted.

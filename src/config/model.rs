@@ -31,8 +31,30 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2))
 }
 
-/// Default per-listener cap on concurrent sessions.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default per-listener cap on sessions past the door (each holds a backend
+/// connection): below MariaDB's own default `max_connections` (151), so a
+/// sidecar in front of a default server is refused by portcullis, with its
+/// own message, before the server runs out, and local admin sessions, the
+/// monitor and replicas keep room there. Raise it with the server's.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+/// Default cap on a listener's connections that have not yet passed the
+/// door (TLS with a verified certificate, and the HandshakeResponse). They
+/// cost no backend connection; this bounds what a flood costs portcullis
+/// (a socket and a TLS handshake each). Real clients pass in milliseconds,
+/// and when it is reached the oldest waiting connection is closed, not the
+/// new one ([`crate`]'s admission module): 128 is far more than legitimate
+/// clients ever have in flight at once, and few enough that a flood's
+/// handshakes cannot exhaust memory or file descriptors.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 128;
+/// Default cap on one source's (IPv4 address, IPv6 /64) waiting connections:
+/// a reconnect storm from one application host stays well under it, while
+/// one attacking host cannot fill the listener's whole waiting room.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE: usize = 16;
+/// Default deadline from accept to a verified client certificate (to the
+/// first packet on a plaintext listener): a TLS handshake takes a few
+/// round trips, so 5 s covers a slow WAN with a wide margin, while a client
+/// that stalls is closed long before the whole `handshake_timeout`.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default cap on one connection-phase packet. The server accepts up to 64 KiB
 /// of connect attributes; user, schema and auth data add a little to that.
 pub const DEFAULT_MAX_HANDSHAKE_PACKET: usize = 96 * 1024;
@@ -286,7 +308,13 @@ pub struct ListenerConfig {
     /// `replica` routing skips replicas further behind than this.
     pub max_replica_lag: Option<Duration>,
     pub handshake_timeout: Duration,
+    /// From accept to a verified certificate (TLS listeners) or the first
+    /// packet (plaintext ones).
+    pub tls_handshake_timeout: Duration,
     pub max_connections: usize,
+    /// Connections not yet past the door, in all and per source.
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_source: usize,
     pub max_handshake_packet: usize,
     /// Close a relayed session after this long without a byte either way;
     /// `None` (the default, or `"0s"`) never does: replication links and
@@ -294,6 +322,11 @@ pub struct ListenerConfig {
     pub idle_timeout: Option<Duration>,
     /// An operators' listener: exempt from `failover = "on"`.
     pub admin: bool,
+    /// Let clients log in (and change user) as the MariaDB user named like
+    /// portcullis's own OS user behind a Unix-socket backend, where
+    /// `unix_socket` authentication would accept them on portcullis's
+    /// identity. Off by default (docs/security.md).
+    pub allow_proxy_user: bool,
     /// Initial failover settings (changeable at runtime).
     pub failover: FailoverSettings,
     pub tls: Option<TlsConfig>,

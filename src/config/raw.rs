@@ -82,11 +82,16 @@ pub(super) struct RawListener {
     #[serde(default)]
     pub(super) allow_plaintext: bool,
     pub(super) handshake_timeout: Option<Spanned<DurationText>>,
+    pub(super) tls_handshake_timeout: Option<Spanned<DurationText>>,
     pub(super) max_connections: Option<Spanned<usize>>,
+    pub(super) max_unauthenticated: Option<Spanned<usize>>,
+    pub(super) max_unauthenticated_per_source: Option<Spanned<usize>>,
     pub(super) max_handshake_packet: Option<Spanned<usize>>,
     pub(super) idle_timeout: Option<Spanned<DurationText>>,
     #[serde(default)]
     pub(super) admin: bool,
+    #[serde(default)]
+    pub(super) allow_proxy_user: bool,
     pub(super) failover: Option<Spanned<FailoverMode>>,
     pub(super) failover_target: Option<Spanned<String>>,
     pub(super) failover_message: Option<Spanned<String>>,

@@ -10,7 +10,7 @@ use tokio_util::either::Either;
 
 use crate::backend::{self, BackendRuntime, BackendStream};
 use crate::packet_io::{write_own_packet, PacketReader, ReadError};
-use crate::protocol::{Capabilities, ErrPacket, Greeting, ERR_HEADER};
+use crate::protocol::{Capabilities, ErrPacket, Greeting, GreetingTemplate, ERR_HEADER};
 
 /// Packets the monitor reads are small; a result row over this is refused.
 const MAX_PACKET: usize = 1 << 20;
@@ -130,6 +130,10 @@ impl MonitorConn {
         let (scramble, _) = greeting
             .scramble(greeting_pkt.payload())
             .map_err(|e| MonitorError::Protocol(format!("greeting: {e}")))?;
+        // Every greeting seen is what clients are greeted with next.
+        if let Ok(t) = GreetingTemplate::learn(&greeting, greeting_pkt.payload()) {
+            backend.learn_greeting(t);
+        }
         let tls = backend.tls.as_ref().map(|t| t.load());
         let mut caps = Capabilities::CLIENT_MYSQL
             | Capabilities::PROTOCOL_41

@@ -83,47 +83,136 @@ impl Greeting {
     }
 }
 
-/// Capabilities portcullis advertises in a greeting of its own (written when
-/// no backend greeting is relayed: redirect, or backend unavailable).
-const OWN_CAPS: u32 = (1 << 2) // LONG_FLAG
+/// Capabilities portcullis advertises in a greeting of its own when it has
+/// not yet seen one from the backend (redirects, refusals, and the first
+/// connections before any backend answered): what every MariaDB since 10.2
+/// supports, and nothing that changes the command phase's bytes beyond
+/// that, so a client never expects more than the backend it reaches does.
+const FALLBACK_CAPS: u32 = Capabilities::LONG_FLAG
     | Capabilities::CONNECT_WITH_DB
     | Capabilities::PROTOCOL_41
-    | (1 << 13) // TRANSACTIONS
+    | Capabilities::TRANSACTIONS
     | Capabilities::SECURE_CONNECTION
-    | (1 << 16) // MULTI_STATEMENTS
-    | (1 << 17) // MULTI_RESULTS
-    | (1 << 18) // PS_MULTI_RESULTS
+    | Capabilities::MULTI_STATEMENTS
+    | Capabilities::MULTI_RESULTS
+    | Capabilities::PS_MULTI_RESULTS
     | Capabilities::PLUGIN_AUTH
     | Capabilities::CONNECT_ATTRS
     | Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA;
 
-/// The version portcullis announces in its own greeting. The `5.5.5-` prefix
-/// is how MariaDB 10.x greets, so clients treat it as a MariaDB server.
+/// The version portcullis announces in a greeting of its own before it has
+/// seen the backend's. The `5.5.5-` prefix is how MariaDB 10.x greets, so
+/// clients treat it as a MariaDB server.
 pub const OWN_SERVER_VERSION: &str =
     concat!("5.5.5-10.11.0-portcullis-", env!("CARGO_PKG_VERSION"));
 
-/// Builds a greeting payload of portcullis's own with the given 20-byte
-/// scramble (which must not contain NUL bytes).
+/// The authentication plugin portcullis's own greeting names. The client's
+/// answer to it is never used (the backend asks again with its own
+/// scramble, docs/design.md §3.9), but every client can compute one.
+pub const OWN_AUTH_PLUGIN: &str = "mysql_native_password";
+
+/// Capabilities a greeting of portcullis's own never advertises: compressed
+/// framings (the command phase must stay readable for COM_CHANGE_USER) and
+/// `CLIENT_SSL`, which is the listener's to say.
+const NEVER_OFFERED: u32 =
+    Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION | Capabilities::SSL;
+
+/// What a greeting of portcullis's own says besides its scramble and
+/// connection id: the backend's server version, capabilities, character set
+/// and status flags, learned from a greeting the backend sent, so clients
+/// see the server they will talk to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GreetingTemplate {
+    pub server_version: String,
+    /// The lower and upper capability bytes.
+    pub capabilities: Capabilities,
+    /// MariaDB's extended capabilities (0 for MySQL servers).
+    pub extended: u32,
+    pub charset: u8,
+    pub status: u16,
+}
+
+impl GreetingTemplate {
+    /// What portcullis says before it has seen the backend's greeting.
+    pub fn fallback() -> GreetingTemplate {
+        GreetingTemplate {
+            server_version: OWN_SERVER_VERSION.to_string(),
+            capabilities: Capabilities(FALLBACK_CAPS),
+            extended: 0,
+            // utf8mb4_general_ci
+            charset: 45,
+            // SERVER_STATUS_AUTOCOMMIT
+            status: 2,
+        }
+    }
+
+    /// The template of a backend greeting (`payload`, as parsed into `g`).
+    pub fn learn(g: &Greeting, payload: &[u8]) -> Result<GreetingTemplate, ParseError> {
+        let at = g.caps_lower_at;
+        let charset = *payload
+            .get(at + 2)
+            .ok_or(ParseError::malformed(WHAT, "truncated before the character set"))?;
+        let status = payload
+            .get(at + 3..at + 5)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .ok_or(ParseError::malformed(WHAT, "truncated before the status flags"))?;
+        // MariaDB puts its extended capabilities in the last 4 of the 10
+        // reserved bytes, and says so by clearing CLIENT_MYSQL.
+        let extended = if g.capabilities.has(Capabilities::CLIENT_MYSQL) {
+            0
+        } else {
+            payload
+                .get(at + 14..at + 18)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0)
+        };
+        Ok(GreetingTemplate {
+            server_version: g.server_version.clone(),
+            capabilities: g.capabilities,
+            extended,
+            charset,
+            status,
+        })
+    }
+
+    /// The capabilities a greeting from this template advertises on a
+    /// listener with (`tls`) or without TLS.
+    pub fn offered(&self, tls: bool) -> Capabilities {
+        let ssl = if tls { Capabilities::SSL } else { 0 };
+        Capabilities((self.capabilities.0 & !NEVER_OFFERED) | ssl)
+    }
+
+    /// A greeting payload of portcullis's own with the given 20-byte
+    /// scramble (which must not contain NUL bytes), naming
+    /// [`OWN_AUTH_PLUGIN`].
+    pub fn build(&self, scramble: &[u8; 20], connection_id: u32, tls: bool) -> Vec<u8> {
+        let caps = self.offered(tls).0;
+        let mut p = Vec::with_capacity(64 + self.server_version.len());
+        p.push(PROTOCOL_V10);
+        p.extend_from_slice(self.server_version.as_bytes());
+        p.push(0);
+        p.extend_from_slice(&connection_id.to_le_bytes());
+        p.extend_from_slice(&scramble[..8]);
+        p.push(0);
+        p.extend_from_slice(&(caps as u16).to_le_bytes());
+        p.push(self.charset);
+        p.extend_from_slice(&self.status.to_le_bytes());
+        p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+        p.push(21); // scramble length + 1
+        p.extend_from_slice(&[0; 6]);
+        p.extend_from_slice(&self.extended.to_le_bytes());
+        p.extend_from_slice(&scramble[8..]);
+        p.push(0);
+        p.extend_from_slice(OWN_AUTH_PLUGIN.as_bytes());
+        p.push(0);
+        p
+    }
+}
+
+/// Builds a greeting payload of portcullis's own from the fallback template
+/// ([`GreetingTemplate::fallback`]).
 pub fn build_own(scramble: &[u8; 20], connection_id: u32, tls: bool) -> Vec<u8> {
-    let caps = OWN_CAPS | if tls { Capabilities::SSL } else { 0 };
-    let mut p = Vec::with_capacity(96);
-    p.push(PROTOCOL_V10);
-    p.extend_from_slice(OWN_SERVER_VERSION.as_bytes());
-    p.push(0);
-    p.extend_from_slice(&connection_id.to_le_bytes());
-    p.extend_from_slice(&scramble[..8]);
-    p.push(0);
-    p.extend_from_slice(&(caps as u16).to_le_bytes());
-    p.push(45); // utf8mb4_general_ci
-    p.extend_from_slice(&2u16.to_le_bytes()); // SERVER_STATUS_AUTOCOMMIT
-    p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
-    p.push(21); // scramble length + 1
-    p.extend_from_slice(&[0; 6]);
-    p.extend_from_slice(&[0; 4]); // MariaDB extended capabilities: none
-    p.extend_from_slice(&scramble[8..]);
-    p.push(0);
-    p.extend_from_slice(b"mysql_native_password\0");
-    p
+    GreetingTemplate::fallback().build(scramble, connection_id, tls)
 }
 
 #[cfg(test)]
@@ -193,6 +282,49 @@ mod tests {
         let (s, plugin) = g.scramble(&payload).unwrap();
         assert_eq!(&s, b"abcdefghijklmnopqrst");
         assert_eq!(plugin.as_deref(), Some("mysql_native_password"));
+    }
+
+    /// The template keeps what the backend said (version, capabilities,
+    /// MariaDB's extended capabilities, character set, status) and a
+    /// greeting built from it says the same, except compression (never
+    /// offered) and CLIENT_SSL (the listener's), with a new scramble.
+    #[test]
+    fn template_learns_the_backend_and_builds_its_likeness() {
+        let p = mariadb_greeting();
+        let g = Greeting::parse(&p).unwrap();
+        let t = GreetingTemplate::learn(&g, &p).unwrap();
+        assert_eq!(t.server_version, "5.5.5-10.11.19-MariaDB-0+deb12u1");
+        assert_eq!((t.charset, t.status, t.extended), (0x2d, 0x0002, 0x1d));
+        assert_eq!(t.capabilities.0, 0x81ff_f7fe | 0x0800);
+        let built = t.build(b"ijklmnopqrstuvwxyzab", 9, true);
+        let b = Greeting::parse(&built).unwrap();
+        assert_eq!(b.server_version, t.server_version);
+        assert_eq!(b.connection_id, 9);
+        assert_eq!(
+            b.capabilities.0,
+            t.capabilities.0 & !(Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION)
+        );
+        assert_eq!(GreetingTemplate::learn(&b, &built).unwrap().extended, 0x1d);
+        let (scramble, plugin) = b.scramble(&built).unwrap();
+        assert_eq!(&scramble, b"ijklmnopqrstuvwxyzab");
+        assert_eq!(plugin.as_deref(), Some("mysql_native_password"));
+        let plain = Greeting::parse(&t.build(&[b'x'; 20], 9, false)).unwrap();
+        assert!(!plain.capabilities.has(Capabilities::SSL));
+    }
+
+    #[test]
+    fn own_greeting_is_the_fallback_template_byte_for_byte() {
+        let mut want = vec![0x0a];
+        want.extend_from_slice(OWN_SERVER_VERSION.as_bytes());
+        want.push(0);
+        want.extend_from_slice(&[7, 0, 0, 0]);
+        want.extend_from_slice(b"abcdefgh\0");
+        // LONG_FLAG|CONNECT_WITH_DB|PROTOCOL_41|SSL|TRANSACTIONS|SECURE_CONNECTION,
+        // charset 45, status 2, MULTI_*|PS_MULTI|PLUGIN_AUTH|ATTRS|LENENC.
+        want.extend_from_slice(&[0x0c, 0xaa, 0x2d, 0x02, 0x00, 0x3f, 0x00, 21]);
+        want.extend_from_slice(&[0; 10]);
+        want.extend_from_slice(b"ijklmnopqrst\0mysql_native_password\0");
+        assert_eq!(build_own(b"abcdefghijklmnopqrst", 7, true), want);
     }
 
     #[test]

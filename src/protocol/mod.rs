@@ -13,7 +13,7 @@ pub mod response;
 
 pub use caps::Capabilities;
 pub use err::{ErrPacket, ERR_HEADER};
-pub use greeting::Greeting;
+pub use greeting::{Greeting, GreetingTemplate};
 pub use packet::{PacketHeader, HEADER_LEN, MAX_CHUNK};
 pub use response::HandshakeResponse;
 

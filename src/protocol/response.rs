@@ -46,9 +46,24 @@ pub fn set_ssl(payload: &mut [u8], on: bool) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandshakeResponse {
     pub capabilities: Capabilities,
+    /// MariaDB's extended capabilities (bytes 28..32 of the fixed prefix).
+    pub extended: u32,
     pub user: String,
     pub database: Option<String>,
     pub auth_plugin: Option<String>,
+    /// Where the parts after the fixed prefix lie in the payload.
+    layout: Layout,
+}
+
+/// Offsets of a HandshakeResponse's variable parts, for rewriting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// The user name (without its NUL).
+    user: (usize, usize),
+    /// The database field with its NUL, when present.
+    database: Option<(usize, usize)>,
+    /// The connection attributes block (length included), when present.
+    attributes: Option<(usize, usize)>,
 }
 
 impl HandshakeResponse {
@@ -59,7 +74,14 @@ impl HandshakeResponse {
         if payload.len() < SSL_REQUEST_LEN {
             return Err(ParseError::malformed(WHAT, "shorter than its fixed header"));
         }
+        let e = &payload[28..32];
+        let extended = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
         let (user, mut pos) = nul_str(payload, SSL_REQUEST_LEN, WHAT)?;
+        let mut layout = Layout {
+            user: (SSL_REQUEST_LEN, SSL_REQUEST_LEN + user.len()),
+            database: None,
+            attributes: None,
+        };
         // Auth response, encoded one of three ways depending on capabilities.
         if capabilities.has(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
             let (len, p) = lenenc_int(payload, pos, WHAT)?;
@@ -76,6 +98,7 @@ impl HandshakeResponse {
         if capabilities.has(Capabilities::CONNECT_WITH_DB) && pos < payload.len() {
             let (db, p) = nul_str(payload, pos, WHAT)?;
             database = Some(String::from_utf8_lossy(db).into_owned());
+            layout.database = Some((pos, p));
             pos = p;
         }
         let mut auth_plugin = None;
@@ -86,14 +109,73 @@ impl HandshakeResponse {
         }
         if capabilities.has(Capabilities::CONNECT_ATTRS) && pos < payload.len() {
             let (len, p) = lenenc_int(payload, pos, WHAT)?;
-            take(payload, p, len, WHAT)?;
+            let (_, end) = take(payload, p, len, WHAT)?;
+            layout.attributes = Some((pos, end));
         }
         Ok(HandshakeResponse {
             capabilities,
+            extended,
             user: String::from_utf8_lossy(user).into_owned(),
             database,
             auth_plugin,
+            layout,
         })
+    }
+
+    /// The response to relay to the backend in place of the client's
+    /// `payload` (which this was parsed from): the same fixed prefix, user,
+    /// database and connection attributes, but no auth data and `plugin` as
+    /// the auth plugin. Naming a plugin the account does not use makes
+    /// MariaDB answer with an AuthSwitchRequest carrying the account's
+    /// plugin and the backend's own scramble, which the client then answers
+    /// (docs/design.md §3.9). Needs CLIENT_PLUGIN_AUTH, which it sets.
+    pub fn for_auth_switch(&self, payload: &[u8], plugin: &str) -> Vec<u8> {
+        let l = &self.layout;
+        let mut out = Vec::with_capacity(payload.len() + plugin.len());
+        out.extend_from_slice(&payload[..SSL_REQUEST_LEN]);
+        out[..4].copy_from_slice(&(self.capabilities.0 | Capabilities::PLUGIN_AUTH).to_le_bytes());
+        out.extend_from_slice(&payload[l.user.0..l.user.1]);
+        out.push(0);
+        // Empty auth data: a zero length (length-encoded or one byte), or
+        // an empty NUL-terminated string; one 0x00 byte in every encoding.
+        out.push(0);
+        if self.capabilities.has(Capabilities::CONNECT_WITH_DB) {
+            match l.database {
+                Some((from, to)) => out.extend_from_slice(&payload[from..to]),
+                None => out.push(0),
+            }
+        }
+        out.extend_from_slice(plugin.as_bytes());
+        out.push(0);
+        if let Some((from, to)) = l.attributes {
+            out.extend_from_slice(&payload[from..to]);
+        }
+        out
+    }
+
+    /// The connection attributes (`_client_name`, `_client_version`, …) of
+    /// `payload`, the bytes this was parsed from, as key/value pairs; empty
+    /// when there are none or they do not parse.
+    pub fn attributes<'a>(&self, payload: &'a [u8]) -> Vec<(&'a [u8], &'a [u8])> {
+        let Some((from, to)) = self.layout.attributes else {
+            return Vec::new();
+        };
+        let block = &payload[from..to];
+        let Ok((_, mut pos)) = lenenc_int(block, 0, WHAT) else {
+            return Vec::new();
+        };
+        let mut pairs = Vec::new();
+        let field = |pos: usize| -> Result<(&'a [u8], usize), ParseError> {
+            let (len, p) = lenenc_int(block, pos, WHAT)?;
+            take(block, p, len, WHAT)
+        };
+        while pos < block.len() {
+            let Ok((key, p)) = field(pos) else { break };
+            let Ok((value, p)) = field(p) else { break };
+            pairs.push((key, value));
+            pos = p;
+        }
+        pairs
     }
 }
 
@@ -130,6 +212,56 @@ mod tests {
         assert_eq!(r.user, "app");
         assert_eq!(r.database.as_deref(), Some("shop"));
         assert_eq!(r.auth_plugin.as_deref(), Some("mysql_native_password"));
+    }
+
+    /// The rewrite keeps everything but the auth data and the plugin name;
+    /// what it produces parses back with the same identity and attributes.
+    #[test]
+    fn rewrite_for_auth_switch_keeps_identity_and_attributes() {
+        let caps = CAPS | Capabilities::CONNECT_ATTRS;
+        let mut p = response(caps, b"app", &[7; 20], Some(b"shop"));
+        let attrs: &[u8] = &[
+            0x1c, 0x0c, b'_', b'c', b'l', b'i', b'e', b'n', b't', b'_', b'n', b'a', b'm', b'e',
+            0x0e, b'M', b'a', b'r', b'i', b'a', b'D', b'B', b' ', b'c', b'o', b'n', b'n', b'.', b'J',
+        ];
+        p.extend_from_slice(attrs);
+        let r = HandshakeResponse::parse(&p).unwrap();
+        assert_eq!(
+            r.attributes(&p),
+            [(&b"_client_name"[..], &b"MariaDB conn.J"[..])]
+        );
+        let out = r.for_auth_switch(&p, "portcullis_auth_switch");
+        let mut want = p[..SSL_REQUEST_LEN].to_vec();
+        want.extend_from_slice(b"app\0\0shop\0portcullis_auth_switch\0");
+        want.extend_from_slice(attrs);
+        assert_eq!(out, want);
+        let back = HandshakeResponse::parse(&out).unwrap();
+        assert_eq!(back.user, "app");
+        assert_eq!(back.database.as_deref(), Some("shop"));
+        assert_eq!(back.auth_plugin.as_deref(), Some("portcullis_auth_switch"));
+        assert_eq!(back.attributes(&out), r.attributes(&p));
+    }
+
+    /// A client that names no plugin and no database gets both fields it
+    /// needs added: CLIENT_PLUGIN_AUTH set, an empty database where
+    /// CONNECT_WITH_DB says one follows.
+    #[test]
+    fn rewrite_adds_the_plugin_a_client_left_out() {
+        let caps = Capabilities::PROTOCOL_41
+            | Capabilities::SECURE_CONNECTION
+            | Capabilities::CONNECT_WITH_DB;
+        let mut p = caps.to_le_bytes().to_vec();
+        p.extend_from_slice(&[0; 28]);
+        p.extend_from_slice(b"u\0");
+        p.push(20);
+        p.extend_from_slice(&[1; 20]);
+        let r = HandshakeResponse::parse(&p).unwrap();
+        let out = r.for_auth_switch(&p, "x");
+        let back = HandshakeResponse::parse(&out).unwrap();
+        assert!(back.capabilities.has(Capabilities::PLUGIN_AUTH));
+        assert_eq!(back.database.as_deref(), Some(""));
+        assert_eq!(back.auth_plugin.as_deref(), Some("x"));
+        assert_eq!(&out[SSL_REQUEST_LEN..], b"u\0\0\0x\0");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::tls::TlsFailure;
 use crate::config::{BackendTlsConfig, OnRevoke, TlsConfig};
 use crate::sync::lock;
 use crate::time::{rfc3339, unix_seconds};
@@ -352,11 +353,12 @@ pub fn refuse_live(
     rt: &TlsRuntime,
     on_revoke: OnRevoke,
     s: &crate::live::LiveSession,
-    reason: &'static str,
+    reason_enum: TlsFailure,
 ) {
+    let reason = reason_enum.label();
     match on_revoke {
         OnRevoke::Close => {
-            if s.revoke(reason) {
+            if s.revoke(reason_enum) {
                 rt.revoked_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(listener, subject = %s.subject, serial = %s.serial, reason,
                     "closing a live session: its client certificate is refused by the new trust material");

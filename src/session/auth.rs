@@ -12,9 +12,9 @@ use crate::listener::ListenerRuntime;
 use crate::outcome::{SessionError, Stage};
 use crate::packet_io::{write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::err::OK_HEADER;
-use crate::protocol::response;
-use crate::protocol::{ErrPacket, ERR_HEADER};
-use crate::tls;
+use crate::protocol::response::{self, HandshakeResponse};
+use crate::protocol::{Capabilities, ErrPacket, Greeting, GreetingTemplate, ERR_HEADER};
+use crate::tls::{self, Peer, TlsFailure};
 
 /// The backend stream after the optional outbound TLS upgrade.
 pub(super) type BackendConn =
@@ -56,6 +56,56 @@ pub(super) async fn backend_greeting(
             },
         )),
     }
+}
+
+/// Dials the backend and reads its greeting (learning it for the next
+/// clients' greetings). A backend that answers with an ERR instead ("Too
+/// many connections", "Host is blocked") is refused with its own code and
+/// message, which the client gets over its TLS (docs/design.md §3.6).
+pub(super) async fn greet(
+    target: &BackendRuntime,
+    origin: backend::Origin,
+    limit: usize,
+) -> Result<(BackendStream, PacketReader, Greeting, GreetingTemplate), SessionError> {
+    let (backend, reader, packet) = backend_greeting(target, origin, limit).await?;
+    let payload = packet.payload();
+    if payload.first() == Some(&ERR_HEADER) {
+        let e = ErrPacket::parse(payload).map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
+        return Err(SessionError::BackendRefused {
+            code: e.code,
+            sql_state: e.sql_state,
+            message: e.message,
+        });
+    }
+    let greeting = Greeting::parse(payload)
+        .map_err(|e| SessionError::BackendProtocol(format!("bad greeting: {e}")))?;
+    let template = GreetingTemplate::learn(&greeting, payload)
+        .map_err(|e| SessionError::BackendProtocol(format!("bad greeting: {e}")))?;
+    target.learn_greeting(template.clone());
+    Ok((backend, reader, greeting, template))
+}
+
+/// Whether the backend has every capability the client agreed on that
+/// shapes the command phase's bytes. The client was greeted with `offered`
+/// (what portcullis last learned of this backend); a backend restarted as
+/// another version since may lack some, and the client must then reconnect
+/// (and is greeted as the backend is now). Bits a client sets that nobody
+/// offered (mysql2 sets MySQL 8's on every server) are the server's to
+/// ignore, as it does.
+pub(super) fn compatible(
+    response: &HandshakeResponse,
+    offered: &GreetingTemplate,
+    backend: &GreetingTemplate,
+) -> Result<(), SessionError> {
+    let agreed = response.capabilities.0 & offered.capabilities.0;
+    let missing = agreed & Capabilities::PROTOCOL_SHAPING & !backend.capabilities.0;
+    let missing_extended = response.extended & offered.extended & !backend.extended;
+    if missing != 0 || missing_extended != 0 {
+        return Err(SessionError::BackendCapabilities {
+            missing: missing | missing_extended,
+        });
+    }
+    Ok(())
 }
 
 /// With `[backend.tls]`: sends the SSLRequest (the response's fixed prefix
@@ -116,10 +166,7 @@ fn backend_read_error(e: ReadError) -> SessionError {
                 .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some()) =>
         {
             SessionError::BackendTls {
-                reason: match tls::failure_reason(&source) {
-                    "alert_from_client" => "alert_from_backend",
-                    r => r,
-                },
+                reason: TlsFailure::from_io(&source, Peer::Backend),
                 source,
             }
         }

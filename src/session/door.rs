@@ -4,22 +4,27 @@
 //! handshake"), with the lingering closes that keep those answers from
 //! being overtaken by a TCP reset.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use super::info::SessionInfo;
 use super::{ClientIo, ClientStream};
+use crate::backend::BackendRuntime;
+use crate::config::BackendAddr;
 use crate::listener::ListenerRuntime;
 use crate::outcome::{SessionError, Stage};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::greeting;
 use crate::protocol::response::{self, HandshakeResponse};
-use crate::protocol::ErrPacket;
-use crate::tls::{self, CertInfo};
+use crate::protocol::{Capabilities, ErrPacket};
+use crate::tls::{self, CertInfo, Peer, TlsFailure};
 
 /// Upper bounds for [`linger_close`]: how long, and how many bytes, to keep
 /// reading from a client whose TLS handshake failed.
@@ -32,19 +37,22 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// Reads the client's first packet with exact reads and, on a TLS listener,
-/// runs the TLS handshake on the same socket. Returns the (possibly
-/// upgraded) stream and, on a plaintext listener, the HandshakeResponse
-/// already read.
+/// runs the TLS handshake on the same socket, both before `deadline`
+/// (accept + `tls_handshake_timeout`). Returns the (possibly upgraded)
+/// stream and, on a plaintext listener, the HandshakeResponse already read.
 pub(super) async fn upgrade<S: ClientIo>(
     mut client: S,
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
     tls: Option<&tls::ServerTls>,
     greeting_seq: u8,
+    deadline: Instant,
 ) -> Result<(ClientStream<S>, Option<Packet>), SessionError> {
     let limit = listener.config.max_handshake_packet;
     let expected = greeting_seq.wrapping_add(1);
-    let first = match read_packet_exact(&mut client, limit, true).await {
+    let late = || SessionError::TlsHandshakeTimeout(listener.config.tls_handshake_timeout);
+    let read = tokio::time::timeout_at(deadline, read_packet_exact(&mut client, limit, true));
+    let first = match read.await.map_err(|_| late())? {
         Ok(p) => p,
         // A raw TLS client cannot read a plaintext ERR: just close.
         Err(ReadError::LooksLikeTls) => return Err(SessionError::TlsWithoutSslRequest),
@@ -62,7 +70,7 @@ pub(super) async fn upgrade<S: ClientIo>(
     let wants_tls = response::is_ssl_request(first.payload());
     match (tls, wants_tls) {
         (Some(tls), true) => {
-            let stream = accept_tls(client, listener, info, tls).await?;
+            let stream = accept_tls(client, listener, info, tls, deadline).await?;
             Ok((Either::Right(Box::new(stream)), None))
         }
         (Some(_), false) => {
@@ -86,9 +94,12 @@ async fn accept_tls<S: ClientIo>(
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
     tls: &tls::ServerTls,
+    deadline: Instant,
 ) -> Result<tokio_rustls::server::TlsStream<S>, SessionError> {
     let acceptor = TlsAcceptor::from(tls.config.clone());
-    let stream = match acceptor.accept(client).into_fallible().await {
+    let accept = tokio::time::timeout_at(deadline, acceptor.accept(client).into_fallible());
+    let late = SessionError::TlsHandshakeTimeout(listener.config.tls_handshake_timeout);
+    let stream = match accept.await.map_err(|_| late)? {
         Ok(stream) => stream,
         Err((source, client)) => {
             // At most half the handshake timeout, so that a client that
@@ -99,7 +110,7 @@ async fn accept_tls<S: ClientIo>(
             )
             .await;
             return Err(SessionError::TlsHandshake {
-                reason: tls::failure_reason(&source),
+                reason: TlsFailure::from_io(&source, Peer::Client),
                 source,
             });
         }
@@ -134,7 +145,7 @@ pub(super) async fn read_response<S: ClientIo>(
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
     expected_seq: u8,
-) -> Result<Packet, SessionError> {
+) -> Result<(Packet, HandshakeResponse), SessionError> {
     let resp = match first {
         Some(p) => p,
         None => match reader
@@ -147,9 +158,9 @@ pub(super) async fn read_response<S: ClientIo>(
     };
     match HandshakeResponse::parse(resp.payload()) {
         Ok(parsed) => {
-            info.user = Some(parsed.user);
-            info.database = parsed.database;
-            Ok(resp)
+            info.user = Some(parsed.user.clone());
+            info.database = parsed.database.clone();
+            Ok((resp, parsed))
         }
         Err(e) => {
             let e = SessionError::ClientProtocol(format!("handshake response: {e}"));
@@ -159,14 +170,13 @@ pub(super) async fn read_response<S: ClientIo>(
 }
 
 /// `cert_refusal = "mysql_error"`: the TLS handshake finished but the
-/// client's certificate is refused (`reason`, a [`tls::failure_reason`]
-/// label). Answers the HandshakeResponse with ERR 1045 naming the reason,
+/// client's certificate is refused for `reason`. Answers the HandshakeResponse with ERR 1045 naming the reason,
 /// over TLS, and closes; nothing reaches a backend.
 async fn refuse_certificate<S: ClientIo>(
     mut stream: tokio_rustls::server::TlsStream<S>,
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
-    reason: &'static str,
+    reason: TlsFailure,
 ) -> SessionError {
     let e = SessionError::CertificateRefused { reason };
     let linger_for = LINGER_TIMEOUT.min(listener.config.handshake_timeout / 2);
@@ -190,6 +200,7 @@ pub async fn refuse<S: ClientIo>(
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
     err: &ErrPacket,
+    deadline: Instant,
 ) -> Result<(), SessionError> {
     let tls = listener.tls.as_ref().map(|t| t.material.load());
     let scramble = own_scramble();
@@ -197,7 +208,7 @@ pub async fn refuse<S: ClientIo>(
     write_own_packet(&mut client, 0, &g)
         .await
         .map_err(SessionError::ClientIo)?;
-    let (mut client, first) = upgrade(client, listener, info, tls.as_deref(), 0).await?;
+    let (mut client, first) = upgrade(client, listener, info, tls.as_deref(), 0, deadline).await?;
     let resp = match first {
         Some(p) => p,
         None => PacketReader::new()
@@ -295,9 +306,63 @@ async fn linger<C: AsyncRead + Unpin>(client: &mut C, time: Duration, bytes: usi
     let _ = tokio::time::timeout(time, drain).await;
 }
 
+/// The door's own checks on a client that showed its certificate and its
+/// HandshakeResponse, before any backend is dialled: it can answer an
+/// authentication switch, it does not log in as portcullis's own OS user
+/// behind a Unix-socket backend, and the listener has a connection slot
+/// for it (held until the session ends).
+pub(super) fn admit(
+    listener: &ListenerRuntime,
+    target: &BackendRuntime,
+    response: &HandshakeResponse,
+) -> Result<OwnedSemaphorePermit, SessionError> {
+    if !response.capabilities.has(Capabilities::PLUGIN_AUTH) {
+        return Err(SessionError::ClientWithoutPluginAuth);
+    }
+    refuse_proxy_user(listener, target, &response.user)?;
+    listener
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| SessionError::TooManyConnections(listener.config.max_connections))
+}
+
+/// Behind a Unix-socket backend, mariadbd's `unix_socket` plugin logs in
+/// the account named like the socket peer's OS user — portcullis's — with
+/// nothing from the client. So that user name is refused, at login and at
+/// COM_CHANGE_USER, unless the listener allows it (`allow_proxy_user`).
+pub(super) fn refuse_proxy_user(
+    listener: &ListenerRuntime,
+    target: &BackendRuntime,
+    user: &str,
+) -> Result<(), SessionError> {
+    let unix_backend = matches!(target.config.address, BackendAddr::Unix(_));
+    if unix_backend
+        && !listener.config.allow_proxy_user
+        && crate::os_user::effective_name() == Some(user)
+    {
+        return Err(SessionError::ProxyUserRefused {
+            user: user.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The connection id portcullis's own greeting carries. It cannot be the
+/// backend's thread id, which is only known once the backend is dialled
+/// after the door: ids are taken from the top half of the 32-bit range,
+/// which no MariaDB thread id reaches in practice, so a client's `KILL
+/// QUERY <id>` (the mariadb CLI's Ctrl-C, Connector/J's cancel) is refused
+/// as an unknown thread instead of hitting another session
+/// (docs/design.md §3.9).
+pub(super) fn connection_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    0x8000_0000 | (NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff)
+}
+
 /// A random 20-byte scramble without NUL bytes (the greeting carries it as
 /// a NUL-terminated field).
-fn own_scramble() -> [u8; 20] {
+pub(super) fn own_scramble() -> [u8; 20] {
     let mut s = [0u8; 20];
     rand::fill(&mut s);
     for b in &mut s {

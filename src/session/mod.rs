@@ -23,17 +23,20 @@ mod route;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Evicted, Ticket};
 use crate::backend::BackendRuntime;
 use crate::listener::ListenerRuntime;
 use crate::live::Registration;
 use crate::metrics::ByteCounts;
 use crate::outcome::{Finished, SessionError, Stage};
-use crate::packet_io::PacketReader;
+use crate::packet_io::{write_own_packet, Packet, PacketReader};
 use crate::prefixed::PrefixedIo;
-use crate::protocol::{Capabilities, ErrPacket, Greeting, ERR_HEADER};
+use crate::protocol::Capabilities;
 use crate::relay;
 use crate::reload::reloadable;
 use auth::{AuthEnd, AuthRelay, BackendConn};
@@ -63,7 +66,14 @@ pub async fn serve<S: ClientIo>(
     totals: &ByteCounts,
 ) -> Result<Finished, SessionError> {
     let started = tokio::time::Instant::now();
-    let deadline = listener.config.handshake_timeout;
+    let limit = listener.config.handshake_timeout;
+    // Until it passes the door, the connection waits in the listener's
+    // waiting room (max_unauthenticated), and must show its certificate
+    // within tls_handshake_timeout.
+    let peer = info.origin.client.map(|a| a.ip());
+    let mut ticket = listener.door.admit(peer, &listener.config.name);
+    let evicted = ticket.signal();
+    let door = started + listener.config.tls_handshake_timeout;
 
     // Redirect: decided at accept time from one snapshot of the settings,
     // answered after TLS and the HandshakeResponse, without a backend.
@@ -75,45 +85,46 @@ pub async fn serve<S: ClientIo>(
                     let packet = failover.packet_to(&t);
                     (t, packet)
                 }
-                Err(why) => return Box::pin(refuse_no_backend(client, listener, info, why)).await,
+                Err(why) => {
+                    let refusal = Box::pin(refuse_no_backend(client, listener, info, why, door));
+                    return until_done(refusal, None, cancel, &evicted).await;
+                }
             };
-            let answer = Box::pin(refuse(client, listener, info, &packet));
-            return match tokio::select! {
-                r = tokio::time::timeout(deadline, answer) => r,
-                _ = cancel.cancelled() => return Err(SessionError::Shutdown),
-            } {
-                Ok(Ok(())) => Ok(Finished::Redirected { target }),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(SessionError::HandshakeTimeout(deadline)),
-            };
+            let answer = Box::pin(refuse(client, listener, info, &packet, door));
+            until_done(answer, Some(limit), cancel, &evicted).await?;
+            return Ok(Finished::Redirected { target });
         }
     }
 
     // Route: the backend for this connection, from the topology snapshot
     // now (a `primary` route may wait up to primary_wait for one).
-    let route = tokio::select! {
-        r = resolve_route(listener) => r,
-        _ = cancel.cancelled() => return Err(SessionError::Shutdown),
-    };
+    let route = until_done(
+        async { Ok(resolve_route(listener).await) },
+        None,
+        cancel,
+        &evicted,
+    )
+    .await?;
     let (target, tenure) = match route {
         Ok(r) => r,
-        Err(why) => return Box::pin(refuse_no_backend(client, listener, info, why)).await,
+        Err(why) => {
+            let refusal = Box::pin(refuse_no_backend(client, listener, info, why, door));
+            return until_done(refusal, None, cancel, &evicted).await;
+        }
     };
     let _routed = target.route_session();
     // Boxed: the connection phase's state (TLS accept, packet readers) is
     // several KiB and would otherwise stay in every idle session's task.
-    let phase = tokio::time::timeout(
-        deadline,
-        Box::pin(connection_phase(client, listener, &target, info)),
-    );
-    let (mut client, mut backend) = tokio::select! {
-        r = phase => match r {
-            Ok(Ok(Phase::Ready { client, backend })) => (client, backend),
-            Ok(Ok(Phase::AuthRejected { code })) => return Ok(Finished::AuthRejected { code }),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(SessionError::HandshakeTimeout(deadline)),
-        },
-        _ = cancel.cancelled() => return Err(SessionError::Shutdown),
+    let phase = Box::pin(connection_phase(client, listener, &target, info, &mut ticket, door));
+    let (mut client, mut backend, _slot) = match until_done(phase, Some(limit), cancel, &evicted)
+        .await?
+    {
+        Phase::Ready {
+            client,
+            backend,
+            _slot,
+        } => (client, backend, _slot),
+        Phase::AuthRejected { code } => return Ok(Finished::AuthRejected { code }),
     };
     info.handshake_done = Some(started.elapsed());
     let live = register_live(listener, &client, info);
@@ -146,6 +157,30 @@ pub async fn serve<S: ClientIo>(
     Ok(finished)
 }
 
+/// Runs one step of the connection phase until it is done, or `limit`
+/// (the handshake timeout) passes, or portcullis shuts down, or the
+/// connection — still waiting at the door — is closed to make room.
+async fn until_done<T>(
+    work: impl std::future::Future<Output = Result<T, SessionError>>,
+    limit: Option<Duration>,
+    cancel: &CancellationToken,
+    evicted: &Evicted,
+) -> Result<T, SessionError> {
+    let timed = async {
+        match limit {
+            Some(d) => tokio::time::timeout(d, work)
+                .await
+                .map_err(|_| SessionError::HandshakeTimeout(d))?,
+            None => work.await,
+        }
+    };
+    tokio::select! {
+        r = timed => r,
+        _ = cancel.cancelled() => Err(SessionError::Shutdown),
+        why = evicted.wait() => Err(SessionError::Evicted(why)),
+    }
+}
+
 /// Answers a client the route found no backend for: ERR 1105 with `why`,
 /// after TLS and its handshake response.
 async fn refuse_no_backend<S: ClientIo>(
@@ -153,12 +188,13 @@ async fn refuse_no_backend<S: ClientIo>(
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
     why: String,
+    door: Instant,
 ) -> Result<Finished, SessionError> {
     let e = SessionError::NoBackend(why);
     let err = e
         .client_err(&listener.config, &Stage::Door)
         .expect("the outcome table answers no_backend");
-    let answer = refuse(client, listener, info, &err);
+    let answer = refuse(client, listener, info, &err, door);
     match tokio::time::timeout(listener.config.handshake_timeout, answer).await {
         Ok(Err(e)) => Err(e),
         _ => Err(e),
@@ -204,109 +240,98 @@ fn register_live<'a, S: ClientIo>(
 }
 
 /// A finished connection phase: both legs, each with what was read past
-/// the end of authentication replayed first ([`PrefixedIo`]); or the
-/// backend's refusal of the credentials, passed on.
+/// the end of authentication replayed first ([`PrefixedIo`]), and the
+/// listener's connection slot the session holds; or the backend's refusal
+/// of the credentials, passed on.
 enum Phase<S: ClientIo> {
     Ready {
         client: PrefixedIo<ClientStream<S>>,
         backend: PrefixedIo<BackendConn>,
+        _slot: OwnedSemaphorePermit,
     },
     AuthRejected {
         code: u16,
     },
 }
 
-/// The connection phase with a backend: its greeting (relayed with
-/// CLIENT_SSL as the listener offers TLS), the client's SSLRequest and TLS,
-/// its HandshakeResponse, outbound TLS, and authentication relayed until
-/// the backend's OK or ERR.
+/// The plugin name portcullis puts in the HandshakeResponse it relays, in
+/// place of the client's: no account uses it, so MariaDB answers with an
+/// AuthSwitchRequest for the account's own plugin and its own scramble
+/// (docs/design.md §3.9). Named so that a packet capture says whose it is.
+pub const SWITCH_PLUGIN: &str = "portcullis_auth_switch";
+
+/// The connection phase with a backend (docs/design.md §3.9): portcullis's
+/// own greeting, the client's SSLRequest and TLS, its HandshakeResponse —
+/// the door — and only then the backend: its greeting, outbound TLS, the
+/// client's response with the plugin renamed, and authentication relayed
+/// until the backend's OK or ERR.
 async fn connection_phase<S: ClientIo>(
-    client: S,
+    mut client: S,
     listener: &ListenerRuntime,
     target: &BackendRuntime,
     info: &mut SessionInfo,
+    ticket: &mut Ticket,
+    door: Instant,
 ) -> Result<Phase<S>, SessionError> {
-    let limit = listener.config.max_handshake_packet;
     let name = target.config.name.as_str();
     info.backend = Some(target.config.name.clone());
 
-    // Greeting: connect and read the backend's greeting, both within the
-    // backend's connect timeout. Without one, the client still gets TLS and
-    // then a readable ERR (never an ERR before TLS: docs/design.md §3.6).
-    let (backend, mut backend_reader, mut greeting_pkt) =
-        match auth::backend_greeting(target, info.origin, limit).await {
-            Ok(g) => g,
-            Err(e) => return Err(refuse_at(client, listener, info, e, Stage::Connect(name)).await?),
-        };
-    if greeting_pkt.payload().first() == Some(&ERR_HEADER) {
-        // e.g. "Host is blocked" or "Too many connections": relay as is.
-        let mut client = client;
-        let e = ErrPacket::parse(greeting_pkt.payload())
-            .map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
-        client
-            .write_all(&greeting_pkt.bytes)
-            .await
-            .map_err(SessionError::ClientIo)?;
-        let _ = client.flush().await;
-        return Err(SessionError::BackendRefused {
-            code: e.code,
-            message: e.message,
-        });
-    }
-    let mut greeting = match Greeting::parse(greeting_pkt.payload()) {
-        Ok(g) => g,
-        Err(e) => {
-            let e = SessionError::BackendProtocol(format!("bad greeting: {e}"));
-            return Err(refuse_at(client, listener, info, e, Stage::Connect(name)).await?);
-        }
-    };
+    // Greeting: our own, saying what the backend said last time; nothing
+    // reaches the backend before the client has passed the door.
     let tls = listener.tls.as_ref().map(|t| t.material.load());
-    let backend_offers_tls = greeting.capabilities.has(Capabilities::SSL);
-    greeting.set_ssl(greeting_pkt.payload_mut(), tls.is_some());
-    let mut client = client;
-    client
-        .write_all(&greeting_pkt.bytes)
+    let template = target.greeting();
+    let greeting = template.build(&door::own_scramble(), door::connection_id(), tls.is_some());
+    write_own_packet(&mut client, 0, &greeting)
         .await
         .map_err(SessionError::ClientIo)?;
 
-    // SslRequested / TlsEstablished.
-    let greeting_seq = greeting_pkt.header.seq;
+    // SslRequested / TlsEstablished / ResponseRead: the door.
     let (mut client, first) =
-        door::upgrade(client, listener, info, tls.as_deref(), greeting_seq).await?;
+        door::upgrade(client, listener, info, tls.as_deref(), 0, door).await?;
     let client_tls = matches!(client, Either::Right(_));
-
-    // ResponseRead: the HandshakeResponse, over TLS or (plaintext listener)
-    // the first packet already read. Over TLS it follows the SSLRequest
-    // (greeting seq + 2).
     let mut client_reader = PacketReader::new();
-    let expected_seq = greeting_seq.wrapping_add(1 + u8::from(client_tls));
-    let resp = door::read_response(
+    let (resp, parsed) = door::read_response(
         &mut client,
         &mut client_reader,
         first,
         listener,
         info,
-        expected_seq,
+        1 + u8::from(client_tls),
     )
     .await?;
-
-    // Outbound TLS, then Authenticating.
-    let mut backend = match auth::outbound_tls(
-        backend,
-        &mut backend_reader,
-        target,
-        backend_offers_tls,
-        resp.payload(),
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            let seq = resp.header.seq.wrapping_add(1);
-            auth::tell_client(&mut client, listener, seq, &e, &Stage::BackendTls(name)).await;
-            return Err(e);
-        }
+    // Past the door: no longer waiting (nor evicted to make room); the
+    // client's own answers are told at the next seq.
+    ticket.pass();
+    let seq = resp.header.seq.wrapping_add(1);
+    let slot = match door::admit(listener, target, &parsed) {
+        Ok(slot) => slot,
+        Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::Door).await),
     };
+
+    // Connecting: dial the backend and read its greeting.
+    let (backend, mut backend_reader, greeting, learned) =
+        match auth::greet(target, info.origin, listener.config.max_handshake_packet).await {
+            Ok(g) => g,
+            Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::Connect(name)).await),
+        };
+    if let Err(e) = auth::compatible(&parsed, &template, &learned) {
+        return Err(tell(&mut client, listener, seq, e, Stage::Connect(name)).await);
+    }
+
+    // Outbound TLS, then Authenticating: the client's response with the
+    // plugin renamed, so the backend asks the client with its own scramble.
+    let relayed = Packet::new(
+        resp.header.seq,
+        &parsed.for_auth_switch(resp.payload(), SWITCH_PLUGIN),
+    );
+    let offers_tls = greeting.capabilities.has(Capabilities::SSL);
+    let mut backend =
+        match auth::outbound_tls(backend, &mut backend_reader, target, offers_tls, relayed.payload())
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
+        };
     let end = AuthRelay {
         client: &mut client,
         client_reader: &mut client_reader,
@@ -315,7 +340,7 @@ async fn connection_phase<S: ClientIo>(
         listener,
         target,
     }
-    .run(resp)
+    .run(relayed)
     .await?;
     match end {
         AuthEnd::Rejected { code } => Ok(Phase::AuthRejected { code }),
@@ -323,24 +348,21 @@ async fn connection_phase<S: ClientIo>(
         AuthEnd::Ok => Ok(Phase::Ready {
             client: PrefixedIo::new(client_reader.take_leftover(), client),
             backend: PrefixedIo::new(backend_reader.take_leftover(), backend),
+            _slot: slot,
         }),
     }
 }
 
-/// Answers a client whose backend failed before anything was relayed to
-/// it (`e` at `stage`) with portcullis's own greeting, TLS and the ERR the
-/// outcome table gives; `Ok(e)` hands the error back for the log, `Err`
-/// is what went wrong with the client meanwhile.
-async fn refuse_at<S: ClientIo>(
-    client: S,
+/// Tells a client that passed the door why it is not relayed (`e` at
+/// `stage`: the ERR the outcome table gives, at `seq`, over its TLS),
+/// closes, and hands `e` back for the log.
+async fn tell<S: ClientIo>(
+    client: &mut ClientStream<S>,
     listener: &ListenerRuntime,
-    info: &mut SessionInfo,
+    seq: u8,
     e: SessionError,
     stage: Stage<'_>,
-) -> Result<SessionError, SessionError> {
-    let err = e
-        .client_err(&listener.config, &stage)
-        .expect("the outcome table answers backend failures");
-    refuse(client, listener, info, &err).await?;
-    Ok(e)
+) -> SessionError {
+    auth::tell_client(client, listener, seq, &e, &stage).await;
+    e
 }

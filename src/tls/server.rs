@@ -13,7 +13,7 @@ use rustls::{CertificateError, ServerConfig};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::anchors::Anchors;
-use super::failure::error_reason;
+use super::failure::{Peer, TlsFailure};
 use super::identity::{CertInfo, CrlInfo};
 use super::material::{parse_certs, parse_key, valid_leaf, Digest, Material, Part};
 use super::trust::{CrlMarks, Trust};
@@ -169,42 +169,40 @@ impl ServerTls {
 
     /// The verdict on a finished handshake's client certificate chain when
     /// `cert_refusal = "mysql_error"` deferred it ([`Deferred`]): `Err(reason)`
-    /// (a [`TlsFailure`](super::TlsFailure) label) when the client must be
-    /// refused. Always `Ok` when the handshake itself verified the
+    /// when the client must be refused. Always `Ok` when the handshake itself verified the
     /// certificate. Checked on every connection, resumed ones included,
     /// before anything reaches a backend.
     pub fn deferred_verdict(
         &self,
         chain: Option<&[CertificateDer<'static>]>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), TlsFailure> {
         if self.source.cert_refusal != CertRefusal::MysqlError || self.verifier.is_none() {
             return Ok(());
         }
         match chain {
             Some(chain) if !chain.is_empty() => self.recheck(chain, UnixTime::now()),
-            _ if self.source.client_auth == ClientAuth::Required => Err("no_client_cert"),
+            _ if self.source.client_auth == ClientAuth::Required => Err(TlsFailure::NoClientCert),
             _ => Ok(()),
         }
     }
 
     /// Whether a client certificate chain accepted at `verified_at` would
     /// be accepted by this material at that same instant: `Err(reason)`
-    /// (a [`TlsFailure`](super::TlsFailure) label) when it would now be
-    /// refused. Used to re-check live sessions after new CAs, intermediates
+    /// when it would now be refused. Used to re-check live sessions after new CAs, intermediates
     /// or CRLs are loaded; expiry since the handshake is not held against a
     /// session.
     pub fn recheck(
         &self,
         chain: &[CertificateDer<'static>],
         verified_at: UnixTime,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), TlsFailure> {
         let (Some(verifier), Some((leaf, intermediates))) = (&self.verifier, chain.split_first())
         else {
             return Ok(());
         };
         verifier
             .verify(leaf, intermediates, verified_at)
-            .map_err(|e| error_reason(&e))
+            .map_err(|e| TlsFailure::from_rustls(&e, Peer::Client))
     }
 }
 

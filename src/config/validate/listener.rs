@@ -11,7 +11,8 @@ use toml::Spanned;
 use super::{duration_or, failover, tls, value};
 use crate::config::model::{
     ListenAddr, ListenerConfig, Route, TlsConfig, TopologyRoute, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKE_PACKET, DEFAULT_PRIMARY_WAIT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKE_PACKET, DEFAULT_MAX_UNAUTHENTICATED,
+    DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE, DEFAULT_PRIMARY_WAIT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
 use crate::config::problems::Problems;
 use crate::config::raw::RawListener;
@@ -84,14 +85,19 @@ fn validate_listener(
         taken.to_bind.push((what, a.clone(), l.address.span()));
     }
     check_plaintext(&l, l_span.clone(), address.as_ref(), tls.as_ref(), p);
-    let max_connections = match &l.max_connections {
-        Some(m) if *m.get_ref() == 0 => {
-            p.at(m.span(), "max_connections must be at least 1");
-            1
-        }
-        Some(m) => *m.get_ref(),
-        None => DEFAULT_MAX_CONNECTIONS,
-    };
+    let max_connections = at_least_one(&l.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS, p);
+    let max_unauthenticated = at_least_one(
+        &l.max_unauthenticated,
+        "max_unauthenticated",
+        DEFAULT_MAX_UNAUTHENTICATED,
+        p,
+    );
+    let max_unauthenticated_per_source = at_least_one(
+        &l.max_unauthenticated_per_source,
+        "max_unauthenticated_per_source",
+        DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE,
+        p,
+    );
     let max_handshake_packet = match &l.max_handshake_packet {
         Some(m) if *m.get_ref() < 1024 || *m.get_ref() > 16 * 1024 * 1024 => {
             p.at(
@@ -105,6 +111,13 @@ fn validate_listener(
     };
     let failover = failover::validate_failover(&l, l_span, address.as_ref(), known.monitor, p);
     let handshake_timeout = duration_or(&l.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, p);
+    let tls_handshake_timeout =
+        duration_or(&l.tls_handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT, p);
+    if tls_handshake_timeout.is_zero() {
+        if let Some(t) = &l.tls_handshake_timeout {
+            p.at(t.span(), "tls_handshake_timeout must be more than zero");
+        }
+    }
     let idle_timeout =
         Some(duration_or(&l.idle_timeout, Duration::ZERO, p)).filter(|d| !d.is_zero());
     let primary_wait = duration_or(&l.primary_wait, DEFAULT_PRIMARY_WAIT, p);
@@ -117,15 +130,36 @@ fn validate_listener(
         address: address.unwrap_or(ListenAddr::Unix(PathBuf::new())),
         route,
         handshake_timeout,
+        tls_handshake_timeout,
         max_connections,
+        max_unauthenticated,
+        max_unauthenticated_per_source,
         max_handshake_packet,
         idle_timeout,
         admin: l.admin,
+        allow_proxy_user: l.allow_proxy_user,
         failover,
         tls,
         on_primary_change: value(&l.on_primary_change).unwrap_or_default(),
         primary_wait,
         max_replica_lag,
+    }
+}
+
+/// A count that must be at least 1, or `default` when not given.
+fn at_least_one(
+    v: &Option<Spanned<usize>>,
+    key: &str,
+    default: usize,
+    p: &mut Problems<'_>,
+) -> usize {
+    match v {
+        Some(m) if *m.get_ref() == 0 => {
+            p.at(m.span(), format!("{key} must be at least 1"));
+            1
+        }
+        Some(m) => *m.get_ref(),
+        None => default,
     }
 }
 

@@ -1,0 +1,330 @@
+//! The door's waiting room: limits on connections that have not yet shown
+//! who they are.
+//!
+//! A connection is *unauthenticated* from accept until it has passed the
+//! door — TLS done with its certificate verified, and its HandshakeResponse
+//! read (docs/design.md §3.9). Such connections cost the backend nothing,
+//! but they cost portcullis a socket, a task and a TLS handshake each, and a
+//! slowloris would hold them open as long as it is allowed to. So each
+//! listener admits at most `max_unauthenticated` of them, and at most
+//! `max_unauthenticated_per_source` from one source (an IPv4 address, or an
+//! IPv6 /64: one host's whole prefix). When a limit is reached the **oldest**
+//! waiting connection (of that source, or overall) is closed to make room,
+//! rather than the new one refused: a real client passes the door in
+//! milliseconds, so only connections that stall long enough to be the
+//! oldest are ever closed, and a flood cannot hold the door shut.
+//!
+//! Admitting and passing take one short mutex hold each; nothing else on
+//! the connection path touches this module.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::sync::lock;
+
+/// Where an unauthenticated connection comes from, for the per-source
+/// limit: an IPv4 address, or the /64 prefix of an IPv6 one (an IPv6 host
+/// usually has a whole /64 to pick addresses from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    V4([u8; 4]),
+    V6([u8; 8]),
+}
+
+impl Source {
+    /// The source of a peer; IPv4-mapped IPv6 counts as IPv4.
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source::V4(v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4.octets()),
+                None => {
+                    let o = v6.octets();
+                    Source::V6([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
+                }
+            },
+        }
+    }
+}
+
+/// Why a waiting connection was closed to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Its source had `max_unauthenticated_per_source` waiting.
+    Source,
+    /// The listener had `max_unauthenticated` waiting.
+    Total,
+}
+
+impl Eviction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Source => "max_unauthenticated_per_source",
+            Eviction::Total => "max_unauthenticated",
+        }
+    }
+}
+
+/// One listener's waiting room.
+pub struct Door {
+    max: usize,
+    per_source: usize,
+    state: Mutex<Waiting>,
+    /// Evictions since start, for the rate-limited log line.
+    evicted: AtomicU64,
+    /// When the eviction log line was last written, and how many evictions
+    /// it had reported by then.
+    logged: Mutex<(Option<Instant>, u64)>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    /// Every waiting connection by arrival: the first is the oldest.
+    by_age: BTreeMap<u64, Entry>,
+    /// The waiting connections of each source, oldest first.
+    by_source: HashMap<Source, VecDeque<u64>>,
+}
+
+struct Entry {
+    source: Option<Source>,
+    evict: Arc<Evict>,
+}
+
+/// The signal that closes an evicted connection, with the reason.
+#[derive(Default)]
+struct Evict {
+    token: CancellationToken,
+    why: std::sync::OnceLock<Eviction>,
+}
+
+/// A connection's place in the waiting room. Dropping it (the connection
+/// ended) or [`pass`](Ticket::pass)ing it (the connection showed who it
+/// is) gives the place back.
+pub struct Ticket {
+    door: Arc<Door>,
+    id: u64,
+    evict: Arc<Evict>,
+    waiting: bool,
+}
+
+impl Door {
+    pub fn new(max: usize, per_source: usize) -> Door {
+        Door {
+            max: max.max(1),
+            per_source: per_source.max(1),
+            state: Mutex::default(),
+            evicted: AtomicU64::new(0),
+            logged: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Admits a new connection from `peer` (`None`: a Unix-socket client,
+    /// which only the total limit applies to), closing the oldest waiting
+    /// one of its source, or overall, when a limit is reached.
+    pub fn admit(self: &Arc<Self>, peer: Option<IpAddr>, listener: &str) -> Ticket {
+        let source = peer.map(Source::of);
+        let evict = Arc::new(Evict::default());
+        let mut evicted = Vec::new();
+        let id = {
+            let mut w = lock(&self.state);
+            if let Some(s) = source {
+                let full = w.by_source.get(&s).is_some_and(|q| q.len() >= self.per_source);
+                if full {
+                    if let Some(oldest) = w.by_source.get(&s).and_then(|q| q.front().copied()) {
+                        evicted.extend(w.remove(oldest).map(|e| (e, Eviction::Source)));
+                    }
+                }
+            }
+            if w.by_age.len() >= self.max {
+                if let Some(oldest) = w.by_age.keys().next().copied() {
+                    evicted.extend(w.remove(oldest).map(|e| (e, Eviction::Total)));
+                }
+            }
+            let id = w.next;
+            w.next += 1;
+            w.by_age.insert(
+                id,
+                Entry {
+                    source,
+                    evict: evict.clone(),
+                },
+            );
+            if let Some(s) = source {
+                w.by_source.entry(s).or_default().push_back(id);
+            }
+            id
+        };
+        for (entry, why) in evicted {
+            let _ = entry.evict.why.set(why);
+            entry.evict.token.cancel();
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            self.log_evictions(listener, why);
+        }
+        Ticket {
+            door: self.clone(),
+            id,
+            evict,
+            waiting: true,
+        }
+    }
+
+    /// Connections waiting now.
+    pub fn waiting(&self) -> usize {
+        lock(&self.state).by_age.len()
+    }
+
+    /// Connections closed to make room since start.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// One WARN line a second at most, with how many were closed since the
+    /// last one: a flood must not flood the log too.
+    fn log_evictions(&self, listener: &str, why: Eviction) {
+        let mut logged = lock(&self.logged);
+        let now = Instant::now();
+        if logged.0.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+            return;
+        }
+        let total = self.evicted.load(Ordering::Relaxed);
+        let since = total - logged.1;
+        *logged = (Some(now), total);
+        drop(logged);
+        tracing::warn!(
+            listener,
+            closed = since,
+            limit = why.as_str(),
+            max_unauthenticated = self.max,
+            max_unauthenticated_per_source = self.per_source,
+            "closing the oldest unauthenticated connections to admit new ones (a flood, or clients that stall before TLS and their handshake response)"
+        );
+    }
+}
+
+/// At most one eviction log line per this long.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl Waiting {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.by_age.remove(&id)?;
+        if let Some(s) = entry.source {
+            if let Some(q) = self.by_source.get_mut(&s) {
+                q.retain(|&x| x != id);
+                if q.is_empty() {
+                    self.by_source.remove(&s);
+                }
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// What wakes a connection that is closed to make room; held apart from
+/// its [`Ticket`], which the connection phase passes.
+pub struct Evicted(Arc<Evict>);
+
+impl Evicted {
+    /// Completes when the connection is closed to make room, with why.
+    pub async fn wait(&self) -> Eviction {
+        self.0.token.cancelled().await;
+        self.0.why.get().copied().unwrap_or(Eviction::Total)
+    }
+}
+
+impl Ticket {
+    /// Completes when this connection is closed to make room, with why.
+    pub async fn evicted(&self) -> Eviction {
+        self.signal().wait().await
+    }
+
+    /// The eviction signal, to wait on while the ticket is lent out.
+    pub fn signal(&self) -> Evicted {
+        Evicted(self.evict.clone())
+    }
+
+    /// The connection has shown who it is: it leaves the waiting room.
+    pub fn pass(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            lock(&self.door.state).remove(self.id);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.pass();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn is_evicted(t: &Ticket) -> Option<Eviction> {
+        t.evict
+            .token
+            .is_cancelled()
+            .then(|| *t.evict.why.get().unwrap())
+    }
+
+    /// Past the per-source limit, the oldest of that source goes; other
+    /// sources are untouched; IPv6 counts by /64, IPv4-mapped as IPv4.
+    #[test]
+    fn the_oldest_of_a_full_source_makes_room() {
+        let door = Arc::new(Door::new(100, 2));
+        let a1 = door.admit(ip("2001:db8::1"), "l");
+        let b = door.admit(ip("192.0.2.1"), "l");
+        let a2 = door.admit(ip("2001:db8::ffff:2"), "l");
+        assert_eq!(door.waiting(), 3);
+        let a3 = door.admit(ip("2001:db8:0:0:1::3"), "l");
+        assert_eq!(is_evicted(&a1), Some(Eviction::Source));
+        assert_eq!((is_evicted(&a2), is_evicted(&a3), is_evicted(&b)), (None, None, None));
+        assert_eq!(door.waiting(), 3);
+        // Another /64 is another source.
+        let _c = door.admit(ip("2001:db8:0:1::1"), "l");
+        assert_eq!(is_evicted(&a2), None);
+        // ::ffff:192.0.2.1 is 192.0.2.1.
+        let _b2 = door.admit(ip("::ffff:192.0.2.1"), "l");
+        let _b3 = door.admit(ip("192.0.2.1"), "l");
+        assert_eq!(is_evicted(&b), Some(Eviction::Source));
+        assert_eq!(door.evicted_total(), 2);
+    }
+
+    /// Past the total, the oldest overall goes; passing or dropping a
+    /// ticket gives its place back, and a passed ticket is never evicted.
+    #[test]
+    fn the_oldest_overall_makes_room_and_passing_leaves() {
+        let door = Arc::new(Door::new(3, 3));
+        let mut first = door.admit(ip("192.0.2.1"), "l");
+        let second = door.admit(ip("192.0.2.2"), "l");
+        let third = door.admit(None, "l");
+        first.pass();
+        assert_eq!(door.waiting(), 2);
+        let fourth = door.admit(ip("192.0.2.4"), "l");
+        assert_eq!(is_evicted(&first), None, "passed: not waiting");
+        let _fifth = door.admit(ip("192.0.2.5"), "l");
+        assert_eq!(is_evicted(&second), Some(Eviction::Total));
+        assert_eq!((is_evicted(&third), is_evicted(&fourth)), (None, None));
+        drop(third);
+        drop(fourth);
+        assert_eq!(door.waiting(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_evicted_ticket_wakes_with_the_reason() {
+        let door = Arc::new(Door::new(1, 1));
+        let old = door.admit(ip("192.0.2.1"), "l");
+        let _new = door.admit(ip("192.0.2.2"), "l");
+        assert_eq!(old.evicted().await, Eviction::Total);
+    }
+}
