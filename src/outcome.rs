@@ -59,7 +59,10 @@ pub enum SessionError {
     #[error("client asked for TLS on a listener that offers none")]
     TlsNotOffered,
     #[error("TLS handshake failed ({reason}): {source}")]
-    TlsHandshake { reason: TlsFailure, source: io::Error },
+    TlsHandshake {
+        reason: TlsFailure,
+        source: io::Error,
+    },
     /// `cert_refusal = "mysql_error"`: the TLS handshake finished, then the
     /// client certificate was refused with ERR 1045 over TLS. Counted and
     /// logged like a failed handshake.
@@ -113,7 +116,10 @@ pub enum SessionError {
     #[error("backend I/O error: {0}")]
     BackendIo(io::Error),
     #[error("TLS handshake with the backend failed ({reason}): {source}")]
-    BackendTls { reason: TlsFailure, source: io::Error },
+    BackendTls {
+        reason: TlsFailure,
+        source: io::Error,
+    },
     #[error("backend does not offer TLS, which [backend.tls] requires")]
     BackendTlsRefused,
     #[error("no backend to route to: {0}")]

@@ -222,7 +222,8 @@ mod tests {
         let mut p = response(caps, b"app", &[7; 20], Some(b"shop"));
         let attrs: &[u8] = &[
             0x1c, 0x0c, b'_', b'c', b'l', b'i', b'e', b'n', b't', b'_', b'n', b'a', b'm', b'e',
-            0x0e, b'M', b'a', b'r', b'i', b'a', b'D', b'B', b' ', b'c', b'o', b'n', b'n', b'.', b'J',
+            0x0e, b'M', b'a', b'r', b'i', b'a', b'D', b'B', b' ', b'c', b'o', b'n', b'n', b'.',
+            b'J',
         ];
         p.extend_from_slice(attrs);
         let r = HandshakeResponse::parse(&p).unwrap();

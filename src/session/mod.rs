@@ -4,9 +4,13 @@
 //! [`door`], the backend's in [`auth`], routing in [`route`]:
 //!
 //! ```text
-//! Greeting ─► SslRequested ─► TlsEstablished ─► ResponseRead ─► Authenticating ─► Relaying ─► Closed
-//!     └─ (no backend: own greeting) ─► ... ─► ResponseRead ─► Refused (ERR) ─► Closed
+//! Greeting (own) ─► SslRequested ─► TlsEstablished ─► ResponseRead ─► the door ─┐
+//!   ┌──────────────────────────────────────────────────────────────────────────┘
+//!   └─► Connecting ─► Authenticating (the backend's auth switch) ─► Relaying ─► Closed
+//!        (refused at the door, or no backend: ERR after TLS ─► Closed)
 //! ```
+//!
+//! Nothing reaches the backend before the door (docs/design.md §3.9).
 //!
 //! Sequence ids: the client leg counts the SSLRequest and the backend leg
 //! does not (or the other way round with outbound TLS), so until the
@@ -115,17 +119,23 @@ pub async fn serve<S: ClientIo>(
     let _routed = target.route_session();
     // Boxed: the connection phase's state (TLS accept, packet readers) is
     // several KiB and would otherwise stay in every idle session's task.
-    let phase = Box::pin(connection_phase(client, listener, &target, info, &mut ticket, door));
-    let (mut client, mut backend, _slot) = match until_done(phase, Some(limit), cancel, &evicted)
-        .await?
-    {
-        Phase::Ready {
-            client,
-            backend,
-            _slot,
-        } => (client, backend, _slot),
-        Phase::AuthRejected { code } => return Ok(Finished::AuthRejected { code }),
-    };
+    let phase = Box::pin(connection_phase(
+        client,
+        listener,
+        &target,
+        info,
+        &mut ticket,
+        door,
+    ));
+    let (mut client, mut backend, _slot) =
+        match until_done(phase, Some(limit), cancel, &evicted).await? {
+            Phase::Ready {
+                client,
+                backend,
+                _slot,
+            } => (client, backend, _slot),
+            Phase::AuthRejected { code } => return Ok(Finished::AuthRejected { code }),
+        };
     info.handshake_done = Some(started.elapsed());
     let live = register_live(listener, &client, info);
     let revoked = async {
@@ -325,13 +335,18 @@ async fn connection_phase<S: ClientIo>(
         &parsed.for_auth_switch(resp.payload(), SWITCH_PLUGIN),
     );
     let offers_tls = greeting.capabilities.has(Capabilities::SSL);
-    let mut backend =
-        match auth::outbound_tls(backend, &mut backend_reader, target, offers_tls, relayed.payload())
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
-        };
+    let mut backend = match auth::outbound_tls(
+        backend,
+        &mut backend_reader,
+        target,
+        offers_tls,
+        relayed.payload(),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
+    };
     let end = AuthRelay {
         client: &mut client,
         client_reader: &mut client_reader,
