@@ -366,8 +366,10 @@ impl<'a> ChangeUser<'a> {
     }
 
     /// The payload of these fields for a client with capabilities `caps`.
-    /// `encode(parse(p)) == p` for every payload `parse` accepts; the
-    /// output always parses back to `self`.
+    /// `encode(parse(p)) == p` for every payload `parse` accepts, except
+    /// that the attribute block's length is written in its shortest form
+    /// (as every client writes it); the output always parses back to
+    /// `self`.
     pub fn encode(&self, caps: Capabilities) -> Result<Vec<u8>, EncodeError> {
         let secure = caps.has(Capabilities::SECURE_CONNECTION);
         for (field, v) in [("user", self.user), ("database", self.database)] {
