@@ -377,6 +377,12 @@ pub enum Finished {
     /// Closed by portcullis: no byte either way for the listener's
     /// `idle_timeout`.
     IdleTimeout { after: std::time::Duration },
+    /// A COM_CHANGE_USER the command policy refused, or that did not parse:
+    /// not sent to the backend; the relay ended once what the backend had
+    /// sent was delivered (`relay` module docs).
+    ChangeUserRefused { user: String, reason: String },
+    /// A COM_CHANGE_USER larger than `max_handshake_packet`: not sent.
+    ChangeUserTooLarge { limit: usize },
 }
 
 impl Finished {
@@ -388,12 +394,18 @@ impl Finished {
                 fault: Fault::Backend,
                 ..
             } => "relay_backend_error",
+            Finished::RelayError {
+                fault: Fault::Proxy,
+                ..
+            } => "relay_proxy_error",
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
             Finished::PrimaryChanged => "closed_primary_changed",
             Finished::IdleTimeout { .. } => "idle_timeout",
+            Finished::ChangeUserRefused { .. } => "change_user_refused",
+            Finished::ChangeUserTooLarge { .. } => "client_packet_too_large",
         }
     }
 }
@@ -412,6 +424,12 @@ impl Finished {
             )),
             Finished::IdleTimeout { after } => Some(format!(
                 "no traffic either way for {after:?} (idle_timeout)"
+            )),
+            Finished::ChangeUserRefused { user, reason } => {
+                Some(format!("COM_CHANGE_USER to '{user}' refused: {reason}"))
+            }
+            Finished::ChangeUserTooLarge { limit } => Some(format!(
+                "COM_CHANGE_USER larger than max_handshake_packet ({limit} bytes)"
             )),
             _ => None,
         }
@@ -443,7 +461,7 @@ impl Logged {
                 label: f.label(),
                 level: match f {
                     Finished::RelayError {
-                        fault: Fault::Backend,
+                        fault: Fault::Backend | Fault::Proxy,
                         ..
                     } => Level::Warn,
                     _ => Level::Info,

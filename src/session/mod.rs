@@ -153,7 +153,7 @@ pub async fn serve<S: ClientIo>(
     let bytes = ByteCounts::default();
     let meters = [&bytes, totals];
     let finished = tokio::select! {
-        r = relay::relay(&mut client, &mut backend, listener.config.idle_timeout, &meters) => r,
+        r = relay::relay(&mut client, &mut backend, listener.config.idle_timeout, &meters, None) => r,
         _ = cancel.cancelled() => Finished::Closed,
         reason = revoked => Finished::Revoked { reason },
         _ = demoted => Finished::PrimaryChanged,
