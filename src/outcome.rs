@@ -377,10 +377,14 @@ pub enum Finished {
     /// Closed by portcullis: no byte either way for the listener's
     /// `idle_timeout`.
     IdleTimeout { after: std::time::Duration },
-    /// A COM_CHANGE_USER the command policy refused, or that did not parse:
-    /// not sent to the backend; the relay ended once what the backend had
-    /// sent was delivered (`relay` module docs).
-    ChangeUserRefused { user: String, reason: String },
+    /// A COM_CHANGE_USER the command policy refused (`refusal` says why,
+    /// and is reported as it: label, log, the client's ERR), or that did
+    /// not parse: not sent to the backend; the relay ended once what the
+    /// backend had sent was delivered (`relay` module docs).
+    ChangeUserRefused {
+        user: String,
+        refusal: Box<SessionError>,
+    },
     /// A COM_CHANGE_USER larger than `max_handshake_packet`: not sent.
     ChangeUserTooLarge { limit: usize },
 }
@@ -404,7 +408,7 @@ impl Finished {
             Finished::Revoked { .. } => "closed_revoked",
             Finished::PrimaryChanged => "closed_primary_changed",
             Finished::IdleTimeout { .. } => "idle_timeout",
-            Finished::ChangeUserRefused { .. } => "change_user_refused",
+            Finished::ChangeUserRefused { refusal, .. } => refusal.label(),
             Finished::ChangeUserTooLarge { .. } => "client_packet_too_large",
         }
     }
@@ -425,8 +429,8 @@ impl Finished {
             Finished::IdleTimeout { after } => Some(format!(
                 "no traffic either way for {after:?} (idle_timeout)"
             )),
-            Finished::ChangeUserRefused { user, reason } => {
-                Some(format!("COM_CHANGE_USER to '{user}' refused: {reason}"))
+            Finished::ChangeUserRefused { user, refusal } => {
+                Some(format!("COM_CHANGE_USER to '{user}' refused: {refusal}"))
             }
             Finished::ChangeUserTooLarge { limit } => Some(format!(
                 "COM_CHANGE_USER larger than max_handshake_packet ({limit} bytes)"

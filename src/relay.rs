@@ -74,7 +74,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::metrics::{ByteCounts, Direction};
-use crate::outcome::{Fault, Finished};
+use crate::outcome::{Fault, Finished, SessionError};
 use crate::protocol::command::{self, Extent, Scan};
 use crate::protocol::{Capabilities, ChangeUser, CommandFraming, COM_CHANGE_USER};
 
@@ -96,7 +96,7 @@ pub trait CommandPolicy: Sync {
 }
 
 /// A [`CommandPolicy`]'s answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Verdict {
     /// Send the packet on as it came.
     Forward,
@@ -104,8 +104,9 @@ pub enum Verdict {
     /// with the packet's own sequence id.
     Rewrite(Vec<u8>),
     /// Do not send it: the relay ends with
-    /// [`Finished::ChangeUserRefused`] carrying this reason.
-    Refuse(String),
+    /// [`Finished::ChangeUserRefused`] carrying this refusal, which the
+    /// outcome table turns into the client's ERR, label and log.
+    Refuse(SessionError),
 }
 
 /// Command inspection for one relay (module docs).
@@ -194,7 +195,10 @@ where
         // clients (pools are killed, laptops sleep): count it, but as relayed.
         Err(Some(Stop::Io(_, e))) if is_disconnect(&e) => Finished::Relayed,
         Err(Some(Stop::Io(fault, error))) => Finished::RelayError { fault, error },
-        Err(Some(Stop::Refused { user, reason })) => Finished::ChangeUserRefused { user, reason },
+        Err(Some(Stop::Refused { user, refusal })) => Finished::ChangeUserRefused {
+            user,
+            refusal: Box::new(refusal),
+        },
         Err(Some(Stop::TooLarge { limit })) => Finished::ChangeUserTooLarge { limit },
         Ok(()) => Finished::Relayed,
     }
@@ -256,7 +260,7 @@ enum Stop {
     /// Reading or writing failed; whose fault.
     Io(Fault, io::Error),
     /// The policy refused a COM_CHANGE_USER, or it did not parse.
-    Refused { user: String, reason: String },
+    Refused { user: String, refusal: SessionError },
     /// A COM_CHANGE_USER over [`Inspect::max_packet`].
     TooLarge { limit: usize },
 }
@@ -338,17 +342,17 @@ impl<'p> Watch<'p> {
                 Ok(cu) => match self.policy.change_user(&cu) {
                     Verdict::Forward => None,
                     Verdict::Rewrite(p) => Some(command::frame(&p, seq)),
-                    Verdict::Refuse(reason) => {
+                    Verdict::Refuse(refusal) => {
                         return Err(Stop::Refused {
                             user: cu.user_lossy().into_owned(),
-                            reason,
+                            refusal,
                         })
                     }
                 },
                 Err(e) => {
                     return Err(Stop::Refused {
                         user: command::user_of_malformed(&payload),
-                        reason: e.to_string(),
+                        refusal: SessionError::ClientProtocol(e.to_string()),
                     })
                 }
             }
@@ -913,7 +917,7 @@ mod tests {
     }
 
     fn refuse(_: &ChangeUser<'_>) -> Verdict {
-        Verdict::Refuse("not for you".into())
+        Verdict::Refuse(SessionError::ClientProtocol("not for you".into()))
     }
 
     fn inspect(policy: &Recorder, limit: usize) -> Option<Inspect<'_>> {
@@ -1023,12 +1027,16 @@ mod tests {
 
     fn assert_refused(f: &Finished, want_user: &str, want_reason: &str) {
         match f {
-            Finished::ChangeUserRefused { user, reason } => {
-                assert_eq!((user.as_str(), reason.as_str()), (want_user, want_reason));
+            Finished::ChangeUserRefused { user, refusal } => {
+                let reason = match &**refusal {
+                    SessionError::ClientProtocol(r) => r.as_str(),
+                    other => panic!("expected a client protocol refusal, got {other:?}"),
+                };
+                assert_eq!((user.as_str(), reason), (want_user, want_reason));
             }
             other => panic!("expected ChangeUserRefused, got {other:?}"),
         }
-        assert_eq!(f.label(), "change_user_refused");
+        assert_eq!(f.label(), "client_protocol_error");
     }
 
     /// A query, COM_CHANGE_USER, its auth-switch answer (seq 2), a ping.
@@ -1151,7 +1159,7 @@ mod tests {
             if cu.user == b"u2" {
                 Verdict::Forward
             } else {
-                Verdict::Refuse("only u2".into())
+                Verdict::Refuse(SessionError::ClientProtocol("only u2".into()))
             }
         }
         let mut s = pkt(0, &change_user());

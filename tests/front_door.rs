@@ -12,7 +12,7 @@ use common::pki::Pki;
 use common::proxy::{mtls_config, tls_section, TestProxy};
 use common::raw::{fixed_prefix, frame, RawClient};
 use mysql_async::prelude::*;
-use mysql_async::Conn;
+use mysql_async::{ChangeUserOpts, Conn};
 use portcullis::protocol::{Capabilities, Greeting};
 use tokio::io::AsyncWriteExt;
 
@@ -322,6 +322,21 @@ async fn the_proxy_os_user_is_refused_behind_a_unix_socket() {
                 "{out:?}"
             );
         }
+        // Nor by COM_CHANGE_USER later in a session: refused before it
+        // reaches the backend, and the session is closed.
+        let mut conn = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
+            .await
+            .unwrap();
+        let opts = ChangeUserOpts::default()
+            .with_user(Some(me.to_string()))
+            .with_pass(Some("wrong".to_string()));
+        let err = conn.change_user(opts).await.expect_err("refused");
+        assert_eq!(server_error_code(&err), Some(1045), "{err}");
+        assert!(err.to_string().contains(&want), "{err}");
+        assert!(
+            conn.query_drop("SELECT 1").await.is_err(),
+            "the session is closed"
+        );
         // The account itself is fine on the database's own socket.
         let mut conn = Conn::new(db.socket_opts(me, "")).await.unwrap();
         assert_eq!(current_user(&mut conn).await, format!("{me}@localhost"));
@@ -336,7 +351,7 @@ async fn the_proxy_os_user_is_refused_behind_a_unix_socket() {
     }
     proxy.settle().await;
     let state = proxy.state();
-    for (listener, refused) in [("public", 4), ("local", 4)] {
+    for (listener, refused) in [("public", 6), ("local", 4)] {
         let l = state
             .listeners
             .iter()
