@@ -85,6 +85,16 @@ COM_QUIT = b"\x01"
 CLIENT_HELLO_START = bytes([0x16, 0x03, 0x01, 0x00, 0xF4, 0x01, 0x00, 0x00, 0xF0, 0x03, 0x03])
 
 
+# COM_CHANGE_USER payloads captured from real clients against mariadbd 10.11.19, with the
+# capabilities of the HandshakeResponse each sent (src/protocol/command.rs, CAPTURED, says how).
+CHANGE_USER_CAPTURES = {
+    "libmariadb-db-attrs": (0x00BEA28C, "117532001425d0631f5b24ab5d001303f72ec253a0e57f3e4273686f70002d006d7973716c5f6e61746976655f70617373776f72640080035f6f73054c696e75780c5f636c69656e745f6e616d650a6c69626d617269616462045f70696404333933310f5f636c69656e745f76657273696f6e06332e332e3230095f706c6174666f726d067838365f36340c70726f6772616d5f6e616d6507636170747572650c5f7365727665725f686f7374093132372e302e302e31"),
+    "libmariadb-no-db": (0x00BEA284, "1175320014715a2776610cc57d097f9c8bef9da03b9e2cda01002d006d7973716c5f6e61746976655f70617373776f72640080035f6f73054c696e75780c5f636c69656e745f6e616d650a6c69626d617269616462045f70696404333933350f5f636c69656e745f76657273696f6e06332e332e3230095f706c6174666f726d067838365f36340c70726f6772616d5f6e616d6507636170747572650c5f7365727665725f686f7374093132372e302e302e31"),
+    "mysql_async-db": (0x010FA288, "117532001461d58863eb18d4f32a1ff67461d14c664dd7566173686f70002d006d7973716c5f6e61746976655f70617373776f72640000"),
+    "mysql_async-ed25519": (0x010FA288, "116564004087a49bda0476bde3c6ced73f858dcf14cdf78eb26ea6329aee65ba2e5ef00901d87794394d9e02e88c4bd15574b5db9a9125f47aa9d31374292140aa6af2b50f73686f70002d00636c69656e745f656432353531390000"),
+}
+
+
 def phase(mode, backend, client):
     return bytes([mode]) + struct.pack("<H", len(backend)) + backend + client
 
@@ -144,6 +154,30 @@ def main():
             "gone-plain": phase(2, b"", packet(1, plain_hr)),
             "gone-tls": phase(2 | 4 | 8, b"", packet(2, hr)),
         },
+    }
+    cu = bytes.fromhex(CHANGE_USER_CAPTURES["libmariadb-db-attrs"][1])
+    seeds["change_user"] = {
+        name: struct.pack("<I", caps) + bytes.fromhex(payload)
+        for name, (caps, payload) in CHANGE_USER_CAPTURES.items()
+    }
+    # The oldest layout: NUL-terminated auth data, nothing after the database.
+    seeds["change_user"]["old-layout"] = struct.pack("<I", PROTOCOL_41) + b"\x11bob\0secret\0db\0"
+    # Attributes right after the charset (CONNECT_ATTRS without PLUGIN_AUTH).
+    seeds["change_user"]["attrs-without-plugin"] = (
+        struct.pack("<I", PROTOCOL_41 | SECURE_CONNECTION | CONNECT_ATTRS)
+        + b"\x11bob\0\x02xy\0\x21\x00\x04\x01a\x01b"
+    )
+    infile = packet(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t")
+    for i in range(300):
+        infile += packet((2 + i) & 0xFF, b"\x11,1\n")
+    infile += packet((2 + 300) & 0xFF, b"") + packet(0, cu)
+    # First two bytes choose the read sizes, the rest is the client's stream.
+    seeds["command_framing"] = {
+        "session": b"\x03\x11" + packet(0, COM_QUERY) + packet(0, cu) + packet(2, b"\x5a" * 20)
+        + packet(0, b"\x0e"),
+        "pipelined-change-users": b"\x00\x00" + packet(0, cu) + packet(0, COM_QUERY) + packet(0, cu),
+        "local-infile-wrap": b"\x07\x3f" + infile,
+        "max-chunk-then-continuation": b"\x01\x02" + b"\xff\xff\xff\x00\x03" + b"x" * 40,
     }
     for target, files in seeds.items():
         d = os.path.join(HERE, "corpus", target)

@@ -184,10 +184,13 @@ start_mariadbd() {
 
 # start_portcullis BIN CONFIG LOG HOST PORT: runs `BIN run --config CONFIG` with its log in LOG
 # and waits until HOST:PORT listens; sets PORTCULLIS_PID. On failure prints the log, returns 1.
+# PORTCULLIS_RUN_AS, when set, is a command prefix that runs it as another OS user (e.g.
+# `runuser -u portcullis --`).
+PORTCULLIS_RUN_AS=()
 start_portcullis() {
     local bin="$1" config="$2" log="$3" host="$4" port="$5" i
-    PORTCULLIS_LOG="${PORTCULLIS_LOG:-info}" "$bin" run --config "$config" --log-format text \
-        >"$log" 2>&1 &
+    PORTCULLIS_LOG="${PORTCULLIS_LOG:-info}" "${PORTCULLIS_RUN_AS[@]}" "$bin" run \
+        --config "$config" --log-format text >"$log" 2>&1 &
     PORTCULLIS_PID=$!
     for ((i = 0; i < PORTCULLIS_START_POLLS; i++)); do
         if ! kill -0 "$PORTCULLIS_PID" 2>/dev/null; then

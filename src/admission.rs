@@ -134,7 +134,10 @@ impl Door {
         let id = {
             let mut w = lock(&self.state);
             if let Some(s) = source {
-                let full = w.by_source.get(&s).is_some_and(|q| q.len() >= self.per_source);
+                let full = w
+                    .by_source
+                    .get(&s)
+                    .is_some_and(|q| q.len() >= self.per_source);
                 if full {
                     if let Some(oldest) = w.by_source.get(&s).and_then(|q| q.front().copied()) {
                         evicted.extend(w.remove(oldest).map(|e| (e, Eviction::Source)));
@@ -189,7 +192,10 @@ impl Door {
     fn log_evictions(&self, listener: &str, why: Eviction) {
         let mut logged = lock(&self.logged);
         let now = Instant::now();
-        if logged.0.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+        if logged
+            .0
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
             return;
         }
         let total = self.evicted.load(Ordering::Relaxed);
@@ -288,7 +294,10 @@ mod tests {
         assert_eq!(door.waiting(), 3);
         let a3 = door.admit(ip("2001:db8:0:0:1::3"), "l");
         assert_eq!(is_evicted(&a1), Some(Eviction::Source));
-        assert_eq!((is_evicted(&a2), is_evicted(&a3), is_evicted(&b)), (None, None, None));
+        assert_eq!(
+            (is_evicted(&a2), is_evicted(&a3), is_evicted(&b)),
+            (None, None, None)
+        );
         assert_eq!(door.waiting(), 3);
         // Another /64 is another source.
         let _c = door.admit(ip("2001:db8:0:1::1"), "l");

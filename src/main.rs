@@ -170,7 +170,10 @@ fn probe_backends(p: Preflight) {
     let probes = portcullis::probe::report(&backends);
     let within = async { tokio::time::timeout(portcullis::probe::CHECK_TIMEOUT, probes).await };
     if runtime.block_on(within).is_err() {
-        tracing::warn!("the backends did not all answer the probe within {:?}", portcullis::probe::CHECK_TIMEOUT);
+        tracing::warn!(
+            "the backends did not all answer the probe within {:?}",
+            portcullis::probe::CHECK_TIMEOUT
+        );
     }
 }
 

@@ -71,7 +71,9 @@ mod tests {
     /// This process has a name (the tests run as a user in /etc/passwd).
     #[test]
     fn this_process_is_someone() {
-        let (_, name) = effective().as_ref().expect("the test user is in /etc/passwd");
+        let (_, name) = effective()
+            .as_ref()
+            .expect("the test user is in /etc/passwd");
         assert!(!name.is_empty());
     }
 }

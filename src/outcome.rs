@@ -59,7 +59,10 @@ pub enum SessionError {
     #[error("client asked for TLS on a listener that offers none")]
     TlsNotOffered,
     #[error("TLS handshake failed ({reason}): {source}")]
-    TlsHandshake { reason: TlsFailure, source: io::Error },
+    TlsHandshake {
+        reason: TlsFailure,
+        source: io::Error,
+    },
     /// `cert_refusal = "mysql_error"`: the TLS handshake finished, then the
     /// client certificate was refused with ERR 1045 over TLS. Counted and
     /// logged like a failed handshake.
@@ -113,7 +116,10 @@ pub enum SessionError {
     #[error("backend I/O error: {0}")]
     BackendIo(io::Error),
     #[error("TLS handshake with the backend failed ({reason}): {source}")]
-    BackendTls { reason: TlsFailure, source: io::Error },
+    BackendTls {
+        reason: TlsFailure,
+        source: io::Error,
+    },
     #[error("backend does not offer TLS, which [backend.tls] requires")]
     BackendTlsRefused,
     #[error("no backend to route to: {0}")]
@@ -371,6 +377,16 @@ pub enum Finished {
     /// Closed by portcullis: no byte either way for the listener's
     /// `idle_timeout`.
     IdleTimeout { after: std::time::Duration },
+    /// A COM_CHANGE_USER the command policy refused (`refusal` says why,
+    /// and is reported as it: label, log, the client's ERR), or that did
+    /// not parse: not sent to the backend; the relay ended once what the
+    /// backend had sent was delivered (`relay` module docs).
+    ChangeUserRefused {
+        user: String,
+        refusal: Box<SessionError>,
+    },
+    /// A COM_CHANGE_USER larger than `max_handshake_packet`: not sent.
+    ChangeUserTooLarge { limit: usize },
 }
 
 impl Finished {
@@ -382,12 +398,18 @@ impl Finished {
                 fault: Fault::Backend,
                 ..
             } => "relay_backend_error",
+            Finished::RelayError {
+                fault: Fault::Proxy,
+                ..
+            } => "relay_proxy_error",
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
             Finished::PrimaryChanged => "closed_primary_changed",
             Finished::IdleTimeout { .. } => "idle_timeout",
+            Finished::ChangeUserRefused { refusal, .. } => refusal.label(),
+            Finished::ChangeUserTooLarge { .. } => "client_packet_too_large",
         }
     }
 }
@@ -406,6 +428,12 @@ impl Finished {
             )),
             Finished::IdleTimeout { after } => Some(format!(
                 "no traffic either way for {after:?} (idle_timeout)"
+            )),
+            Finished::ChangeUserRefused { user, refusal } => {
+                Some(format!("COM_CHANGE_USER to '{user}' refused: {refusal}"))
+            }
+            Finished::ChangeUserTooLarge { limit } => Some(format!(
+                "COM_CHANGE_USER larger than max_handshake_packet ({limit} bytes)"
             )),
             _ => None,
         }
@@ -437,7 +465,7 @@ impl Logged {
                 label: f.label(),
                 level: match f {
                     Finished::RelayError {
-                        fault: Fault::Backend,
+                        fault: Fault::Backend | Fault::Proxy,
                         ..
                     } => Level::Warn,
                     _ => Level::Info,

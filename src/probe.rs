@@ -116,7 +116,9 @@ async fn run(backend: &BackendRuntime) -> Result<Finding, String> {
                     20
                 };
                 let seq = p.header.seq.wrapping_add(1);
-                write_own_packet(&mut s, seq, &answer[..len]).await.map_err(io)?;
+                write_own_packet(&mut s, seq, &answer[..len])
+                    .await
+                    .map_err(io)?;
             }
         }
     }

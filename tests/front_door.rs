@@ -12,7 +12,7 @@ use common::pki::Pki;
 use common::proxy::{mtls_config, tls_section, TestProxy};
 use common::raw::{fixed_prefix, frame, RawClient};
 use mysql_async::prelude::*;
-use mysql_async::Conn;
+use mysql_async::{ChangeUserOpts, Conn};
 use portcullis::protocol::{Capabilities, Greeting};
 use tokio::io::AsyncWriteExt;
 
@@ -29,7 +29,10 @@ async fn probed(proxy: &TestProxy) {
     let state = proxy.state();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !state.backends.iter().all(|b| b.greeting_learned()) {
-        assert!(std::time::Instant::now() < deadline, "the probe never learned a greeting");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe never learned a greeting"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
@@ -81,7 +84,10 @@ async fn nothing_unauthenticated_reaches_the_backend() {
     for _ in 0..5 {
         let mut c = RawClient::connect(addr).await;
         c.read_packet().await;
-        c.tcp.write_all(&frame(1, &fixed_prefix(true))).await.unwrap();
+        c.tcp
+            .write_all(&frame(1, &fixed_prefix(true)))
+            .await
+            .unwrap();
         idle.push(c);
     }
     let mut tls_only = Vec::new();
@@ -93,7 +99,10 @@ async fn nothing_unauthenticated_reaches_the_backend() {
     }
     let (during, open_during) = backend_counts(&db).await;
     assert_eq!(during, before + 1, "only the status query itself connected");
-    assert_eq!(open_during, open_before, "no backend connection is open for them");
+    assert_eq!(
+        open_during, open_before,
+        "no backend connection is open for them"
+    );
 
     let mut conn = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
         .await
@@ -133,7 +142,10 @@ async fn portcullis_greets_as_the_backend_would() {
         assert!(g.capabilities.has(Capabilities::PLUGIN_AUTH));
         scrambles.push(g.scramble(&p[4..]).unwrap().0);
     }
-    assert_ne!(scrambles[0], scrambles[1], "a new scramble for every client");
+    assert_ne!(
+        scrambles[0], scrambles[1],
+        "a new scramble for every client"
+    );
 }
 
 /// A full backend refuses in two places, and the client is told the same
@@ -167,10 +179,7 @@ async fn backend_refusal_is_told_after_tls(proxy_protocol: bool) {
         .await;
     let mut config = mtls_config(&pki, &db.unix_address());
     if proxy_protocol {
-        config = config.replace(
-            "[[listener]]",
-            "proxy_protocol = true\n\n[[listener]]",
-        );
+        config = config.replace("[[listener]]", "proxy_protocol = true\n\n[[listener]]");
     }
     let proxy = TestProxy::start(&config).await;
     probed(&proxy).await;
@@ -231,8 +240,10 @@ async fn backend_refusal_is_told_after_tls(proxy_protocol: bool) {
 /// root: `mysql_native_password USING 'invalid' OR unix_socket`).
 async fn trusting_account(db: &MariaDb, me: &str, via: &str) {
     if me == common::mariadb::ROOT_USER {
-        db.exec(&format!("ALTER USER '{me}'@'localhost' IDENTIFIED VIA {via}"))
-            .await;
+        db.exec(&format!(
+            "ALTER USER '{me}'@'localhost' IDENTIFIED VIA {via}"
+        ))
+        .await;
     } else {
         db.exec(&format!(
             "CREATE OR REPLACE USER '{me}'@'localhost' IDENTIFIED VIA {via}; GRANT ALL ON *.* TO '{me}'@'localhost'"
@@ -306,8 +317,26 @@ async fn the_proxy_os_user_is_refused_behind_a_unix_socket() {
             let out = mariadb_cli(&args).await;
             assert_eq!(out.status, Some(1), "{out:?}");
             assert!(out.stderr.contains("ERROR 1045"), "{out:?}");
-            assert!(out.stderr.contains("it is the OS user portcullis runs as"), "{out:?}");
+            assert!(
+                out.stderr.contains("it is the OS user portcullis runs as"),
+                "{out:?}"
+            );
         }
+        // Nor by COM_CHANGE_USER later in a session: refused before it
+        // reaches the backend, and the session is closed.
+        let mut conn = Conn::new(proxy.app_opts(&pki, "public", NATIVE_USER, NATIVE_PASS))
+            .await
+            .unwrap();
+        let opts = ChangeUserOpts::default()
+            .with_user(Some(me.to_string()))
+            .with_pass(Some("wrong".to_string()));
+        let err = conn.change_user(opts).await.expect_err("refused");
+        assert_eq!(server_error_code(&err), Some(1045), "{err}");
+        assert!(err.to_string().contains(&want), "{err}");
+        assert!(
+            conn.query_drop("SELECT 1").await.is_err(),
+            "the session is closed"
+        );
         // The account itself is fine on the database's own socket.
         let mut conn = Conn::new(db.socket_opts(me, "")).await.unwrap();
         assert_eq!(current_user(&mut conn).await, format!("{me}@localhost"));
@@ -322,8 +351,12 @@ async fn the_proxy_os_user_is_refused_behind_a_unix_socket() {
     }
     proxy.settle().await;
     let state = proxy.state();
-    for (listener, refused) in [("public", 4), ("local", 4)] {
-        let l = state.listeners.iter().find(|l| l.name() == listener).unwrap();
+    for (listener, refused) in [("public", 6), ("local", 4)] {
+        let l = state
+            .listeners
+            .iter()
+            .find(|l| l.name() == listener)
+            .unwrap();
         let outcomes = l.metrics.outcomes();
         assert!(
             outcomes
@@ -341,7 +374,12 @@ async fn the_probe_names_the_account_that_trusts_portcullis() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let me = portcullis::os_user::effective_name().expect("the test user has a name");
-    trusting_account(&db, me, "mysql_native_password USING 'invalid' OR unix_socket").await;
+    trusting_account(
+        &db,
+        me,
+        "mysql_native_password USING 'invalid' OR unix_socket",
+    )
+    .await;
     let dir = common::mariadb::short_tempdir("probe");
     let config = dir.path().join("portcullis.toml");
     std::fs::write(&config, mtls_config(&pki, &db.unix_address())).unwrap();

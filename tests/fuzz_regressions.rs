@@ -67,3 +67,13 @@ fn packet_framing_inputs() {
 fn err_packet_inputs() {
     replay("err_packet", checks::err_packet::check);
 }
+
+#[test]
+fn change_user_inputs() {
+    replay("change_user", checks::change_user::check);
+}
+
+#[test]
+fn command_framing_inputs() {
+    replay("command_framing", checks::command_framing::check);
+}

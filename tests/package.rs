@@ -329,16 +329,22 @@ fn deb_contents_unit_and_packaged_config_check() {
         seconds(stop) > seconds(shutdown),
         "TimeoutStopSec={stop} must exceed shutdown_timeout {shutdown}"
     );
-    // Two fds per connection, 256 refusals, 1024 of headroom (the unit's comment).
-    let max_connections: u64 = config
-        .lines()
-        .filter_map(|l| l.strip_prefix("max_connections = "))
-        .map(|v| v.parse::<u64>().unwrap())
-        .sum();
+    // Two fds per session, one per connection at the door, 1024 of headroom
+    // (the unit's comment).
+    let sum = |key: &str| -> u64 {
+        config
+            .lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(|v| v.parse::<u64>().unwrap())
+            .sum()
+    };
+    let (max_connections, max_unauthenticated) =
+        (sum("max_connections = "), sum("max_unauthenticated = "));
+    assert!(max_connections > 0 && max_unauthenticated > 0, "{config}");
     let nofile: u64 = unit_value(&unit, "LimitNOFILE").unwrap().parse().unwrap();
     assert!(
-        nofile >= 2 * max_connections + 256 + 1024,
-        "LimitNOFILE={nofile} is too small for max_connections {max_connections}"
+        nofile >= 2 * max_connections + max_unauthenticated + 1024,
+        "LimitNOFILE={nofile} is too small for max_connections {max_connections} and max_unauthenticated {max_unauthenticated}"
     );
     verify_unit(dir.path(), &unit, &root);
 

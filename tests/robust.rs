@@ -733,4 +733,3 @@ async fn auth_data_and_connect_attributes_never_reach_the_log() {
         assert!(!text.contains(secret), "{secret} in the log: {text}");
     }
 }
-

@@ -395,8 +395,16 @@ async fn clienthello_in_the_same_write_as_the_sslrequest() {
     assert_eq!(body[0], 0xfe, "AuthSwitchRequest: {switch:?}");
     assert_eq!(&body[1..1 + plugin.len()], plugin);
     let scramble = &body[1 + plugin.len()..];
-    assert_eq!((scramble.len(), scramble[20]), (21, 0), "20 bytes and a NUL");
-    assert_ne!(&scramble[..20], &own_scramble, "the backend's, not portcullis's");
+    assert_eq!(
+        (scramble.len(), scramble[20]),
+        (21, 0),
+        "20 bytes and a NUL"
+    );
+    assert_ne!(
+        &scramble[..20],
+        &own_scramble,
+        "the backend's, not portcullis's"
+    );
     // No password: the empty answer, at seq 4; OK at seq 5.
     c.write_packet(4, b"").await;
     let ok = c.read_packet().await;

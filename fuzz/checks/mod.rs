@@ -190,3 +190,197 @@ pub mod err_packet {
         }
     }
 }
+
+pub mod change_user {
+    use portcullis::protocol::command::user_of_malformed;
+    use portcullis::protocol::{Capabilities, ChangeUser, ParseError};
+
+    /// COM_CHANGE_USER: the input is the client's capabilities (4 bytes,
+    /// LE) then a payload. `ChangeUser::parse` never panics and never says
+    /// "incomplete"; what it accepts encodes back byte for byte (but for an
+    /// attribute length written longer than needed); `rebuild`
+    /// either refuses or produces a payload that parses to exactly the
+    /// fields asked for; fields built from the input encode to a payload
+    /// that parses back to them, or are refused.
+    pub fn check(data: &[u8]) {
+        let Some((c, payload)) = data.split_first_chunk::<4>() else {
+            return;
+        };
+        let caps = Capabilities(u32::from_le_bytes(*c));
+        match ChangeUser::parse(payload, caps) {
+            Ok(cu) => {
+                let enc = cu.encode(caps).expect("what parses encodes");
+                assert_eq!(
+                    ChangeUser::parse(&enc, caps),
+                    Ok(cu),
+                    "parse(encode(x)) == x"
+                );
+                if enc != payload {
+                    // Only a length written longer than it needs differs.
+                    assert!(cu.connect_attrs.is_some() && enc.len() < payload.len());
+                }
+                let _ = cu.user_lossy();
+                // A rewrite with the input's own bytes as plugin and answer.
+                let plugin: Vec<u8> = payload
+                    .iter()
+                    .copied()
+                    .filter(|&b| b != 0)
+                    .take(32)
+                    .collect();
+                let auth = &payload[..payload.len().min(300)];
+                if let Ok(out) = cu.rebuild(&plugin, auth, caps) {
+                    let back = ChangeUser::parse(&out, caps).expect("a rebuilt payload parses");
+                    assert_eq!(
+                        back,
+                        ChangeUser {
+                            auth_plugin: Some(&plugin),
+                            auth_data: auth,
+                            ..cu
+                        }
+                    );
+                }
+                // The same plugin and answer again: the same bytes.
+                if let Some(p) = cu.auth_plugin {
+                    assert_eq!(cu.rebuild(p, cu.auth_data, caps), Ok(enc));
+                }
+            }
+            Err(ParseError::Incomplete { .. }) => panic!("COM_CHANGE_USER parse said incomplete"),
+            Err(ParseError::Malformed { .. }) => {
+                let _ = user_of_malformed(payload);
+            }
+        }
+
+        // Fields cut from the input, encoded and read back.
+        let f: Vec<&[u8]> = payload.splitn(5, |&b| b == b'|').collect();
+        let field = |i: usize| f.get(i).copied().unwrap_or_default();
+        let cu = ChangeUser {
+            user: field(0),
+            auth_data: field(1),
+            database: field(2),
+            charset: (c[0] & 1 == 1).then_some(u16::from(c[1])),
+            auth_plugin: (c[0] & 2 == 2).then_some(field(3)),
+            connect_attrs: (c[0] & 4 == 4).then_some(field(4)),
+            rest: &[],
+        };
+        if let Ok(p) = cu.encode(caps) {
+            assert_eq!(
+                ChangeUser::parse(&p, caps),
+                Ok(cu),
+                "an encoded payload parses back"
+            );
+        }
+    }
+}
+
+pub mod command_framing {
+    use portcullis::protocol::command::{extent, CommandFraming, Extent, Scan};
+    use portcullis::protocol::{HEADER_LEN, MAX_CHUNK};
+
+    const WATCH: u8 = portcullis::protocol::COM_CHANGE_USER;
+
+    /// The watched commands of a whole stream, by a plain walk over it
+    /// (the rule of `protocol::command`, written the simple way).
+    fn reference(s: &[u8]) -> Vec<usize> {
+        let (mut pos, mut last_seq, mut last_nonempty, mut continued) = (0, 0u8, false, false);
+        let mut found = Vec::new();
+        while let Some(h) = s.get(pos..pos + HEADER_LEN) {
+            let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+            let seq = h[3];
+            if !continued {
+                let command = seq == 0 && !(last_seq == 255 && last_nonempty);
+                if command && len > 0 && s.get(pos + HEADER_LEN) == Some(&WATCH) {
+                    found.push(pos);
+                    match extent(&s[pos..]) {
+                        Extent::Complete {
+                            len, last_seq: l, ..
+                        } => {
+                            pos += len;
+                            last_seq = l;
+                            last_nonempty = true;
+                            continue;
+                        }
+                        Extent::Partial { .. } => break,
+                    }
+                }
+                last_nonempty = len > 0;
+            }
+            last_seq = seq;
+            continued = len == MAX_CHUNK;
+            pos += HEADER_LEN + len;
+        }
+        found
+    }
+
+    /// The watched commands as the relay finds them: `s` handed over in
+    /// reads of the given sizes (cycled), a short tail passed again in
+    /// front of the next read, a watched packet taken whole.
+    fn incremental(s: &[u8], sizes: &[usize]) -> Vec<usize> {
+        let mut f = CommandFraming::new();
+        let mut found = Vec::new();
+        let (mut start, mut delivered) = (0, 0);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut k = 0;
+        while delivered < s.len() || !pending.is_empty() {
+            if delivered < s.len() {
+                let b = (delivered + sizes[k % sizes.len()]).min(s.len());
+                k += 1;
+                pending.extend_from_slice(&s[delivered..b]);
+                delivered = b;
+            }
+            loop {
+                match f.scan(&pending, WATCH) {
+                    Scan::Done => {
+                        start += pending.len();
+                        pending.clear();
+                        break;
+                    }
+                    Scan::Short { at } => {
+                        assert!(pending.len() - at <= CommandFraming::MAX_SHORT);
+                        assert!(at < pending.len(), "short with nothing kept");
+                        start += at;
+                        pending.drain(..at);
+                        break;
+                    }
+                    Scan::Watched { at } => {
+                        let from = start + at;
+                        assert_eq!(s[from + 3], 0, "a command has seq 0");
+                        assert_eq!(s[from + HEADER_LEN], WATCH);
+                        found.push(from);
+                        let Extent::Complete { len, last_seq, .. } = extent(&s[from..]) else {
+                            return found;
+                        };
+                        f.after_packet(last_seq);
+                        start = from + len;
+                        delivered = delivered.max(start);
+                        pending = s[start..delivered].to_vec();
+                    }
+                }
+            }
+            if delivered == s.len() && !pending.is_empty() {
+                // The stream ended in a short tail: nothing more can come.
+                assert!(pending.len() <= CommandFraming::MAX_SHORT);
+                break;
+            }
+        }
+        found
+    }
+
+    /// Command framing: the first two input bytes pick read sizes, the
+    /// rest is the client's stream. However the stream is cut into reads,
+    /// the commands found are the same, and the same as a plain walk over
+    /// the whole stream finds.
+    pub fn check(data: &[u8]) {
+        let Some((cut, stream)) = data.split_first_chunk::<2>() else {
+            return;
+        };
+        let want = reference(stream);
+        assert_eq!(
+            incremental(stream, &[stream.len().max(1)]),
+            want,
+            "one read"
+        );
+        assert_eq!(incremental(stream, &[1]), want, "byte by byte");
+        let sizes = [usize::from(cut[0] % 8) + 1, usize::from(cut[1] % 64) + 1];
+        assert_eq!(incremental(stream, &sizes), want, "reads of {sizes:?}");
+    }
+}

@@ -149,13 +149,17 @@ impl GreetingTemplate {
     /// The template of a backend greeting (`payload`, as parsed into `g`).
     pub fn learn(g: &Greeting, payload: &[u8]) -> Result<GreetingTemplate, ParseError> {
         let at = g.caps_lower_at;
-        let charset = *payload
-            .get(at + 2)
-            .ok_or(ParseError::malformed(WHAT, "truncated before the character set"))?;
+        let charset = *payload.get(at + 2).ok_or(ParseError::malformed(
+            WHAT,
+            "truncated before the character set",
+        ))?;
         let status = payload
             .get(at + 3..at + 5)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .ok_or(ParseError::malformed(WHAT, "truncated before the status flags"))?;
+            .ok_or(ParseError::malformed(
+                WHAT,
+                "truncated before the status flags",
+            ))?;
         // MariaDB puts its extended capabilities in the last 4 of the 10
         // reserved bytes, and says so by clearing CLIENT_MYSQL.
         let extended = if g.capabilities.has(Capabilities::CLIENT_MYSQL) {

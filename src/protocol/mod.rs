@@ -3,15 +3,19 @@
 //! Nothing here does I/O. Parsers take a byte slice and return either a value
 //! or a [`ParseError`]; [`ParseError::Incomplete`] is an expected outcome for
 //! framing (more bytes are needed), not a failure. Every parser has a fuzz
-//! target under `fuzz/`.
+//! target under `fuzz/`. `command` also holds the command phase's one piece
+//! of state, [`CommandFraming`], which finds where commands start in the
+//! client's stream.
 
 pub mod caps;
+pub mod command;
 pub mod err;
 pub mod greeting;
 pub mod packet;
 pub mod response;
 
 pub use caps::Capabilities;
+pub use command::{ChangeUser, CommandFraming, COM_CHANGE_USER};
 pub use err::{ErrPacket, ERR_HEADER};
 pub use greeting::{Greeting, GreetingTemplate};
 pub use packet::{PacketHeader, HEADER_LEN, MAX_CHUNK};

@@ -129,11 +129,14 @@ impl HandshakeResponse {
     /// MariaDB answer with an AuthSwitchRequest carrying the account's
     /// plugin and the backend's own scramble, which the client then answers
     /// (docs/design.md §3.9). Needs CLIENT_PLUGIN_AUTH, which it sets.
+    /// Compression is cleared: portcullis never offers it, and a client
+    /// that asks anyway must not get the backend to agree (the command
+    /// phase must stay readable, [`crate::relay`]).
     pub fn for_auth_switch(&self, payload: &[u8], plugin: &str) -> Vec<u8> {
         let l = &self.layout;
         let mut out = Vec::with_capacity(payload.len() + plugin.len());
         out.extend_from_slice(&payload[..SSL_REQUEST_LEN]);
-        out[..4].copy_from_slice(&(self.capabilities.0 | Capabilities::PLUGIN_AUTH).to_le_bytes());
+        out[..4].copy_from_slice(&self.relayed_capabilities().0.to_le_bytes());
         out.extend_from_slice(&payload[l.user.0..l.user.1]);
         out.push(0);
         // Empty auth data: a zero length (length-encoded or one byte), or
@@ -151,6 +154,13 @@ impl HandshakeResponse {
             out.extend_from_slice(&payload[from..to]);
         }
         out
+    }
+
+    /// The capabilities [`for_auth_switch`](Self::for_auth_switch) relays:
+    /// the client's, with CLIENT_PLUGIN_AUTH and without compression.
+    pub fn relayed_capabilities(&self) -> Capabilities {
+        let never = Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION;
+        Capabilities((self.capabilities.0 | Capabilities::PLUGIN_AUTH) & !never)
     }
 
     /// The connection attributes (`_client_name`, `_client_version`, …) of
@@ -222,7 +232,8 @@ mod tests {
         let mut p = response(caps, b"app", &[7; 20], Some(b"shop"));
         let attrs: &[u8] = &[
             0x1c, 0x0c, b'_', b'c', b'l', b'i', b'e', b'n', b't', b'_', b'n', b'a', b'm', b'e',
-            0x0e, b'M', b'a', b'r', b'i', b'a', b'D', b'B', b' ', b'c', b'o', b'n', b'n', b'.', b'J',
+            0x0e, b'M', b'a', b'r', b'i', b'a', b'D', b'B', b' ', b'c', b'o', b'n', b'n', b'.',
+            b'J',
         ];
         p.extend_from_slice(attrs);
         let r = HandshakeResponse::parse(&p).unwrap();

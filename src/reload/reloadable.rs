@@ -17,10 +17,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::tls::TlsFailure;
 use crate::config::{BackendTlsConfig, OnRevoke, TlsConfig};
 use crate::sync::lock;
 use crate::time::{rfc3339, unix_seconds};
+use crate::tls::TlsFailure;
 use crate::tls::{ClientTls, Digest, FileMemo, Material, ServerTls, Sources, TlsLoadError};
 
 /// What started a reload, as logs, metrics and `/status` name it.

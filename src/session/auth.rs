@@ -70,7 +70,8 @@ pub(super) async fn greet(
     let (backend, reader, packet) = backend_greeting(target, origin, limit).await?;
     let payload = packet.payload();
     if payload.first() == Some(&ERR_HEADER) {
-        let e = ErrPacket::parse(payload).map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
+        let e =
+            ErrPacket::parse(payload).map_err(|e| SessionError::BackendProtocol(e.to_string()))?;
         return Err(SessionError::BackendRefused {
             code: e.code,
             sql_state: e.sql_state,

@@ -21,9 +21,11 @@ use crate::config::BackendAddr;
 use crate::listener::ListenerRuntime;
 use crate::outcome::{SessionError, Stage};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
+use crate::protocol::command::ChangeUser;
 use crate::protocol::greeting;
 use crate::protocol::response::{self, HandshakeResponse};
 use crate::protocol::{Capabilities, ErrPacket};
+use crate::relay::{CommandPolicy, Verdict};
 use crate::tls::{self, CertInfo, Peer, TlsFailure};
 
 /// Upper bounds for [`linger_close`]: how long, and how many bytes, to keep
@@ -346,6 +348,23 @@ pub(super) fn refuse_proxy_user(
         });
     }
     Ok(())
+}
+
+/// The door's checks again at every COM_CHANGE_USER in the command phase
+/// ([`crate::relay`] holds the packet until this says): the new user must
+/// not be portcullis's own OS user behind a Unix-socket backend.
+pub(super) struct ChangeUserRules<'a> {
+    pub listener: &'a ListenerRuntime,
+    pub target: &'a BackendRuntime,
+}
+
+impl CommandPolicy for ChangeUserRules<'_> {
+    fn change_user(&self, cu: &ChangeUser<'_>) -> Verdict {
+        match refuse_proxy_user(self.listener, self.target, &cu.user_lossy()) {
+            Ok(()) => Verdict::Forward,
+            Err(refusal) => Verdict::Refuse(refusal),
+        }
+    }
 }
 
 /// The connection id portcullis's own greeting carries. It cannot be the

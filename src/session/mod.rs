@@ -4,9 +4,13 @@
 //! [`door`], the backend's in [`auth`], routing in [`route`]:
 //!
 //! ```text
-//! Greeting ─► SslRequested ─► TlsEstablished ─► ResponseRead ─► Authenticating ─► Relaying ─► Closed
-//!     └─ (no backend: own greeting) ─► ... ─► ResponseRead ─► Refused (ERR) ─► Closed
+//! Greeting (own) ─► SslRequested ─► TlsEstablished ─► ResponseRead ─► the door ─┐
+//!   ┌──────────────────────────────────────────────────────────────────────────┘
+//!   └─► Connecting ─► Authenticating (the backend's auth switch) ─► Relaying ─► Closed
+//!        (refused at the door, or no backend: ERR after TLS ─► Closed)
 //! ```
+//!
+//! Nothing reaches the backend before the door (docs/design.md §3.9).
 //!
 //! Sequence ids: the client leg counts the SSLRequest and the backend leg
 //! does not (or the other way round with outbound TLS), so until the
@@ -115,17 +119,24 @@ pub async fn serve<S: ClientIo>(
     let _routed = target.route_session();
     // Boxed: the connection phase's state (TLS accept, packet readers) is
     // several KiB and would otherwise stay in every idle session's task.
-    let phase = Box::pin(connection_phase(client, listener, &target, info, &mut ticket, door));
-    let (mut client, mut backend, _slot) = match until_done(phase, Some(limit), cancel, &evicted)
-        .await?
-    {
-        Phase::Ready {
-            client,
-            backend,
-            _slot,
-        } => (client, backend, _slot),
-        Phase::AuthRejected { code } => return Ok(Finished::AuthRejected { code }),
-    };
+    let phase = Box::pin(connection_phase(
+        client,
+        listener,
+        &target,
+        info,
+        &mut ticket,
+        door,
+    ));
+    let (mut client, mut backend, _slot, capabilities) =
+        match until_done(phase, Some(limit), cancel, &evicted).await? {
+            Phase::Ready {
+                client,
+                backend,
+                _slot,
+                capabilities,
+            } => (client, backend, _slot, capabilities),
+            Phase::AuthRejected { code } => return Ok(Finished::AuthRejected { code }),
+        };
     info.handshake_done = Some(started.elapsed());
     let live = register_live(listener, &client, info);
     let revoked = async {
@@ -142,16 +153,44 @@ pub async fn serve<S: ClientIo>(
     };
     let bytes = ByteCounts::default();
     let meters = [&bytes, totals];
+    let rules = door::ChangeUserRules {
+        listener,
+        target: &target,
+    };
+    let inspect = relay::Inspect {
+        policy: &rules,
+        capabilities,
+        max_packet: listener.config.max_handshake_packet,
+    };
+    let relayed = relay::relay(
+        &mut client,
+        &mut backend,
+        listener.config.idle_timeout,
+        &meters,
+        Some(inspect),
+    );
     let finished = tokio::select! {
-        r = relay::relay(&mut client, &mut backend, listener.config.idle_timeout, &meters) => r,
+        r = relayed => r,
         _ = cancel.cancelled() => Finished::Closed,
         reason = revoked => Finished::Revoked { reason },
         _ = demoted => Finished::PrimaryChanged,
     };
-    if let Finished::Revoked { .. } | Finished::PrimaryChanged = finished {
-        // A clean TLS close, so the client reports a lost connection rather
-        // than a TLS error; an ERR packet cannot be injected mid-command.
-        let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
+    match &finished {
+        Finished::Revoked { .. } | Finished::PrimaryChanged => {
+            // A clean TLS close, so the client reports a lost connection
+            // rather than a TLS error; an ERR packet cannot be injected
+            // mid-command.
+            let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
+        }
+        Finished::ChangeUserRefused { refusal, .. } => {
+            // The client waits for the answer to its COM_CHANGE_USER (seq
+            // 0): the refusal at seq 1, then the close.
+            if let Some(err) = refusal.client_err(&listener.config, &Stage::Door) {
+                let _ = write_own_packet(&mut client, 1, &err.encode()).await;
+            }
+            let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
+        }
+        _ => {}
     }
     info.transferred = bytes.snapshot();
     Ok(finished)
@@ -248,6 +287,9 @@ enum Phase<S: ClientIo> {
         client: PrefixedIo<ClientStream<S>>,
         backend: PrefixedIo<BackendConn>,
         _slot: OwnedSemaphorePermit,
+        /// The capabilities the backend agreed on with the client, for
+        /// reading commands in the relay.
+        capabilities: Capabilities,
     },
     AuthRejected {
         code: u16,
@@ -325,13 +367,18 @@ async fn connection_phase<S: ClientIo>(
         &parsed.for_auth_switch(resp.payload(), SWITCH_PLUGIN),
     );
     let offers_tls = greeting.capabilities.has(Capabilities::SSL);
-    let mut backend =
-        match auth::outbound_tls(backend, &mut backend_reader, target, offers_tls, relayed.payload())
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
-        };
+    let mut backend = match auth::outbound_tls(
+        backend,
+        &mut backend_reader,
+        target,
+        offers_tls,
+        relayed.payload(),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
+    };
     let end = AuthRelay {
         client: &mut client,
         client_reader: &mut client_reader,
@@ -349,6 +396,7 @@ async fn connection_phase<S: ClientIo>(
             client: PrefixedIo::new(client_reader.take_leftover(), client),
             backend: PrefixedIo::new(backend_reader.take_leftover(), backend),
             _slot: slot,
+            capabilities: parsed.relayed_capabilities(),
         }),
     }
 }

@@ -85,7 +85,12 @@ fn validate_listener(
         taken.to_bind.push((what, a.clone(), l.address.span()));
     }
     check_plaintext(&l, l_span.clone(), address.as_ref(), tls.as_ref(), p);
-    let max_connections = at_least_one(&l.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS, p);
+    let max_connections = at_least_one(
+        &l.max_connections,
+        "max_connections",
+        DEFAULT_MAX_CONNECTIONS,
+        p,
+    );
     let max_unauthenticated = at_least_one(
         &l.max_unauthenticated,
         "max_unauthenticated",
