@@ -55,7 +55,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 /// The client stream after the optional TLS upgrade.
 type ClientStream<S> = Either<S, Box<tokio_rustls::server::TlsStream<S>>>;
 
-/// How long a session closed for revocation may take to send its TLS
+/// How long a session closed by portcullis (revocation, primary change,
+/// the drain deadline, a refused change of user) may take to send its TLS
 /// close_notify before the socket is dropped anyway.
 const REVOKE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -176,10 +177,10 @@ pub async fn serve<S: ClientIo>(
         _ = demoted => Finished::PrimaryChanged,
     };
     match &finished {
-        Finished::Revoked { .. } | Finished::PrimaryChanged => {
-            // A clean TLS close, so the client reports a lost connection
-            // rather than a TLS error; an ERR packet cannot be injected
-            // mid-command.
+        Finished::Revoked { .. } | Finished::PrimaryChanged | Finished::Closed => {
+            // A clean TLS close (close_notify), so the client reports a
+            // lost connection rather than a TLS error ("unexpected eof");
+            // an ERR packet cannot be injected mid-command.
             let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
         }
         Finished::ChangeUserRefused { refusal, .. } => {
