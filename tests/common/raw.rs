@@ -134,7 +134,7 @@ impl RawClient {
                 let _ = tls.read_tls(&mut &buf[..0]);
                 let _ = tls.process_new_packets();
                 let mut rest = Vec::new();
-                return matches!(tls.reader().read_to_end(&mut rest), Ok(_));
+                return tls.reader().read_to_end(&mut rest).is_ok();
             }
             tls.read_tls(&mut &buf[..n]).unwrap();
             if tls.process_new_packets().is_err() {
