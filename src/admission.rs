@@ -14,6 +14,17 @@
 //! milliseconds, so only connections that stall long enough to be the
 //! oldest are ever closed, and a flood cannot hold the door shut.
 //!
+//! A connection is admitted by the accept loop, as it is accepted, before
+//! its task is spawned on a session worker: arrival order is accept order,
+//! and a connection whose task has not started yet already counts (and can
+//! already be closed to make room). A closed connection's socket is only
+//! released when its task next runs; while more than `max_unauthenticated`
+//! such connections are still closing, the accept loop waits for them
+//! ([`Door::room`]) and new connections wait in the kernel's backlog. So a
+//! listener holds at most twice `max_unauthenticated` sockets of clients
+//! that have not shown who they are, however fast they arrive and however
+//! busy the workers are.
+//!
 //! Admitting and passing take one short mutex hold each; nothing else on
 //! the connection path touches this module.
 
@@ -23,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::sync::lock;
@@ -80,6 +92,8 @@ pub struct Door {
     /// When the eviction log line was last written, and how many evictions
     /// it had reported by then.
     logged: Mutex<(Option<Instant>, u64)>,
+    /// Woken whenever a connection closed to make room has ended.
+    closed: Notify,
 }
 
 #[derive(Default)]
@@ -89,6 +103,9 @@ struct Waiting {
     by_age: BTreeMap<u64, Entry>,
     /// The waiting connections of each source, oldest first.
     by_source: HashMap<Source, VecDeque<u64>>,
+    /// Connections closed to make room whose task has not ended yet: each
+    /// still holds its socket.
+    closing: usize,
 }
 
 struct Entry {
@@ -121,6 +138,7 @@ impl Door {
             state: Mutex::default(),
             evicted: AtomicU64::new(0),
             logged: Mutex::new((None, 0)),
+            closed: Notify::new(),
         }
     }
 
@@ -149,6 +167,12 @@ impl Door {
                     evicted.extend(w.remove(oldest).map(|e| (e, Eviction::Total)));
                 }
             }
+            // Under the lock, so that a ticket passing at the same moment
+            // knows it was closed, and why.
+            for (entry, why) in &evicted {
+                let _ = entry.evict.why.set(*why);
+            }
+            w.closing += evicted.len();
             let id = w.next;
             w.next += 1;
             w.by_age.insert(
@@ -164,7 +188,6 @@ impl Door {
             id
         };
         for (entry, why) in evicted {
-            let _ = entry.evict.why.set(why);
             entry.evict.token.cancel();
             self.evicted.fetch_add(1, Ordering::Relaxed);
             self.log_evictions(listener, why);
@@ -180,6 +203,27 @@ impl Door {
     /// Connections waiting now.
     pub fn waiting(&self) -> usize {
         lock(&self.state).by_age.len()
+    }
+
+    /// Connections closed to make room whose task has not ended yet.
+    pub fn closing(&self) -> usize {
+        lock(&self.state).closing
+    }
+
+    /// Completes once fewer than `max_unauthenticated` connections closed
+    /// to make room are still ending: the accept loop waits for it before
+    /// each accept, so that sessions workers that fall behind (each closed
+    /// connection is released when its task next runs) cannot make a flood
+    /// cost more sockets than twice the limit.
+    pub async fn room(&self) {
+        loop {
+            // Registered before the check, so no wake-up is missed.
+            let closed = self.closed.notified();
+            if self.closing() < self.max {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// Connections closed to make room since start.
@@ -255,16 +299,28 @@ impl Ticket {
     }
 
     /// The connection has shown who it is: it leaves the waiting room.
-    pub fn pass(&mut self) {
-        if std::mem::take(&mut self.waiting) {
-            lock(&self.door.state).remove(self.id);
+    /// (Dropped, it leaves too.) `Err` with the reason if it had already
+    /// been closed to make room, by another thread a moment before: it must
+    /// then go no further (no backend is dialled for it), and has ended.
+    pub fn pass(&mut self) -> Result<(), Eviction> {
+        if !std::mem::take(&mut self.waiting) {
+            return Ok(());
         }
+        let mut w = lock(&self.door.state);
+        if w.remove(self.id).is_some() {
+            return Ok(());
+        }
+        w.closing -= 1;
+        let why = self.evict.why.get().copied().unwrap_or(Eviction::Total);
+        drop(w);
+        self.door.closed.notify_waiters();
+        Err(why)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.pass();
+        let _ = self.pass();
     }
 }
 
@@ -317,7 +373,7 @@ mod tests {
         let mut first = door.admit(ip("192.0.2.1"), "l");
         let second = door.admit(ip("192.0.2.2"), "l");
         let third = door.admit(None, "l");
-        first.pass();
+        assert_eq!(first.pass(), Ok(()));
         assert_eq!(door.waiting(), 2);
         let fourth = door.admit(ip("192.0.2.4"), "l");
         assert_eq!(is_evicted(&first), None, "passed: not waiting");
@@ -327,6 +383,35 @@ mod tests {
         drop(third);
         drop(fourth);
         assert_eq!(door.waiting(), 1);
+    }
+
+    /// A connection closed to make room still holds its socket until its
+    /// task ends (drops or passes its ticket): it counts as closing, and
+    /// the accept loop's `room` waits while `max` of them are. One that
+    /// passes after it was closed learns so, and why.
+    #[tokio::test]
+    async fn closed_connections_count_until_their_tasks_end() {
+        let door = Arc::new(Door::new(2, 2));
+        let mut a = door.admit(ip("192.0.2.1"), "l");
+        let b = door.admit(ip("192.0.2.2"), "l");
+        let c = door.admit(ip("192.0.2.3"), "l");
+        assert_eq!((door.closing(), door.waiting()), (1, 2));
+        door.room().await;
+        let d = door.admit(ip("192.0.2.4"), "l");
+        assert_eq!((door.closing(), door.waiting()), (2, 2));
+        let mut room = Box::pin(door.room());
+        // Polled once, and pending: two are still closing.
+        assert!(tokio::time::timeout(Duration::ZERO, &mut room)
+            .await
+            .is_err());
+        assert_eq!(a.pass(), Err(Eviction::Total));
+        assert_eq!(a.pass(), Ok(()), "once");
+        room.await;
+        assert_eq!(door.closing(), 1);
+        drop(b);
+        assert_eq!(door.closing(), 0);
+        drop((c, d));
+        assert_eq!((door.closing(), door.waiting()), (0, 0));
     }
 
     #[tokio::test]

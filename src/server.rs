@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer};
+use crate::admission::Ticket;
 use crate::backend::{self, BackendRuntime};
 use crate::config::Route;
 use crate::config::{Config, ListenAddr};
@@ -272,9 +273,15 @@ async fn accept_loop(
 ) {
     let rt = ls.runtime.clone();
     loop {
+        // While the workers are still ending max_unauthenticated or more
+        // connections closed to make room (each holds a socket until its
+        // task runs), new ones wait in the kernel's backlog.
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            a = bound.accept() => a,
+            a = async {
+                rt.door.room().await;
+                bound.accept().await
+            } => a,
         };
         let accepted = match accepted {
             Ok(a) => a,
@@ -287,6 +294,14 @@ async fn accept_loop(
             }
         };
         ls.metrics.accepted();
+        // Into the listener's waiting room now, in the order of accept,
+        // before the task exists: the oldest is the one accepted first, and
+        // a connection whose task has not started yet counts too.
+        let peer = match &accepted {
+            Accepted::Tcp(_, peer) => Some(peer.ip()),
+            Accepted::Unix(_) => None,
+        };
+        let ticket = rt.door.admit(peer, &rt.config.name);
         let rt = rt.clone();
         let ls = ls.clone();
         let token = close.child_token();
@@ -305,9 +320,11 @@ async fn accept_loop(
             match detached.attach() {
                 Ok(Accepted::Tcp(s, peer)) => {
                     let local = s.local_addr().ok();
-                    run_session(s, Some(peer), local, &rt, &ls.metrics, &token).await
+                    run_session(s, Some(peer), local, &rt, &ls.metrics, ticket, &token).await
                 }
-                Ok(Accepted::Unix(s)) => run_session(s, None, None, &rt, &ls.metrics, &token).await,
+                Ok(Accepted::Unix(s)) => {
+                    run_session(s, None, None, &rt, &ls.metrics, ticket, &token).await
+                }
                 Err(e) => not_handed_over(&rt, &ls.metrics, e),
             }
         });
@@ -320,6 +337,7 @@ async fn run_session<S: session::ClientIo>(
     local: Option<SocketAddr>,
     rt: &ListenerRuntime,
     metrics: &ListenerMetrics,
+    ticket: Ticket,
     token: &CancellationToken,
 ) {
     let started = Instant::now();
@@ -331,7 +349,7 @@ async fn run_session<S: session::ClientIo>(
         },
         ..SessionInfo::default()
     };
-    let result = session::serve(stream, rt, &mut info, token, metrics.bytes()).await;
+    let result = session::serve(stream, rt, &mut info, ticket, token, metrics.bytes()).await;
     finish(rt, metrics, peer, &info, &result, started.elapsed());
 }
 

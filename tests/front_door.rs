@@ -7,6 +7,7 @@
 mod common;
 
 use common::client::{cli_socket_args, cli_tcp_args, cli_tls_args, mariadb_cli, server_error_code};
+use common::flood;
 use common::mariadb::{MariaDb, NATIVE_PASS, NATIVE_USER};
 use common::pki::Pki;
 use common::proxy::{mtls_config, tls_section, TestProxy};
@@ -421,4 +422,192 @@ async fn the_probe_names_the_account_that_trusts_portcullis() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("\"account\""), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Pre-authentication limits, attacked: the waiting room holds at most
+// `max_unauthenticated` connections, `max_unauthenticated_per_source` from
+// one source, each for at most `tls_handshake_timeout` before it shows a
+// verified certificate; the oldest makes room for the newest.
+
+/// One mutual-TLS listener `public` on 127.0.0.1 (IPv4, so that clients can
+/// come from any 127.0.0.0/8 source) in front of `db`'s socket, with
+/// `limits` (listener lines) added.
+fn door_config(pki: &Pki, db: &MariaDb, limits: &str) -> String {
+    format!(
+        "[[backend]]\nname = \"db\"\naddress = {:?}\n\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\n{limits}\n{}",
+        db.unix_address(),
+        tls_section(pki, "required"),
+    )
+}
+
+/// A legitimate mTLS client from 127.0.0.1: logs in and queries.
+async fn legitimate_login(proxy: &TestProxy, pki: &Pki) {
+    let opts = common::client::tls_opts(
+        "127.0.0.1",
+        proxy.port("public"),
+        NATIVE_USER,
+        NATIVE_PASS,
+        &pki.ca,
+        Some(&pki.app),
+    );
+    let mut conn = Conn::new(opts).await.expect("a legitimate client logs in");
+    assert_eq!(current_user(&mut conn).await, format!("{NATIVE_USER}@%"));
+    conn.disconnect().await.unwrap();
+}
+
+/// Opens one attacker connection per entry of `from` (its source and what
+/// it sends before it stalls), each waiting in a task until portcullis
+/// closes it.
+async fn attack(
+    addr: std::net::SocketAddr,
+    from: impl IntoIterator<Item = (std::net::Ipv4Addr, Vec<u8>)>,
+) -> tokio::task::JoinSet<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for (source, bytes) in from {
+        let mut s = flood::connect_from(source, addr).await.expect("connect");
+        flood::stall(&mut s, &bytes).await.expect("send");
+        set.spawn(flood::closed(s));
+    }
+    set
+}
+
+/// After an attack: the waiting room empties once the attackers are gone,
+/// every connection is counted, and mariadbd saw exactly `logins`
+/// connections besides the status queries since `before` (its Connections
+/// counter) — the legitimate ones.
+async fn after_the_attack(proxy: &TestProxy, db: &MariaDb, before: u64, logins: u64) {
+    flood::wait_until("the waiting room is empty", || {
+        flood::waiting(proxy, "public") == 0
+    })
+    .await;
+    proxy.settle().await;
+    let (after, _) = backend_counts(db).await;
+    assert_eq!(
+        after,
+        before + logins + 1,
+        "mariadbd saw only the legitimate logins (and this status query)"
+    );
+}
+
+/// Twenty silent connections from one source, with
+/// `max_unauthenticated_per_source = 4`: the sixteen oldest are closed to
+/// make room (`unauthenticated_evicted`), four stay, mariadbd sees none of
+/// them; a legitimate client from the same source still logs in, making
+/// room for itself the same way.
+#[tokio::test]
+async fn a_flood_from_one_source_evicts_its_own_oldest() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let limits = "max_unauthenticated_per_source = 4\ntls_handshake_timeout = \"60s\"\nhandshake_timeout = \"60s\"";
+    let proxy = TestProxy::start(&door_config(&pki, &db, limits)).await;
+    probed(&proxy).await;
+    let (before, _) = backend_counts(&db).await;
+
+    let me = std::net::Ipv4Addr::LOCALHOST;
+    let mut flood = attack(proxy.tcp_addr("public"), (0..20).map(|_| (me, Vec::new()))).await;
+    for _ in 0..16 {
+        flood.join_next().await.expect("an attacker").unwrap();
+    }
+    assert_eq!(flood.len(), 4, "four are still open");
+    assert_eq!(flood::waiting(&proxy, "public"), 4);
+    assert_eq!(flood::evicted(&proxy, "public"), 16);
+    // Connections counts every attempt: none for the flood, only the
+    // status query itself.
+    let (during, _) = backend_counts(&db).await;
+    assert_eq!(during, before + 1, "no backend connection for the flood");
+
+    legitimate_login(&proxy, &pki).await;
+    assert_eq!(
+        flood::evicted(&proxy, "public"),
+        17,
+        "the oldest made room for it"
+    );
+    assert_eq!(flood::waiting(&proxy, "public"), 3);
+    flood.shutdown().await;
+    after_the_attack(&proxy, &db, during, 1).await;
+    assert_eq!(
+        flood::outcome_count(&proxy, "public", "unauthenticated_evicted"),
+        17
+    );
+    assert_eq!(flood::outcome_count(&proxy, "public", "relayed"), 1);
+}
+
+/// Forty connections from forty sources, silent or stalled after the
+/// SSLRequest, with `max_unauthenticated = 16`: the per-source limit never
+/// applies, the listener's does — the 24 oldest are closed to make room,
+/// and a legitimate client from yet another source still logs in.
+#[tokio::test]
+async fn a_flood_from_many_sources_evicts_the_oldest_overall() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let limits =
+        "max_unauthenticated = 16\ntls_handshake_timeout = \"60s\"\nhandshake_timeout = \"60s\"";
+    let proxy = TestProxy::start(&door_config(&pki, &db, limits)).await;
+    probed(&proxy).await;
+    let (before, _) = backend_counts(&db).await;
+
+    let from = (2..42u8).map(|i| {
+        let bytes = if i % 2 == 0 {
+            Vec::new()
+        } else {
+            flood::ssl_request()
+        };
+        (std::net::Ipv4Addr::new(127, 0, 0, i), bytes)
+    });
+    let mut flood = attack(proxy.tcp_addr("public"), from).await;
+    for _ in 0..24 {
+        flood.join_next().await.expect("an attacker").unwrap();
+    }
+    assert_eq!(flood.len(), 16);
+    assert_eq!(flood::waiting(&proxy, "public"), 16);
+    assert_eq!(flood::evicted(&proxy, "public"), 24);
+    let (during, _) = backend_counts(&db).await;
+    assert_eq!(during, before + 1, "no backend connection for the flood");
+
+    legitimate_login(&proxy, &pki).await;
+    assert_eq!(flood::evicted(&proxy, "public"), 25);
+    flood.shutdown().await;
+    after_the_attack(&proxy, &db, during, 1).await;
+    assert_eq!(
+        flood::outcome_count(&proxy, "public", "unauthenticated_evicted"),
+        25
+    );
+    assert_eq!(flood::outcome_count(&proxy, "public", "relayed"), 1);
+}
+
+/// A client that sends nothing, one that sends the SSLRequest and stalls,
+/// and one that stalls halfway through its ClientHello are closed once
+/// `tls_handshake_timeout` has passed since accept
+/// (`tls_handshake_timeout`), long before `handshake_timeout`; none of them
+/// costs mariadbd a connection.
+#[tokio::test]
+async fn clients_that_show_no_certificate_in_time_are_closed() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let limits = "tls_handshake_timeout = \"300ms\"\nhandshake_timeout = \"600s\"";
+    let proxy = TestProxy::start(&door_config(&pki, &db, limits)).await;
+    probed(&proxy).await;
+    let (before, _) = backend_counts(&db).await;
+
+    let me = std::net::Ipv4Addr::LOCALHOST;
+    let stalls = [
+        Vec::new(),
+        flood::ssl_request(),
+        flood::stalled_tls_prefix(&pki),
+    ];
+    let mut flood = attack(proxy.tcp_addr("public"), stalls.map(|b| (me, b))).await;
+    while let Some(closed) = flood.join_next().await {
+        closed.unwrap();
+    }
+    after_the_attack(&proxy, &db, before, 0).await;
+    assert_eq!(
+        flood::outcome_count(&proxy, "public", "tls_handshake_timeout"),
+        3
+    );
+    assert_eq!(
+        flood::outcome_count(&proxy, "public", "handshake_timeout"),
+        0
+    );
+    assert_eq!(flood::evicted(&proxy, "public"), 0);
 }

@@ -417,6 +417,31 @@ async fn clienthello_in_the_same_write_as_the_sslrequest() {
     assert_eq!(&col_count[..5], &[1, 0, 0, 1, 1], "column count packet");
 }
 
+/// A session still open at the drain deadline is closed with a TLS
+/// close_notify, so the client sees a clean server close (libmariadb: "Lost
+/// connection to server", not "unexpected eof while reading").
+#[tokio::test]
+async fn the_drain_deadline_closes_sessions_with_close_notify() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    db.exec("CREATE USER nopass@'%'").await;
+    let config = format!(
+        "shutdown_timeout = \"100ms\"\n{}",
+        mtls_config(&pki, &db.unix_address())
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut c = RawClient::connect(proxy.tcp_addr("public")).await;
+    c.read_packet().await;
+    c.start_tls(&pki, Some(&pki.app)).await.expect("TLS");
+    c.write_packet(2, &response_payload("nopass", true)).await;
+    let switch = c.read_packet().await;
+    assert_eq!(switch[4], 0xfe, "the backend's auth switch");
+    c.write_packet(4, b"").await;
+    assert_eq!(c.read_packet().await[4], 0x00, "OK");
+    proxy.stop(Shutdown::Drain).await;
+    assert!(c.closed_with_close_notify().await, "TLS closed cleanly");
+}
+
 #[tokio::test]
 async fn drain_lets_open_sessions_finish_and_refuses_new_ones() {
     let pki = Pki::new();

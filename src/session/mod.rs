@@ -55,27 +55,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 /// The client stream after the optional TLS upgrade.
 type ClientStream<S> = Either<S, Box<tokio_rustls::server::TlsStream<S>>>;
 
-/// How long a session closed for revocation may take to send its TLS
+/// How long a session closed by portcullis (revocation, primary change,
+/// the drain deadline, a refused change of user) may take to send its TLS
 /// close_notify before the socket is dropped anyway.
 const REVOKE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one client connection until it closes. Relayed bytes are added
+/// Serves one client connection until it closes. Until it passes the door
+/// it holds `ticket`, its place in the listener's waiting room
+/// (max_unauthenticated; taken by the accept loop), and must show its
+/// certificate within tls_handshake_timeout. Relayed bytes are added
 /// to `totals` (the listener's `portcullis_bytes_total`) as they flow, and
 /// to `info.transferred` when the session ends.
 pub async fn serve<S: ClientIo>(
     client: S,
     listener: &ListenerRuntime,
     info: &mut SessionInfo,
+    mut ticket: Ticket,
     cancel: &CancellationToken,
     totals: &ByteCounts,
 ) -> Result<Finished, SessionError> {
     let started = tokio::time::Instant::now();
     let limit = listener.config.handshake_timeout;
-    // Until it passes the door, the connection waits in the listener's
-    // waiting room (max_unauthenticated), and must show its certificate
-    // within tls_handshake_timeout.
-    let peer = info.origin.client.map(|a| a.ip());
-    let mut ticket = listener.door.admit(peer, &listener.config.name);
     let evicted = ticket.signal();
     let door = started + listener.config.tls_handshake_timeout;
 
@@ -176,10 +176,10 @@ pub async fn serve<S: ClientIo>(
         _ = demoted => Finished::PrimaryChanged,
     };
     match &finished {
-        Finished::Revoked { .. } | Finished::PrimaryChanged => {
-            // A clean TLS close, so the client reports a lost connection
-            // rather than a TLS error; an ERR packet cannot be injected
-            // mid-command.
+        Finished::Revoked { .. } | Finished::PrimaryChanged | Finished::Closed => {
+            // A clean TLS close (close_notify), so the client reports a
+            // lost connection rather than a TLS error ("unexpected eof");
+            // an ERR packet cannot be injected mid-command.
             let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
         }
         Finished::ChangeUserRefused { refusal, .. } => {
@@ -341,9 +341,10 @@ async fn connection_phase<S: ClientIo>(
         1 + u8::from(client_tls),
     )
     .await?;
-    // Past the door: no longer waiting (nor evicted to make room); the
-    // client's own answers are told at the next seq.
-    ticket.pass();
+    // Past the door: no longer waiting (nor evicted to make room), unless
+    // it was closed to make room just before; the client's own answers are
+    // told at the next seq.
+    ticket.pass().map_err(SessionError::Evicted)?;
     let seq = resp.header.seq.wrapping_add(1);
     let slot = match door::admit(listener, target, &parsed) {
         Ok(slot) => slot,

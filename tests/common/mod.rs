@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod flood;
 pub mod http;
 pub mod mariadb;
 pub mod metrics;

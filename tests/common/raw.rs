@@ -122,6 +122,33 @@ impl RawClient {
         }
     }
 
+    /// Reads until the server closes and tells whether it closed TLS
+    /// cleanly: a `close_notify` before the TCP FIN (true), or the FIN alone,
+    /// which clients report as "unexpected eof" (false).
+    pub async fn closed_with_close_notify(&mut self) -> bool {
+        let tls = self.tls.as_mut().expect("a TLS client");
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                let _ = tls.read_tls(&mut &buf[..0]);
+                let _ = tls.process_new_packets();
+                let mut rest = Vec::new();
+                return tls.reader().read_to_end(&mut rest).is_ok();
+            }
+            tls.read_tls(&mut &buf[..n]).unwrap();
+            if tls.process_new_packets().is_err() {
+                return false;
+            }
+            let mut drained = Vec::new();
+            match tls.reader().read_to_end(&mut drained) {
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) {
         let bytes = frame(seq, payload);
         match self.tls.as_mut() {
