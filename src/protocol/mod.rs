@@ -11,6 +11,7 @@ pub mod caps;
 pub mod command;
 pub mod err;
 pub mod greeting;
+pub mod ok;
 pub mod packet;
 pub mod response;
 
@@ -18,6 +19,7 @@ pub use caps::Capabilities;
 pub use command::{ChangeUser, CommandFraming, COM_CHANGE_USER};
 pub use err::{ErrPacket, ERR_HEADER};
 pub use greeting::{Greeting, GreetingTemplate};
+pub use ok::OkPacket;
 pub use packet::{PacketHeader, HEADER_LEN, MAX_CHUNK};
 pub use response::HandshakeResponse;
 
