@@ -76,9 +76,14 @@ impl<'a> OkPacket<'a> {
     /// Parses an OK payload; `session_track` is whether client and server
     /// agreed on CLIENT_SESSION_TRACK, which decides the info's encoding.
     pub fn parse(payload: &'a [u8], session_track: bool) -> Result<OkPacket<'a>, ParseError> {
-        let header = *payload.first().ok_or(ParseError::Incomplete { needed: 7 })?;
+        let header = *payload
+            .first()
+            .ok_or(ParseError::Incomplete { needed: 7 })?;
         if header != 0x00 && header != 0xfe {
-            return Err(ParseError::malformed(WHAT, "does not start with 0x00 or 0xfe"));
+            return Err(ParseError::malformed(
+                WHAT,
+                "does not start with 0x00 or 0xfe",
+            ));
         }
         let (affected_rows, pos) = lenenc_int(payload, 1, WHAT)?;
         let (last_insert_id, pos) = lenenc_int(payload, pos, WHAT)?;
@@ -138,7 +143,7 @@ impl<'a> OkPacket<'a> {
 
     /// The system variables the session-state block reports changed, in
     /// order (a name may appear more than once).
-    pub fn system_variables(&self) -> Vec<(&'a [u8], &'a [u8])> {
+    pub fn system_variables(&self) -> Vec<Variable<'a>> {
         let Some(block) = self.session_state else {
             return Vec::new();
         };
@@ -150,6 +155,9 @@ impl<'a> OkPacket<'a> {
             .collect()
     }
 }
+
+/// A system variable reported changed: its name and value.
+pub type Variable<'a> = (&'a [u8], &'a [u8]);
 
 /// One session-state entry: its type and its data (without the length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +182,7 @@ pub fn entries(block: &[u8]) -> Result<Vec<Entry<'_>>, ParseError> {
 
 /// The name/value pairs of a system-variables entry's data. Servers put
 /// one pair in each entry; connectors read on while bytes remain, so do we.
-pub fn variables(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, ParseError> {
+pub fn variables(data: &[u8]) -> Result<Vec<Variable<'_>>, ParseError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < data.len() {
@@ -420,7 +428,10 @@ mod tests {
         );
         assert_eq!(got, want);
         // Kept with pass_backend_redirect: nothing to change.
-        assert_eq!(edit_auth_ok(&ok, true, &AuthOkEdit::default()).unwrap(), None);
+        assert_eq!(
+            edit_auth_ok(&ok, true, &AuthOkEdit::default()).unwrap(),
+            None
+        );
         // Ours first, theirs renamed: a connector sees exactly one.
         let both = edit_auth_ok(&ok, true, &add()).unwrap().unwrap();
         let names: Vec<_> = OkPacket::parse(&both, true)
@@ -455,7 +466,10 @@ mod tests {
         let got = edit_auth_ok(&PLAIN, true, &edit).unwrap().unwrap();
         // Value 327 bytes (fc 47 01), data 343 (fc 57 01), block 347 (fc 5b
         // 01), after the empty info.
-        assert_eq!(&got[7..15], &[0x00, 0xfc, 0x5b, 0x01, 0x00, 0xfc, 0x57, 0x01]);
+        assert_eq!(
+            &got[7..15],
+            &[0x00, 0xfc, 0x5b, 0x01, 0x00, 0xfc, 0x57, 0x01]
+        );
         assert_eq!(&got[28..31], &[0xfc, 0x47, 0x01]);
         let ok = OkPacket::parse(&got, true).unwrap();
         assert_eq!(ok.system_variables()[0].1, url.as_bytes());
@@ -476,9 +490,13 @@ mod tests {
             &[0x00, 0x00, 0x00, 0x02],
             &[0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x05, b'a'],
             // A block whose entry runs past its end.
-            &[0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, 0x03, 0x00, 0x05, 0x01],
+            &[
+                0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, 0x03, 0x00, 0x05, 0x01,
+            ],
             // A system variable whose value length is NULL (0xfb).
-            &[0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, 0x05, 0x00, 0x03, 0x01, b'x', 0xfb],
+            &[
+                0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, 0x05, 0x00, 0x03, 0x01, b'x', 0xfb,
+            ],
         ] {
             assert!(edit_auth_ok(bad, true, &add()).is_err(), "{bad:?}");
         }
