@@ -10,7 +10,8 @@
 //! MariaDB shipped instead (11.3, MDEV-15935): the client authenticates
 //! as usual and the OK that ends authentication carries the session
 //! tracker `redirect_url=mariadb://host:port`, which MariaDB Connector/J
-//! and the Node.js connector follow ([`crate::protocol::ok`]).
+//! follows ([`crate::protocol::ok`]; the Node.js connector tries to,
+//! docs/compatibility.md).
 
 use crate::config::failover::version_at_least;
 pub use crate::config::failover::{
@@ -158,8 +159,9 @@ mod tests {
         assert_eq!(s.form_for(&client(false, true, NODE)), Error, "no tracking");
         s.style = FailoverStyle::Both;
         for (attrs, want) in [
-            (NODE, RedirectUrl),
             (CONNECTOR_J, RedirectUrl),
+            // Reconnects, then cannot run a command: not a follower by default.
+            (NODE, Error),
             (OLD_NODE, Error),
             (CONNECTOR_J_2, Error),
             (LIBMARIADB, Error),
@@ -168,11 +170,24 @@ mod tests {
         ] {
             assert_eq!(s.form_for(&client(true, true, attrs)), want, "{attrs:?}");
         }
-        assert_eq!(s.form_for(&client(true, false, NODE)), Error, "plaintext");
-        assert_eq!(s.form_for(&client(false, true, NODE)), Error, "no tracking");
+        assert_eq!(
+            s.form_for(&client(true, false, CONNECTOR_J)),
+            Error,
+            "plaintext"
+        );
+        assert_eq!(
+            s.form_for(&client(false, true, CONNECTOR_J)),
+            Error,
+            "no tracking"
+        );
         // The table is extended from the config.
-        s.followers = vec!["MariaDB Connector/R2DBC >= 1.2".parse().unwrap()];
+        s.followers = vec![
+            "MariaDB Connector/R2DBC >= 1.2".parse().unwrap(),
+            "MariaDB connector/Node >= 3.2.3".parse().unwrap(),
+        ];
         assert_eq!(s.form_for(&client(true, true, R2DBC)), RedirectUrl);
+        assert_eq!(s.form_for(&client(true, true, NODE)), RedirectUrl);
+        assert_eq!(s.form_for(&client(true, true, OLD_NODE)), Error);
         assert_eq!(redirect_url("db2:3307"), "mariadb://db2:3307");
     }
 

@@ -401,6 +401,10 @@ async fn both_sends_followers_the_tracker_and_everyone_else_the_error() {
         "{}failover_followers = [\"MariaDB Connector/R2DBC >= 1.2\"]\n",
         redirect_url_style("both")
     );
+    let node_added = format!(
+        "{}failover_followers = [\"MariaDB connector/Node >= 3.2.3\"]\n",
+        redirect_url_style("both")
+    );
     let tls = proxy(&pki, &backend.address, true, &failover).await;
     let with_tracker = frame(3, &ok_with_block(&our_entry()));
     let track = Capabilities::SESSION_TRACK;
@@ -409,13 +413,17 @@ async fn both_sends_followers_the_tracker_and_everyone_else_the_error() {
         ("_client_version", "1.2.1"),
     ][..];
     for (who, caps, attrs, tracker) in [
-        ("Node.js mariadb 3.5.4", track, NODE, true),
         ("Connector/J 3.5.3", track, CONNECTOR_J, true),
         ("R2DBC, from failover_followers", track, r2dbc, true),
-        ("Node.js mariadb 3.2.2", track, OLD_NODE, false),
+        (
+            "Node.js mariadb 3.5.4, not in the table",
+            track,
+            NODE,
+            false,
+        ),
         ("libmariadb", track, LIBMARIADB, false),
         ("no attributes", track, &[][..], false),
-        ("a follower without session tracking", 0, NODE, false),
+        ("a follower without session tracking", 0, CONNECTOR_J, false),
     ] {
         let (answer, mut c) = login(&tls, &pki, true, &response(caps, true, attrs)).await;
         if tracker {
@@ -433,12 +441,23 @@ async fn both_sends_followers_the_tracker_and_everyone_else_the_error() {
     // A follower over plaintext: its connector follows only over verified
     // TLS, so it gets the error (at seq 2).
     let plain = proxy(&pki, &backend.address, false, &failover).await;
-    let (answer, _c) = login(&plain, &pki, false, &response(track, false, NODE)).await;
+    let (answer, _c) = login(&plain, &pki, false, &response(track, false, CONNECTOR_J)).await;
     assert_eq!(answer, frame(2, &redirect_err()));
     assert!(backend.untouched());
+    // The Node.js connector, added by the operator, from the version given.
+    let added = proxy(&pki, &backend.address, true, &node_added).await;
+    let (answer, _c) = login(&added, &pki, true, &response(track, true, NODE)).await;
+    assert_eq!(answer, with_tracker, "Node.js 3.5.4, added");
+    backend.next_response().await;
+    let (answer, _c) = login(&added, &pki, true, &response(track, true, OLD_NODE)).await;
+    assert_eq!(
+        answer,
+        frame(3, &redirect_err()),
+        "Node.js 3.2.2, below the version added"
+    );
     tls.settle().await;
     let text = portcullis::exposition::encode(&tls.state());
-    for (style, n) in [("error", 4), ("redirect_url", 3)] {
+    for (style, n) in [("error", 4), ("redirect_url", 2)] {
         let line =
             format!("portcullis_redirects_total{{listener=\"public\",style=\"{style}\"}} {n}\n");
         assert!(text.contains(&line), "{line} in\n{text}");
@@ -696,7 +715,13 @@ mod node {
 async fn what_connector_j_and_node_read_from_the_bytes_portcullis_sends() {
     let pki = Pki::new();
     let mut backend = Scripted::start(ok_with_block(&server_block()));
-    let p = proxy(&pki, &backend.address, true, &redirect_url_style("both")).await;
+    let p = proxy(
+        &pki,
+        &backend.address,
+        true,
+        &redirect_url_style("redirect_url"),
+    )
+    .await;
     for attrs in [CONNECTOR_J, NODE] {
         let caps = Capabilities::SESSION_TRACK | Capabilities::DEPRECATE_EOF;
         let (ok, _c) = login(&p, &pki, true, &response(caps, true, attrs)).await;

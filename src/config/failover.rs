@@ -101,13 +101,14 @@ pub struct Follower {
     pub min_version: Vec<u32>,
 }
 
-/// The connectors known to follow `redirect_url` (docs/failover.md,
-/// "Which clients follow"): MariaDB Connector/J from 3.4 and the Node.js
-/// `mariadb` connector from 3.2.3, by the attributes they send.
-pub const BUILTIN_FOLLOWERS: &[(&str, &[u32])] = &[
-    ("MariaDB Connector/J", &[3, 4, 0]),
-    ("MariaDB connector/Node", &[3, 2, 3]),
-];
+/// The connectors known to follow `redirect_url` and work on afterwards
+/// (docs/failover.md, "Which clients follow"), by the attributes they send:
+/// MariaDB Connector/J from 3.4. Not the Node.js `mariadb` connector
+/// (`MariaDB connector/Node`): 3.2.3 to 3.5.4, the newest, reconnect to
+/// the target but hand back a connection that cannot run a command
+/// (docs/compatibility.md); `failover_followers` adds it once a version
+/// works.
+pub const BUILTIN_FOLLOWERS: &[(&str, &[u32])] = &[("MariaDB Connector/J", &[3, 4, 0])];
 
 impl Follower {
     /// Whether a client that sent these `_client_name` and
