@@ -3,7 +3,8 @@
 //! Nothing here does I/O. Parsers take a byte slice and return either a value
 //! or a [`ParseError`]; [`ParseError::Incomplete`] is an expected outcome for
 //! framing (more bytes are needed), not a failure. Every parser has a fuzz
-//! target under `fuzz/`. `command` also holds the command phase's one piece
+//! target under `fuzz/` (`ok` is written for one too: a target is still to
+//! come). `command` also holds the command phase's one piece
 //! of state, [`CommandFraming`], which finds where commands start in the
 //! client's stream.
 

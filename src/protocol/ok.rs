@@ -250,10 +250,11 @@ pub struct AuthOkEdit<'a> {
 /// CLIENT_SESSION_TRACK; without it there is no session-state block to
 /// rename in nor to add to, and the result is `None`.
 ///
-/// The added entry goes first in the block: both connectors that follow
+/// The added entry goes first in the block: both connectors that read
 /// `redirect_url` stop understanding a block at an entry type they do not
-/// know (Connector/J skips by the wrong buffer, the Node.js connector does
-/// not skip at all), so the first place is the one both always read. With
+/// know (some Connector/J versions skip by the wrong buffer, the Node.js
+/// connector does not skip at all), so the first place is the one both
+/// always read. With
 /// no block yet, the status gets SERVER_SESSION_STATE_CHANGED and an empty
 /// info (`00`) is written where the server wrote none.
 pub fn edit_auth_ok(
