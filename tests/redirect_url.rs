@@ -480,6 +480,24 @@ async fn redirect_url_without_session_tracking_or_a_backend_is_the_error_form() 
     assert!(c.at_eof().await);
     assert!(backend.untouched());
 
+    // A full listener has no session to give: the error form, not 1040.
+    let full = proxy(
+        &pki,
+        &backend.address,
+        true,
+        &format!(
+            "max_connections = 1\n{}",
+            redirect_url_style("redirect_url")
+        ),
+    )
+    .await;
+    let resp = response(Capabilities::SESSION_TRACK, true, NODE);
+    let (first, _held) = login(&full, &pki, true, &resp).await;
+    assert_eq!(first, frame(3, &ok_with_block(&our_entry())));
+    backend.next_response().await;
+    let (answer, _c) = login(&full, &pki, true, &resp).await;
+    assert_eq!(answer, frame(3, &redirect_err()), "listener full");
+
     // No backend to authenticate at: the error form, after TLS.
     let (_d, absent) = absent_backend();
     let p = proxy(&pki, &absent, true, &redirect_url_style("redirect_url")).await;

@@ -367,30 +367,24 @@ async fn connection_phase<S: ClientIo>(
     }
     let slot = match door::admit(listener, target, &parsed) {
         Ok(slot) => slot,
+        // A full listener has no session to give a redirect_url client: it
+        // gets the error form, like one with no backend.
+        Err(e @ SessionError::TooManyConnections(_)) => {
+            return unusable(&mut client, listener, plan, seq, e, Stage::Door).await
+        }
         Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::Door).await),
     };
 
     // Connecting: dial the backend and read its greeting.
-    let (backend, mut backend_reader, greeting, learned) = match auth::greet(
-        target,
-        info.origin,
-        listener.config.max_handshake_packet,
-    )
-    .await
-    {
-        Ok(g) => g,
-        Err(e) => {
-            if let Some(r) = plan.redirect() {
-                tracing::info!(listener = %listener.config.name, backend = name, error = %e, "no backend to authenticate at: redirect_url falls back to the error form");
-                return redirect::tell(&mut client, seq, r)
-                    .await
-                    .map(Phase::Redirected);
+    let (backend, mut backend_reader, greeting, learned) =
+        match auth::greet(target, info.origin, listener.config.max_handshake_packet).await {
+            Ok(g) => g,
+            Err(e) => {
+                return unusable(&mut client, listener, plan, seq, e, Stage::Connect(name)).await
             }
-            return Err(tell(&mut client, listener, seq, e, Stage::Connect(name)).await);
-        }
-    };
+        };
     if let Err(e) = auth::compatible(&parsed, &template, &learned) {
-        return Err(tell(&mut client, listener, seq, e, Stage::Connect(name)).await);
+        return unusable(&mut client, listener, plan, seq, e, Stage::Connect(name)).await;
     }
 
     // Outbound TLS, then Authenticating: the client's response with the
@@ -410,7 +404,9 @@ async fn connection_phase<S: ClientIo>(
     .await
     {
         Ok(b) => b,
-        Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
+        Err(e) => {
+            return unusable(&mut client, listener, plan, seq, e, Stage::BackendTls(name)).await
+        }
     };
     let end = AuthRelay {
         client: &mut client,
@@ -443,6 +439,24 @@ async fn connection_phase<S: ClientIo>(
             capabilities: parsed.relayed_capabilities(),
         }),
     }
+}
+
+/// The backend cannot take a client past the door (`e` at `stage`): one
+/// that is redirected gets the error form instead (its `redirect_url`
+/// needs a session here), any other is told `e` ([`tell`]).
+async fn unusable<S: ClientIo>(
+    client: &mut ClientStream<S>,
+    listener: &ListenerRuntime,
+    plan: &Plan,
+    seq: u8,
+    e: SessionError,
+    stage: Stage<'_>,
+) -> Result<Phase<S>, SessionError> {
+    let Some(r) = plan.redirect() else {
+        return Err(tell(client, listener, seq, e, stage).await);
+    };
+    tracing::info!(listener = %listener.config.name, error = %e, "no session here for redirect_url: the error form instead");
+    redirect::tell(client, seq, r).await.map(Phase::Redirected)
 }
 
 /// Tells a client that passed the door why it is not relayed (`e` at
