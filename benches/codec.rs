@@ -116,8 +116,8 @@ fn failover_packet(bencher: Bencher) {
     let s = FailoverSettings {
         mode: FailoverMode::On,
         target: Some("db2.example.net:3306".into()),
-        message: None,
         error_code: DEFAULT_ERROR_CODE,
+        ..Default::default()
     };
     bencher.bench_local(|| black_box(&s).packet().unwrap().encode());
 }

@@ -20,6 +20,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncod
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::config::failover::RedirectForm;
 use crate::metrics::{LabelCounts, ListenerMetrics, VERSION};
 use crate::monitor::{Role, Topology};
 use crate::state::{ListenerState, ProxyState};
@@ -155,10 +156,15 @@ fn listener_families(
     family(
         enc,
         "redirects",
-        "Clients answered with the instant-failover redirect, by listener.",
-        listeners
-            .iter()
-            .map(|l| ([("listener", l.name())], Counter(l.metrics.redirects()))),
+        "Clients sent elsewhere by the failover redirect, by listener and style (error: the ERR packet instead of a session; redirect_url: the session tracker in the OK that ends authentication).",
+        listeners.iter().flat_map(|l| {
+            RedirectForm::ALL.map(|form| {
+                (
+                    [("listener", l.name()), ("style", form.label())],
+                    Counter(l.metrics.redirects(form)),
+                )
+            })
+        }),
     )?;
     family(
         enc,
@@ -371,8 +377,7 @@ mod tests {
         info: &SessionInfo,
         result: Result<Finished, SessionError>,
     ) {
-        let backend = info.backend.as_deref().unwrap_or("db1");
-        crate::outcome::record(&l.metrics, &result, backend, info.handshake_done);
+        crate::outcome::record_session(&l.metrics, info, &result, "db1");
     }
 
     fn encode(state: &Arc<crate::state::ProxyState>) -> String {
@@ -472,7 +477,11 @@ mod tests {
         assert_eq!((public.name(), plain.name()), ("public", "plain"));
 
         record(public, &handshake(3), Ok(Finished::Relayed));
-        record(public, &handshake(700), Ok(Finished::Relayed));
+        let told_redirect_url = SessionInfo {
+            redirect_url: Some("mariadb://db2:3306".into()),
+            ..handshake(700)
+        };
+        record(public, &told_redirect_url, Ok(Finished::Relayed));
         record(
             public,
             &SessionInfo::default(),
@@ -544,10 +553,12 @@ portcullis_connections_total{listener="public",outcome="relayed"} 2
 portcullis_connections_total{listener="public",outcome="tls_handshake_failed"} 1
 portcullis_connections_total{listener="plain",outcome="auth_rejected"} 1
 portcullis_connections_total{listener="plain",outcome="no_backend"} 1
-# HELP portcullis_redirects Clients answered with the instant-failover redirect, by listener.
+# HELP portcullis_redirects Clients sent elsewhere by the failover redirect, by listener and style (error: the ERR packet instead of a session; redirect_url: the session tracker in the OK that ends authentication).
 # TYPE portcullis_redirects counter
-portcullis_redirects_total{listener="public"} 1
-portcullis_redirects_total{listener="plain"} 0
+portcullis_redirects_total{listener="public",style="error"} 1
+portcullis_redirects_total{listener="public",style="redirect_url"} 1
+portcullis_redirects_total{listener="plain",style="error"} 0
+portcullis_redirects_total{listener="plain",style="redirect_url"} 0
 # HELP portcullis_active_sessions Sessions in progress, by listener.
 # TYPE portcullis_active_sessions gauge
 portcullis_active_sessions{listener="public"} 0

@@ -20,10 +20,12 @@
 //!   (the client's side — SSLRequest, TLS, HandshakeResponse, refusals — in
 //!   `session::door`; the backend's — greeting, outbound TLS,
 //!   authentication relay with the sequence-id shift — in `session::auth`;
-//!   the route in `session::route`), then the relay.
-//! - [`failover`] — the instant-failover redirect: who is redirected, and
-//!   the ERR packet that sends a client to another server (the settings
-//!   are [`config::failover`]).
+//!   the route in `session::route`; the failover redirect's two forms in
+//!   `session::redirect`), then the relay.
+//! - [`failover`] — the instant-failover redirect: who is redirected, in
+//!   which form (the ERR packet, or MariaDB's `redirect_url` tracker in the
+//!   OK that ends authentication), and the ERR packet that sends a client
+//!   to another server (the settings are [`config::failover`]).
 //! - [`protocol`] — the wire format as pure functions over bytes (no I/O).
 //! - [`packet_io`] — reading/writing whole packets on async streams during
 //!   the connection phase.

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::config::failover::RedirectForm;
+
 /// The version in `portcullis_build_info` and `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -52,8 +54,9 @@ pub struct ListenerMetrics {
     active: AtomicI64,
     /// Finished connections by outcome label.
     outcomes: LabeledCounters,
-    /// Clients sent elsewhere with the instant-failover redirect.
-    redirects: AtomicU64,
+    /// Clients sent elsewhere with the failover redirect, by form
+    /// (indexed as [`RedirectForm::ALL`]).
+    redirects: [AtomicU64; 2],
     /// Failed TLS handshakes by reason.
     tls_failures: LabeledCounters,
     /// Failed backend connects by backend name.
@@ -105,9 +108,9 @@ impl ListenerMetrics {
         self.outcomes.inc(label);
     }
 
-    /// Counts a client sent elsewhere with the failover redirect.
-    pub fn redirected(&self) {
-        self.redirects.fetch_add(1, Ordering::Relaxed);
+    /// Counts a client sent elsewhere with the failover redirect in `form`.
+    pub fn redirected(&self, form: RedirectForm) {
+        self.redirects[form as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed TLS handshake with a client.
@@ -130,9 +133,9 @@ impl ListenerMetrics {
         self.outcomes.snapshot()
     }
 
-    /// Clients sent elsewhere with the instant-failover redirect.
-    pub fn redirects(&self) -> u64 {
-        self.redirects.load(Ordering::Relaxed)
+    /// Clients sent elsewhere with the failover redirect in `form`.
+    pub fn redirects(&self, form: RedirectForm) -> u64 {
+        self.redirects[form as usize].load(Ordering::Relaxed)
     }
 
     /// Failed TLS handshakes by reason, sorted by reason.

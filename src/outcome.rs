@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::backend::ConnectError;
+use crate::config::failover::RedirectForm;
 use crate::config::{ClientAuth, ListenerConfig};
 use crate::metrics::ListenerMetrics;
 use crate::packet_io::ReadError;
@@ -502,8 +503,24 @@ pub fn finish(
     duration: Duration,
 ) {
     log(listener, peer, info, result, duration);
+    record_session(metrics, info, result, route);
+}
+
+/// Counts how a session ended ([`record`]), and a `redirect_url` it was
+/// told. Both are counted when the connection ends, as every connection
+/// counter is: a follower quits its session at once to move, one that
+/// ignores the tracker when it is done.
+pub fn record_session(
+    metrics: &ListenerMetrics,
+    info: &SessionInfo,
+    result: &Result<Finished, SessionError>,
+    route: &str,
+) {
     let backend = info.backend.as_deref().unwrap_or(route);
     record(metrics, result, backend, info.handshake_done);
+    if info.redirect_url.is_some() {
+        metrics.redirected(RedirectForm::RedirectUrl);
+    }
 }
 
 /// The one log event per connection.
@@ -534,6 +551,7 @@ fn log(
                 user = info.user.as_deref(),
                 database = info.database.as_deref(),
                 backend = info.backend.as_deref(),
+                redirect_url = info.redirect_url.as_deref(),
                 bytes_up = info.transferred.up,
                 bytes_down = info.transferred.down,
                 duration_ms = duration.as_millis() as u64,
@@ -563,7 +581,7 @@ pub fn record(
         Ok(f) => {
             metrics.outcome(f.label());
             if let Finished::Redirected { .. } = f {
-                metrics.redirected();
+                metrics.redirected(RedirectForm::Error);
             }
         }
         Err(e) => {
@@ -783,7 +801,8 @@ route = "db"
                 ("tls_handshake_failed".to_string(), 1),
             ]
         );
-        assert_eq!(m.redirects(), 1);
+        assert_eq!(m.redirects(RedirectForm::Error), 1);
+        assert_eq!(m.redirects(RedirectForm::RedirectUrl), 0);
         assert_eq!(counts(m.tls_failures()), [("unknown_ca".to_string(), 1)]);
         assert_eq!(counts(m.backend_connect_errors()), [("db2".to_string(), 1)]);
         let (_, count, _) = m.handshake();

@@ -393,7 +393,7 @@ async fn reload_applies_failover_settings_and_counts_redirects() {
         .expect("relayed before the reload");
     metric_reaches(
         &proxy,
-        r#"portcullis_redirects_total{listener="public"}"#,
+        r#"portcullis_redirects_total{listener="public",style="error"}"#,
         "0",
     )
     .await;
@@ -420,7 +420,7 @@ async fn reload_applies_failover_settings_and_counts_redirects() {
     assert_eq!(server_error_code(&err), Some(4196));
     metric_reaches(
         &proxy,
-        r#"portcullis_redirects_total{listener="public"}"#,
+        r#"portcullis_redirects_total{listener="public",style="error"}"#,
         "1",
     )
     .await;

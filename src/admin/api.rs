@@ -430,22 +430,41 @@ fn failover(name: &str, body: Option<&[u8]>, ctx: &Ctx) -> Answer {
         target: Option<crate::failover::FailoverTarget>,
         message: Option<String>,
         error_code: Option<u16>,
+        style: Option<crate::failover::FailoverStyle>,
+        followers: Option<Vec<String>>,
+        pass_backend_redirect: Option<bool>,
     }
     let change: Change = match serde_json::from_slice(body) {
         Ok(c) => c,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("invalid JSON body: {e} (expected {{\"mode\": \"off|on|all\", \"target\": \"host:port\", \"message\": \"...\", \"error_code\": 4196}})"),
+                &format!("invalid JSON body: {e} (expected {{\"mode\": \"off|on|all\", \"target\": \"host:port\", \"message\": \"...\", \"error_code\": 4196, \"style\": \"error|redirect_url|both\", \"followers\": [\"NAME >= VERSION\"], \"pass_backend_redirect\": false}})"),
             )
         }
     };
     let old = rt.failover.load_full();
+    let followers = match change.followers {
+        Some(list) => match list
+            .iter()
+            .map(|f| f.parse())
+            .collect::<Result<Vec<_>, String>>()
+        {
+            Ok(f) => f,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        },
+        None => old.followers.clone(),
+    };
     let new = crate::failover::FailoverSettings {
         mode: change.mode,
         target: change.target.or_else(|| old.target.clone()),
         message: change.message.or_else(|| old.message.clone()),
         error_code: change.error_code.unwrap_or(old.error_code),
+        style: change.style.unwrap_or(old.style),
+        followers,
+        pass_backend_redirect: change
+            .pass_backend_redirect
+            .unwrap_or(old.pass_backend_redirect),
     };
     if new.target == Some(crate::failover::FailoverTarget::Primary) && ctx.state.topology.is_none()
     {
@@ -462,6 +481,7 @@ fn failover(name: &str, body: Option<&[u8]>, ctx: &Ctx) -> Answer {
         from = old.mode.as_str(),
         to = new.mode.as_str(),
         target = new.target_str(),
+        style = new.style.as_str(),
         "failover mode changed via the admin API"
     );
     rt.failover.store(Arc::new(new));

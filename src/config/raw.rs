@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::failover::FailoverMode;
+use super::failover::{FailoverMode, FailoverStyle};
 use super::model::{
     CertRefusal, ClientAuth, CrlExpired, CrlScope, OnPrimaryChange, OnRevoke, UnknownRevocation,
 };
@@ -96,6 +96,10 @@ pub(super) struct RawListener {
     pub(super) failover_target: Option<Spanned<String>>,
     pub(super) failover_message: Option<Spanned<String>>,
     pub(super) failover_error_code: Option<Spanned<u16>>,
+    pub(super) failover_style: Option<Spanned<FailoverStyle>>,
+    pub(super) failover_followers: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) pass_backend_redirect: bool,
     pub(super) on_primary_change: Option<Spanned<OnPrimaryChange>>,
     pub(super) primary_wait: Option<Spanned<DurationText>>,
     pub(super) max_replica_lag: Option<Spanned<DurationText>>,

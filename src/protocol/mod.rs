@@ -3,7 +3,8 @@
 //! Nothing here does I/O. Parsers take a byte slice and return either a value
 //! or a [`ParseError`]; [`ParseError::Incomplete`] is an expected outcome for
 //! framing (more bytes are needed), not a failure. Every parser has a fuzz
-//! target under `fuzz/`. `command` also holds the command phase's one piece
+//! target under `fuzz/` (`ok` is written for one too: a target is still to
+//! come). `command` also holds the command phase's one piece
 //! of state, [`CommandFraming`], which finds where commands start in the
 //! client's stream.
 
@@ -11,6 +12,7 @@ pub mod caps;
 pub mod command;
 pub mod err;
 pub mod greeting;
+pub mod ok;
 pub mod packet;
 pub mod response;
 
@@ -18,6 +20,7 @@ pub use caps::Capabilities;
 pub use command::{ChangeUser, CommandFraming, COM_CHANGE_USER};
 pub use err::{ErrPacket, ERR_HEADER};
 pub use greeting::{Greeting, GreetingTemplate};
+pub use ok::OkPacket;
 pub use packet::{PacketHeader, HEADER_LEN, MAX_CHUNK};
 pub use response::HandshakeResponse;
 

@@ -253,6 +253,7 @@ fn apply_failover(state: &ProxyState, new: &Config) -> Vec<String> {
                 from = rt.failover.load().mode.as_str(),
                 to = l.failover.mode.as_str(),
                 target = l.failover.target_str(),
+                style = l.failover.style.as_str(),
                 "reload: failover settings applied"
             );
             rt.failover.store(Arc::new(l.failover.clone()));

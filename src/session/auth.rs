@@ -1,7 +1,8 @@
 //! The backend's side of the connection phase: connecting and reading its
 //! greeting, the outbound TLS upgrade (`[backend.tls]`), and relaying
 //! authentication between the two legs with the sequence-id shift
-//! (docs/design.md §3.4) until the backend's OK or ERR.
+//! (docs/design.md §3.4) until the backend's OK or ERR, the OK edited on
+//! its way ([`OkEdit`]: the `redirect_url` form of the failover redirect).
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::either::Either;
@@ -12,8 +13,9 @@ use crate::listener::ListenerRuntime;
 use crate::outcome::{SessionError, Stage};
 use crate::packet_io::{write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::err::OK_HEADER;
+use crate::protocol::ok::{edit_auth_ok, AuthOkEdit};
 use crate::protocol::response::{self, HandshakeResponse};
-use crate::protocol::{Capabilities, ErrPacket, Greeting, GreetingTemplate, ERR_HEADER};
+use crate::protocol::{Capabilities, ErrPacket, Greeting, GreetingTemplate, ERR_HEADER, MAX_CHUNK};
 use crate::tls::{self, Peer, TlsFailure};
 
 /// The backend stream after the optional outbound TLS upgrade.
@@ -23,7 +25,8 @@ pub(super) type BackendConn =
 /// How authentication at the backend ended.
 pub(super) enum AuthEnd {
     /// The backend's OK was passed on: the command phase starts.
-    Ok,
+    /// `redirected`: it carried the `redirect_url` of [`OkEdit`].
+    Ok { redirected: bool },
     /// The backend's ERR (code) was passed on.
     Rejected { code: u16 },
 }
@@ -175,6 +178,48 @@ fn backend_read_error(e: ReadError) -> SessionError {
     }
 }
 
+/// What portcullis changes in the backend's OK that ends authentication
+/// (docs/failover.md): the `redirect_url` form's tracker added, the
+/// backend's own `redirect_url` renamed.
+#[derive(Debug, Clone, Default)]
+pub(super) struct OkEdit {
+    /// Whether client and backend agreed on CLIENT_SESSION_TRACK: without
+    /// it the OK has no session-state block, and none can be added.
+    pub session_track: bool,
+    /// `mariadb://host:port` to add.
+    pub redirect_url: Option<String>,
+    /// Rename a backend's own `redirect_url` (unless
+    /// `pass_backend_redirect`; always when one is added).
+    pub rename_backend_redirect: bool,
+}
+
+impl OkEdit {
+    /// The OK payload to send instead of `payload`, or `None` to pass it as
+    /// it is. An OK that does not parse passes as it is (logged): the
+    /// client then has its session without the tracker.
+    fn apply(&self, payload: &[u8], listener: &str, backend: &str) -> Option<Vec<u8>> {
+        let edit = AuthOkEdit {
+            redirect_url: self.redirect_url.as_deref(),
+            rename_backend_redirect: self.rename_backend_redirect || self.redirect_url.is_some(),
+        };
+        if self.redirect_url.is_some() && !self.session_track {
+            tracing::warn!(
+                listener,
+                backend,
+                "the backend did not agree on session tracking: the client cannot be told redirect_url and stays on this server"
+            );
+        }
+        match edit_auth_ok(payload, self.session_track, &edit) {
+            Ok(Some(p)) if p.len() < MAX_CHUNK => Some(p),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(listener, backend, error = %e, "the backend's OK does not parse: passed on unchanged");
+                None
+            }
+        }
+    }
+}
+
 /// The two legs of the authentication exchange and how their sequence ids
 /// relate (docs/design.md §3.4).
 pub(super) struct AuthRelay<'a, S: ClientIo> {
@@ -184,6 +229,8 @@ pub(super) struct AuthRelay<'a, S: ClientIo> {
     pub backend_reader: &'a mut PacketReader,
     pub listener: &'a ListenerRuntime,
     pub target: &'a BackendRuntime,
+    /// Applied to the OK that ends authentication.
+    pub ok_edit: OkEdit,
 }
 
 impl<S: ClientIo> AuthRelay<'_, S> {
@@ -261,13 +308,25 @@ impl<S: ClientIo> AuthRelay<'_, S> {
                     backend_continues = p.header.continues();
                     p.set_seq(to_client(p.header.seq));
                     next_to_client = p.header.seq.wrapping_add(1);
+                    let mut redirected = false;
+                    if kind == Some(OK_HEADER) && !backend_continues {
+                        let edited = self.ok_edit.apply(
+                            p.payload(),
+                            &self.listener.config.name,
+                            &self.target.config.name,
+                        );
+                        if let Some(payload) = edited {
+                            redirected = self.ok_edit.redirect_url.is_some();
+                            p = Packet::new(p.header.seq, &payload);
+                        }
+                    }
                     self.client
                         .write_all(&p.bytes)
                         .await
                         .map_err(SessionError::ClientIo)?;
                     self.client.flush().await.map_err(SessionError::ClientIo)?;
                     match kind {
-                        Some(OK_HEADER) => return Ok(AuthEnd::Ok),
+                        Some(OK_HEADER) => return Ok(AuthEnd::Ok { redirected }),
                         Some(ERR_HEADER) => {
                             let code = ErrPacket::parse(p.payload()).map(|e| e.code).unwrap_or(0);
                             return Ok(AuthEnd::Rejected { code });

@@ -26,4 +26,7 @@ pub struct SessionInfo {
     /// The client's and the listener's addresses (TCP), for the PROXY
     /// protocol header.
     pub origin: Origin,
+    /// The `redirect_url` added to the OK that ended authentication (the
+    /// `redirect_url` form of the failover redirect), when one was.
+    pub redirect_url: Option<String>,
 }

@@ -1,13 +1,16 @@
 //! One client connection, from accept to close.
 //!
 //! The connection phase runs as named steps; the client's side is in
-//! [`door`], the backend's in [`auth`], routing in [`route`]:
+//! [`door`], the backend's in [`auth`], routing in [`route`], the failover
+//! redirect's two forms in [`redirect`]:
 //!
 //! ```text
 //! Greeting (own) ─► SslRequested ─► TlsEstablished ─► ResponseRead ─► the door ─┐
 //!   ┌──────────────────────────────────────────────────────────────────────────┘
 //!   └─► Connecting ─► Authenticating (the backend's auth switch) ─► Relaying ─► Closed
-//!        (refused at the door, or no backend: ERR after TLS ─► Closed)
+//!        (refused at the door, redirected with the error form, or no
+//!         backend: ERR after TLS ─► Closed; redirected with `redirect_url`:
+//!         the tracker in the OK that ends Authenticating)
 //! ```
 //!
 //! Nothing reaches the backend before the door (docs/design.md §3.9).
@@ -22,6 +25,7 @@
 mod auth;
 mod door;
 pub mod info;
+mod redirect;
 mod route;
 
 use std::time::Duration;
@@ -46,7 +50,8 @@ use crate::reload::reloadable;
 use auth::{AuthEnd, AuthRelay, BackendConn};
 pub use door::refuse;
 pub use info::SessionInfo;
-use route::{redirect_target, resolve_route};
+use redirect::Plan;
+use route::resolve_route;
 
 /// Any byte stream a client can arrive on (TCP, Unix socket, in-memory).
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -79,25 +84,20 @@ pub async fn serve<S: ClientIo>(
     let evicted = ticket.signal();
     let door = started + listener.config.tls_handshake_timeout;
 
-    // Redirect: decided at accept time from one snapshot of the settings,
-    // answered after TLS and the HandshakeResponse, without a backend.
-    let failover = listener.failover.load();
-    if failover.applies(listener.is_unix(), listener.config.admin) {
-        if let Some(target) = failover.target.clone() {
-            let (target, packet) = match redirect_target(listener, target) {
-                Ok(t) => {
-                    let packet = failover.packet_to(&t);
-                    (t, packet)
-                }
-                Err(why) => {
-                    let refusal = Box::pin(refuse_no_backend(client, listener, info, why, door));
-                    return until_done(refusal, None, cancel, &evicted).await;
-                }
-            };
-            let answer = Box::pin(refuse(client, listener, info, &packet, door));
-            until_done(answer, Some(limit), cancel, &evicted).await?;
-            return Ok(Finished::Redirected { target });
+    // Redirect: decided at accept time from one snapshot of the settings.
+    // The error form for everyone is answered after TLS and the
+    // HandshakeResponse, without a backend; the others are decided per
+    // client in the connection phase.
+    let plan = match Plan::new(listener, listener.failover.load_full()) {
+        Ok(plan) => plan,
+        Err(why) => {
+            let refusal = Box::pin(refuse_no_backend(client, listener, info, why, door));
+            return until_done(refusal, None, cancel, &evicted).await;
         }
+    };
+    if let Some(r) = plan.error_for_everyone() {
+        let answer = Box::pin(redirect::answer(client, listener, info, r, door));
+        return until_done(answer, Some(limit), cancel, &evicted).await;
     }
 
     // Route: the backend for this connection, from the topology snapshot
@@ -112,6 +112,12 @@ pub async fn serve<S: ClientIo>(
     let (target, tenure) = match route {
         Ok(r) => r,
         Err(why) => {
+            // No backend to authenticate at: a redirect falls back to the
+            // error form.
+            if let Some(r) = plan.redirect() {
+                let answer = Box::pin(redirect::answer(client, listener, info, r, door));
+                return until_done(answer, Some(limit), cancel, &evicted).await;
+            }
             let refusal = Box::pin(refuse_no_backend(client, listener, info, why, door));
             return until_done(refusal, None, cancel, &evicted).await;
         }
@@ -126,6 +132,7 @@ pub async fn serve<S: ClientIo>(
         info,
         &mut ticket,
         door,
+        &plan,
     ));
     let (mut client, mut backend, _slot, capabilities) =
         match until_done(phase, Some(limit), cancel, &evicted).await? {
@@ -136,6 +143,7 @@ pub async fn serve<S: ClientIo>(
                 capabilities,
             } => (client, backend, _slot, capabilities),
             Phase::AuthRejected { code } => return Ok(Finished::AuthRejected { code }),
+            Phase::Redirected(finished) => return Ok(finished),
         };
     info.handshake_done = Some(started.elapsed());
     let live = register_live(listener, &client, info);
@@ -294,6 +302,9 @@ enum Phase<S: ClientIo> {
     AuthRejected {
         code: u16,
     },
+    /// Told the error form of the failover redirect (its form for this
+    /// client, or no backend to authenticate at).
+    Redirected(Finished),
 }
 
 /// The plugin name portcullis puts in the HandshakeResponse it relays, in
@@ -306,7 +317,9 @@ pub const SWITCH_PLUGIN: &str = "portcullis_auth_switch";
 /// own greeting, the client's SSLRequest and TLS, its HandshakeResponse —
 /// the door — and only then the backend: its greeting, outbound TLS, the
 /// client's response with the plugin renamed, and authentication relayed
-/// until the backend's OK or ERR.
+/// until the backend's OK or ERR. A redirected client (`plan`) gets the
+/// error form right after the door, or the `redirect_url` tracker in that
+/// OK (docs/failover.md).
 async fn connection_phase<S: ClientIo>(
     mut client: S,
     listener: &ListenerRuntime,
@@ -314,6 +327,7 @@ async fn connection_phase<S: ClientIo>(
     info: &mut SessionInfo,
     ticket: &mut Ticket,
     door: Instant,
+    plan: &Plan,
 ) -> Result<Phase<S>, SessionError> {
     let name = target.config.name.as_str();
     info.backend = Some(target.config.name.clone());
@@ -346,8 +360,18 @@ async fn connection_phase<S: ClientIo>(
     // told at the next seq.
     ticket.pass().map_err(SessionError::Evicted)?;
     let seq = resp.header.seq.wrapping_add(1);
+    if let Some(r) = plan.error_for(&parsed, resp.payload(), client_tls) {
+        return redirect::tell(&mut client, seq, r)
+            .await
+            .map(Phase::Redirected);
+    }
     let slot = match door::admit(listener, target, &parsed) {
         Ok(slot) => slot,
+        // A full listener has no session to give a redirect_url client: it
+        // gets the error form, like one with no backend.
+        Err(e @ SessionError::TooManyConnections(_)) => {
+            return unusable(&mut client, listener, plan, seq, e, Stage::Door).await
+        }
         Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::Door).await),
     };
 
@@ -355,10 +379,12 @@ async fn connection_phase<S: ClientIo>(
     let (backend, mut backend_reader, greeting, learned) =
         match auth::greet(target, info.origin, listener.config.max_handshake_packet).await {
             Ok(g) => g,
-            Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::Connect(name)).await),
+            Err(e) => {
+                return unusable(&mut client, listener, plan, seq, e, Stage::Connect(name)).await
+            }
         };
     if let Err(e) = auth::compatible(&parsed, &template, &learned) {
-        return Err(tell(&mut client, listener, seq, e, Stage::Connect(name)).await);
+        return unusable(&mut client, listener, plan, seq, e, Stage::Connect(name)).await;
     }
 
     // Outbound TLS, then Authenticating: the client's response with the
@@ -378,7 +404,9 @@ async fn connection_phase<S: ClientIo>(
     .await
     {
         Ok(b) => b,
-        Err(e) => return Err(tell(&mut client, listener, seq, e, Stage::BackendTls(name)).await),
+        Err(e) => {
+            return unusable(&mut client, listener, plan, seq, e, Stage::BackendTls(name)).await
+        }
     };
     let end = AuthRelay {
         client: &mut client,
@@ -387,19 +415,48 @@ async fn connection_phase<S: ClientIo>(
         backend_reader: &mut backend_reader,
         listener,
         target,
+        ok_edit: plan.ok_edit(
+            parsed
+                .relayed_capabilities()
+                .has(Capabilities::SESSION_TRACK)
+                && greeting.capabilities.has(Capabilities::SESSION_TRACK),
+        ),
     }
     .run(relayed)
     .await?;
+    if let AuthEnd::Ok { redirected: true } = end {
+        info.redirect_url = plan
+            .redirect()
+            .map(|r| crate::failover::redirect_url(&r.target));
+    }
     match end {
         AuthEnd::Rejected { code } => Ok(Phase::AuthRejected { code }),
         // Anything read past the OK belongs to the command phase.
-        AuthEnd::Ok => Ok(Phase::Ready {
+        AuthEnd::Ok { .. } => Ok(Phase::Ready {
             client: PrefixedIo::new(client_reader.take_leftover(), client),
             backend: PrefixedIo::new(backend_reader.take_leftover(), backend),
             _slot: slot,
             capabilities: parsed.relayed_capabilities(),
         }),
     }
+}
+
+/// The backend cannot take a client past the door (`e` at `stage`): one
+/// that is redirected gets the error form instead (its `redirect_url`
+/// needs a session here), any other is told `e` ([`tell`]).
+async fn unusable<S: ClientIo>(
+    client: &mut ClientStream<S>,
+    listener: &ListenerRuntime,
+    plan: &Plan,
+    seq: u8,
+    e: SessionError,
+    stage: Stage<'_>,
+) -> Result<Phase<S>, SessionError> {
+    let Some(r) = plan.redirect() else {
+        return Err(tell(client, listener, seq, e, stage).await);
+    };
+    tracing::info!(listener = %listener.config.name, error = %e, "no session here for redirect_url: the error form instead");
+    redirect::tell(client, seq, r).await.map(Phase::Redirected)
 }
 
 /// Tells a client that passed the door why it is not relayed (`e` at

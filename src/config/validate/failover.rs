@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use crate::config::failover::{FailoverSettings, FailoverTarget, DEFAULT_ERROR_CODE};
+use crate::config::failover::{FailoverSettings, FailoverTarget, Follower, DEFAULT_ERROR_CODE};
 use crate::config::model::ListenAddr;
 use crate::config::problems::{Problems, Warning};
 use crate::config::raw::RawListener;
@@ -33,6 +33,13 @@ pub(super) fn validate_failover(
             .as_ref()
             .map(|c| *c.get_ref())
             .unwrap_or(DEFAULT_ERROR_CODE),
+        style: l
+            .failover_style
+            .as_ref()
+            .map(|s| *s.get_ref())
+            .unwrap_or_default(),
+        followers: followers(l, p),
+        pass_backend_redirect: l.pass_backend_redirect,
     };
     if failover.target == Some(FailoverTarget::Primary) && !monitor {
         if let Some(t) = &l.failover_target {
@@ -48,6 +55,7 @@ pub(super) fn validate_failover(
             l.failover_target.as_ref().map(|t| t.span()),
             l.failover_message.as_ref().map(|t| t.span()),
             l.failover_error_code.as_ref().map(|t| t.span()),
+            l.failover_style.as_ref().map(|t| t.span()),
             l.failover.as_ref().map(|t| t.span()),
         ]
         .into_iter()
@@ -64,6 +72,21 @@ pub(super) fn validate_failover(
         }
     }
     failover
+}
+
+/// The listener's `failover_followers`, each problem reported at its entry.
+fn followers(l: &RawListener, p: &mut Problems<'_>) -> Vec<Follower> {
+    let Some(list) = &l.failover_followers else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in list.get_ref() {
+        match entry.get_ref().parse::<Follower>() {
+            Ok(f) => out.push(f),
+            Err(e) => p.at(entry.span(), e),
+        }
+    }
+    out
 }
 
 /// Whether `target` (`host:port`) names the listener at `addr` itself: a

@@ -48,7 +48,7 @@ function driver(name) {
 
 const d = driver(process.argv[2] || '');
 
-function connect(user, password, port, cert, key) {
+function connect(user, password, port, cert, key, extra = {}) {
   return d.connect({
     host: env('COMPAT_HOST'),
     port,
@@ -62,6 +62,7 @@ function connect(user, password, port, cert, key) {
       key: fs.readFileSync(key),
       rejectUnauthorized: true,
     },
+    ...extra,
   });
 }
 
@@ -115,6 +116,65 @@ function refused(code, ...args) {
     await c.end();
     throw new Error('connected, but the connection must be refused');
   };
+}
+
+// The redirect_url form (mariadb only): connect to portcullis A's `redirect_url` listener
+// (failover_style = "redirect_url"), whose OK that ends authentication carries
+// redirect_url=mariadb://localhost:<port of portcullis B>. With permitRedirect at its default
+// (on: TLS that verifies the server) the connector opens a connection to B itself, verifying B's
+// certificate for `localhost`, and quits the one to A: the connection must end up on B's port.
+// Then a query. Versions 3.4.x to 3.5.4 hand back a connection that cannot run one: its answer
+// goes to the connector's internal connection object, which has no command waiting and emits
+// ER_UNEXPECTED_PACKET (45011) as an 'error' event nobody can listen to (an uncaught exception),
+// while the query itself never settles. That is what this check expects of this version
+// (docs/compatibility.md), so that it fails when a version that works arrives: then portcullis's
+// follower table (src/config/failover.rs) and the docs should take it in.
+const AFTER_REDIRECT_LIMIT_MS = 10000;
+async function followRedirectUrl() {
+  const a = Number(env('COMPAT_REDIRECT_URL_PORT'));
+  const b = Number(env('COMPAT_REDIRECT_B_PORT'));
+  const logged = [];
+  const c = await connect(env('COMPAT_USER'), env('COMPAT_PASSWORD'), a, env('COMPAT_CERT'), env('COMPAT_KEY'), {
+    logger: { error: (e) => logged.push(oneLine(e && e.cause ? `${e.message}: ${e.cause.message}` : e)) },
+  });
+  let uncaught;
+  const onUncaught = (e) => {
+    uncaught = e;
+  };
+  process.on('uncaughtException', onUncaught);
+  try {
+    if (c.info.port !== b) {
+      throw new Error(`connected to [${env('COMPAT_HOST')}]:${a}, still on port ${c.info.port}, not on localhost:${b}` +
+        (logged.length ? ` (connector logged: ${logged.join('; ')})` : ''));
+    }
+    const followed = `followed redirect_url from [${env('COMPAT_HOST')}]:${a} to localhost:${b} (TLS verified for localhost)`;
+    let timer;
+    const outcome = await Promise.race([
+      first(c, 'SELECT 40 + 2').then((v) => ({ value: v }), (e) => ({ error: e })),
+      new Promise((resolve) => {
+        const poll = () => (uncaught ? resolve({ uncaught }) : (timer = setTimeout(poll, 10)));
+        poll();
+        setTimeout(() => resolve({ hung: true }), AFTER_REDIRECT_LIMIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (outcome.value !== undefined) {
+      throw new Error(`${followed} and SELECT 40 + 2 gave ${outcome.value} there: this version works after a redirect; ` +
+        'add it to BUILTIN_FOLLOWERS (src/config/failover.rs) and update docs/compatibility.md and docs/failover.md');
+    }
+    const e = outcome.uncaught || outcome.error;
+    if (!e || e.errno !== 45011) {
+      throw new Error(`${followed}, then SELECT 40 + 2 ${e ? `failed with ${describe(e)}` : `did not settle in ${AFTER_REDIRECT_LIMIT_MS} ms`}` +
+        ', not with the known ER_UNEXPECTED_PACKET (45011)');
+    }
+    return `${followed}; the connection it hands back cannot run a query (known connector bug): ` +
+      `${outcome.uncaught ? 'uncaught ' : ''}${e.code} ${oneLine(e.message).replace(/ conn:.*$/, '')}`;
+  } finally {
+    c.destroy();
+    // The internal connection may still report; give it a moment, then stop listening.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    process.removeListener('uncaughtException', onUncaught);
+  }
 }
 
 // COM_CHANGE_USER on one connection: app_native -> app_ed (ed25519) -> app_native, each checked
@@ -195,7 +255,11 @@ async function main() {
   }));
   await report('revoked', refused(undefined, env('COMPAT_USER'), env('COMPAT_PASSWORD'), port, env('COMPAT_REVOKED_CERT'), env('COMPAT_REVOKED_KEY')));
   await report('wrong_password', refused(1045, env('COMPAT_USER'), 'not-the-password', port, cert, key));
-  await report('redirect', refused(4196, env('COMPAT_USER'), env('COMPAT_PASSWORD'), Number(env('COMPAT_REDIRECT_PORT')), cert, key));
+  await report('redirect', async () => {
+    const shown = await refused(4196, env('COMPAT_USER'), env('COMPAT_PASSWORD'), Number(env('COMPAT_REDIRECT_PORT')), cert, key)();
+    if (process.argv[2] !== 'mariadb-node') return shown;
+    return `error form: ${shown}; redirect_url form: ${await followRedirectUrl()}`;
+  });
   await report('change_user', changeUser);
   process.exitCode = failed ? 1 : 0;
 }
