@@ -49,7 +49,22 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
     std::fs::copy(&pki.repl.key, &key).unwrap();
     let local_port = free_port();
     let local = TestProxy::start(&format!(
-        "[tls_reload]\npoll_interval = \"50ms\"\n\n[[backend]]\nname = \"upstream\"\naddress = \"[::1]:{}\"\n[backend.tls]\nca = {:?}\ncert = {cert:?}\nkey = {key:?}\n\n[[listener]]\nname = \"repl\"\naddress = \"127.0.0.1:{local_port}\"\nroute = \"upstream\"\n",
+        r#"[tls_reload]
+poll_interval = "50ms"
+
+[[backend]]
+name = "upstream"
+address = "[::1]:{}"
+[backend.tls]
+ca = {:?}
+cert = {cert:?}
+key = {key:?}
+
+[[listener]]
+name = "repl"
+address = "127.0.0.1:{local_port}"
+route = "upstream"
+"#,
         sidecar.port("public"),
         pki.ca
     ))
