@@ -728,6 +728,9 @@ fn with_identity(tls_extra: &str, rest: &str) -> Checked {
     for f in ["c.pem", "k.pem", "ca.pem"] {
         std::fs::write(dir.path().join(f), "").unwrap();
     }
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("k.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let src = format!(
         r#"[[backend]]
 name = "b"
