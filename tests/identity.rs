@@ -625,3 +625,57 @@ fn check_reports_bad_rules_and_warns_about_an_issuer_no_ca_has() {
         "{stderr}"
     );
 }
+
+/// The real binary's log: a refusal names the certificate's subject and
+/// serial and the user; a session that changed user says to whom
+/// (`identity_changed`), beside its login user.
+#[tokio::test]
+async fn the_log_names_the_certificate_the_user_and_the_users_changed_to() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let ops = pki.issue_client("ops-1", "ops-1", 0x2011);
+    let port = common::mariadb::free_port();
+    let dir = common::mariadb::short_tempdir("lg");
+    let cfg = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[backend]]\nname = \"db\"\naddress = {:?}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{}{PUBLIC_RULES}",
+            db.unix_address(),
+            tls_section(&pki, "required"),
+        ),
+    )
+    .unwrap();
+    let mut bin = common::binary::RunningBinary::start(&cfg).await;
+    let opts = |user: &str, pass: &str| tls_opts("::1", port, user, pass, &pki.ca, Some(&ops));
+
+    assert_refused(
+        Conn::new(opts(ALICE, ALICE_PASS)).await,
+        "CN=ops-1",
+        ALICE,
+        "public",
+    );
+    let event = bin.wait_for_log("connection closed").await;
+    assert_eq!(event["outcome"], "identity_refused", "{event}");
+    assert_eq!(event["subject"], "CN=ops-1", "{event}");
+    assert_eq!(event["serial"], "2011", "{event}");
+    assert_eq!(event["user"], ALICE, "{event}");
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert_eq!(
+        event["identity_changed"],
+        serde_json::Value::Null,
+        "{event}"
+    );
+
+    let mut conn = Conn::new(opts(NATIVE_USER, NATIVE_PASS)).await.unwrap();
+    let to_ed = ChangeUserOpts::default()
+        .with_user(Some(ED_USER.to_string()))
+        .with_pass(Some(ED_PASS.to_string()));
+    conn.change_user(to_ed).await.unwrap();
+    assert_eq!(current_user(&mut conn).await, format!("{ED_USER}@%"));
+    conn.disconnect().await.unwrap();
+    let event = bin.wait_for_log("connection closed").await;
+    assert_eq!(event["outcome"], "relayed", "{event}");
+    assert_eq!(event["user"], NATIVE_USER, "{event}");
+    assert_eq!(event["identity_changed"], ED_USER, "{event}");
+}
