@@ -54,16 +54,8 @@ pub struct LiveSessions {
 
 /// One registered session.
 pub struct LiveSession {
-    /// The client's chain as it presented it (leaf first).
-    pub chain: Vec<CertificateDer<'static>>,
-    /// When its chain was verified.
-    pub verified_at: UnixTime,
-    /// The generation of the TLS material that verified it.
-    pub generation: u64,
-    pub subject: String,
-    pub serial: String,
-    /// What identity rules match of its certificate.
-    pub names: Option<Arc<CertNames>>,
+    /// Its certificate, as verified.
+    pub cert: SessionCert,
     /// The login user, then every user a forwarded COM_CHANGE_USER
     /// switched to.
     users: Mutex<Vec<String>>,
@@ -116,17 +108,18 @@ impl LiveSession {
     }
 }
 
-/// What a session registers with.
-pub struct NewSession {
+/// A live session's client certificate, as verified.
+pub struct SessionCert {
     /// The client's chain as it presented it (leaf first).
     pub chain: Vec<CertificateDer<'static>>,
+    /// When its chain was verified.
     pub verified_at: UnixTime,
+    /// The generation of the TLS material that verified it.
     pub generation: u64,
     pub subject: String,
     pub serial: String,
+    /// What identity rules match of it.
     pub names: Option<Arc<CertNames>>,
-    /// The login user.
-    pub user: Option<String>,
 }
 
 /// Keeps a session registered; dropping it deregisters.
@@ -143,16 +136,12 @@ impl Drop for Registration<'_> {
 }
 
 impl LiveSessions {
-    pub fn register(&self, s: NewSession) -> Registration<'_> {
+    /// Registers a session with `cert` that logged in as `user`.
+    pub fn register(&self, cert: SessionCert, user: Option<String>) -> Registration<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(LiveSession {
-            chain: s.chain,
-            verified_at: s.verified_at,
-            generation: s.generation,
-            subject: s.subject,
-            serial: s.serial,
-            names: s.names,
-            users: Mutex::new(s.user.into_iter().collect()),
+            cert,
+            users: Mutex::new(user.into_iter().collect()),
             revoked: CancellationToken::new(),
             reason: OnceLock::new(),
         });
@@ -187,15 +176,15 @@ mod tests {
     use super::*;
 
     fn register(set: &LiveSessions) -> Registration<'_> {
-        set.register(NewSession {
+        let cert = SessionCert {
             chain: Vec::new(),
             verified_at: UnixTime::now(),
             generation: 1,
             subject: "CN=a".into(),
             serial: "01".into(),
             names: None,
-            user: Some("app".into()),
-        })
+        };
+        set.register(cert, Some("app".into()))
     }
 
     #[test]

@@ -75,7 +75,11 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
         .as_ref()
         .unwrap()
         .live;
-    let subjects: Vec<String> = live.snapshot().iter().map(|s| s.subject.clone()).collect();
+    let subjects: Vec<String> = live
+        .snapshot()
+        .iter()
+        .map(|s| s.cert.subject.clone())
+        .collect();
     assert_eq!(
         subjects,
         vec!["CN=repl".to_string()],
@@ -96,7 +100,11 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
     caught_up(&replica, &primary).await;
     let n: Option<i64> = replica.query_first("SELECT COUNT(*) FROM rs.t").await;
     assert_eq!(n, Some(2000));
-    let subjects: Vec<String> = live.snapshot().iter().map(|s| s.subject.clone()).collect();
+    let subjects: Vec<String> = live
+        .snapshot()
+        .iter()
+        .map(|s| s.cert.subject.clone())
+        .collect();
     assert_eq!(
         subjects,
         vec!["CN=repl-renewed".to_string()],

@@ -404,7 +404,7 @@ fn recheck_live(
     let mut refused = 0;
     for s in &sessions {
         let chain = || {
-            new.recheck(&s.chain, s.verified_at)
+            new.recheck(&s.cert.chain, s.cert.verified_at)
                 .err()
                 .map(Revocation::Tls)
         };

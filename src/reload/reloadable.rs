@@ -371,13 +371,13 @@ pub fn refuse_live(
         OnRevoke::Close => {
             if s.revoke(why) {
                 rt.revoked_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(listener, subject = %s.subject, serial = %s.serial, user, reason,
+                tracing::warn!(listener, subject = %s.cert.subject, serial = %s.cert.serial, user, reason,
                     "closing a live session: {what}");
             }
         }
         OnRevoke::Keep => {
             rt.revoked_kept.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(listener, subject = %s.subject, serial = %s.serial, user, reason,
+            tracing::warn!(listener, subject = %s.cert.subject, serial = %s.cert.serial, user, reason,
                 "live session kept open (on_revoke = \"keep\") although {what}");
         }
     }
@@ -388,7 +388,7 @@ pub fn refuse_live(
 pub fn identity_refusal(tls: &ServerTls, s: &crate::live::LiveSession) -> Option<Revocation> {
     let rules = tls.source.identity.as_ref()?;
     let users = s.users();
-    let Some(names) = &s.names else {
+    let Some(names) = &s.cert.names else {
         // Rules without a certificate to check: nobody may stay.
         return users.first().map(|u| Revocation::Identity {
             identity: "(none)".into(),

@@ -403,7 +403,7 @@ impl CommandPolicy for ChangeUserRules<'_> {
             return Verdict::Forward;
         };
         let added = self.live.is_some_and(|l| l.add_user(&user));
-        let names = self.live.and_then(|l| l.names.as_deref());
+        let names = self.live.and_then(|l| l.cert.names.as_deref());
         match check_identity(Some(&*rt.material.load()), names, &user) {
             Ok(()) => Verdict::Forward,
             Err(refusal) => {

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Evicted, Ticket};
 use crate::backend::BackendRuntime;
 use crate::listener::ListenerRuntime;
-use crate::live::{NewSession, Registration, Revocation};
+use crate::live::{Registration, Revocation, SessionCert};
 use crate::metrics::ByteCounts;
 use crate::outcome::{Finished, SessionError, Stage};
 use crate::packet_io::{write_own_packet, Packet, PacketReader};
@@ -274,19 +274,19 @@ fn register_live<'a, S: ClientIo>(
     let chain = tls.get_ref().1.peer_certificates()?.to_vec();
     let (verified_at, generation) = info.verified?;
     let cert = info.client_cert.as_ref();
-    let reg = rt.live.register(NewSession {
+    let session_cert = SessionCert {
         chain,
         verified_at,
         generation,
         subject: cert.map(|c| c.subject.clone()).unwrap_or_default(),
         serial: cert.map(|c| c.serial.clone()).unwrap_or_default(),
         names: info.cert_names.clone(),
-        user: info.user.clone(),
-    });
+    };
+    let reg = rt.live.register(session_cert, info.user.clone());
     let current = rt.material.load();
     if current.generation != generation {
         let why = current
-            .recheck(&reg.session.chain, verified_at)
+            .recheck(&reg.session.cert.chain, verified_at)
             .err()
             .map(Revocation::Tls)
             .or_else(|| reloadable::identity_refusal(&current, &reg.session));
