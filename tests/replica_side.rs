@@ -90,7 +90,11 @@ route = "upstream"
         .as_ref()
         .unwrap()
         .live;
-    let subjects: Vec<String> = live.snapshot().iter().map(|s| s.subject.clone()).collect();
+    let subjects: Vec<String> = live
+        .snapshot()
+        .iter()
+        .map(|s| s.cert.subject.clone())
+        .collect();
     assert_eq!(
         subjects,
         vec!["CN=repl".to_string()],
@@ -111,7 +115,11 @@ route = "upstream"
     caught_up(&replica, &primary).await;
     let n: Option<i64> = replica.query_first("SELECT COUNT(*) FROM rs.t").await;
     assert_eq!(n, Some(2000));
-    let subjects: Vec<String> = live.snapshot().iter().map(|s| s.subject.clone()).collect();
+    let subjects: Vec<String> = live
+        .snapshot()
+        .iter()
+        .map(|s| s.cert.subject.clone())
+        .collect();
     assert_eq!(
         subjects,
         vec!["CN=repl-renewed".to_string()],

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::failover::FailoverSettings;
+use super::identity::IdentityRules;
 
 /// Default SIGTERM drain deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -359,6 +360,10 @@ pub struct TlsConfig {
     pub crl_policy: CrlPolicy,
     /// How a refused client certificate is reported to the client.
     pub cert_refusal: CertRefusal,
+    /// `[listener.identity]`: the MySQL users a client certificate may log
+    /// in as; `None`: any. Kept with the TLS material, so that a reload
+    /// applies it (only with `client_auth = "required"`).
+    pub identity: Option<IdentityRules>,
 }
 
 /// How a client whose certificate is refused learns why.

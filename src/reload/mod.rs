@@ -31,11 +31,12 @@ use serde::Serialize;
 
 use crate::backend::BackendRuntime;
 use crate::config::{BackendTlsConfig, Config, ConfigError, TlsConfig};
+use crate::live::Revocation;
 use crate::state::{ListenerState, ProxyState};
 use crate::time::rfc3339;
 use crate::tls::{ClientTls, ServerTls};
 use expiry::{client_expiry_items, expiry_items, log_notes, warn_expiry};
-use reloadable::{refuse_live, Attempt, Owner, Reloadable, TlsRuntime};
+use reloadable::{identity_refusal, refuse_live, Attempt, Owner, Reloadable, TlsRuntime};
 
 pub use diff::NotApplied;
 
@@ -311,8 +312,9 @@ fn reload_listener(
         Attempt::Failed(error) => MaterialReload::Failed { error },
         Attempt::Swapped { old, new } => {
             let trust_changed = new.trust_digest != old.trust_digest;
-            let (checked, refused) = if trust_changed {
-                recheck_live(l, rt, &new)
+            let rules_changed = new.source.identity != old.source.identity;
+            let (checked, refused) = if trust_changed || rules_changed {
+                recheck_live(l, rt, &new, trust_changed)
             } else {
                 (0, 0)
             };
@@ -327,6 +329,7 @@ fn reload_listener(
                 cas = new.cas.len(),
                 crls = new.crls.len(),
                 trust_changed,
+                identity_rules_changed = rules_changed,
                 "TLS material reloaded: new handshakes use it now"
             );
             log_notes(owner, &new);
@@ -387,16 +390,31 @@ fn reload_backend(
     }
 }
 
-/// Checks every live certificate session against `new` (as of when each
-/// was verified) and closes or keeps the refused ones per `on_revoke`.
+/// Checks every live certificate session against `new`: its chain (as of
+/// when it was verified) when `trust_changed`, and its users against the
+/// identity rules; closes or keeps the refused ones per `on_revoke`.
 /// Returns (checked, refused).
-fn recheck_live(l: &ListenerState, rt: &TlsRuntime, new: &ServerTls) -> (usize, usize) {
+fn recheck_live(
+    l: &ListenerState,
+    rt: &TlsRuntime,
+    new: &ServerTls,
+    trust_changed: bool,
+) -> (usize, usize) {
     let sessions = rt.live.snapshot();
     let mut refused = 0;
     for s in &sessions {
-        if let Err(reason) = new.recheck(&s.chain, s.verified_at) {
+        let chain = || {
+            new.recheck(&s.cert.chain, s.cert.verified_at)
+                .err()
+                .map(Revocation::Tls)
+        };
+        let why = trust_changed
+            .then(chain)
+            .flatten()
+            .or_else(|| identity_refusal(new, s));
+        if let Some(why) = why {
             refused += 1;
-            refuse_live(l.name(), rt, new.source.on_revoke, s, reason);
+            refuse_live(l.name(), rt, new.source.on_revoke, s, why);
         }
     }
     if !sessions.is_empty() {
@@ -404,7 +422,7 @@ fn recheck_live(l: &ListenerState, rt: &TlsRuntime, new: &ServerTls) -> (usize, 
             listener = %l.name(),
             checked = sessions.len(),
             refused,
-            "live sessions re-checked against the new CAs and CRLs"
+            "live sessions re-checked against the new CAs, CRLs and identity rules"
         );
     }
     (sessions.len(), refused)

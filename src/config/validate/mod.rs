@@ -10,6 +10,7 @@
 mod admin;
 mod backend;
 mod failover;
+mod identity;
 mod listener;
 mod monitor;
 mod tls;
