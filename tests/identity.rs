@@ -603,7 +603,14 @@ fn check_reports_bad_rules_and_warns_about_an_issuer_no_ca_has() {
     let pki = Pki::new();
     let dir = common::mariadb::short_tempdir("ck");
     let base = format!(
-        "[[backend]]\nname = \"db\"\naddress = \"unix:/nonexistent.sock\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
+        r#"[[backend]]
+name = "db"
+address = "unix:/nonexistent.sock"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{}"#,
         tls_section(&pki, "required")
     );
     let run = |rules: &str| {
@@ -620,7 +627,10 @@ fn check_reports_bad_rules_and_warns_about_an_issuer_no_ca_has() {
         )
     };
     let lines = base.lines().count();
-    let (code, stderr) = run("[[listener.identity.rule]]\ncn = \"x\"\nusers = []\n");
+    let (code, stderr) = run(r#"[[listener.identity.rule]]
+cn = "x"
+users = []
+"#);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -629,9 +639,13 @@ fn check_reports_bad_rules_and_warns_about_an_issuer_no_ca_has() {
         )),
         "{stderr}"
     );
-    let (code, stderr) = run(
-        "[[listener.identity.rule]]\ncn = \"x\"\nusers = [\"a\"]\n[[listener.identity.rule]]\nissuer_cn = \"Nobody's CA\"\nusers = [\"b\"]\n",
-    );
+    let (code, stderr) = run(r#"[[listener.identity.rule]]
+cn = "x"
+users = ["a"]
+[[listener.identity.rule]]
+issuer_cn = "Nobody's CA"
+users = ["b"]
+"#);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("listener \"public\": [[listener.identity.rule]] number 2 can never decide a login: issuer_cn = \"Nobody's CA\" is the CN of no CA in its CA bundle or intermediates (Portcullis Test CA)"),
@@ -653,7 +667,14 @@ async fn the_log_names_the_certificate_the_user_and_the_users_changed_to() {
     std::fs::write(
         &cfg,
         format!(
-            "[[backend]]\nname = \"db\"\naddress = {:?}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{}{PUBLIC_RULES}",
+            r#"[[backend]]
+name = "db"
+address = {:?}
+[[listener]]
+name = "public"
+address = "[::1]:{port}"
+route = "db"
+{}{PUBLIC_RULES}"#,
             db.unix_address(),
             tls_section(&pki, "required"),
         ),
@@ -702,7 +723,9 @@ async fn on_revoke_keep_leaves_the_session_that_lost_its_right_open() {
     let ops = pki.issue_client("ops-1", "ops-1", 0x2011);
     let toml = config(&pki, &db, PUBLIC_RULES).replacen(
         "client_auth = \"required\"\n",
-        "client_auth = \"required\"\non_revoke = \"keep\"\n",
+        r#"client_auth = "required"
+on_revoke = "keep"
+"#,
         1,
     );
     let proxy = TestProxy::start(&toml).await;
