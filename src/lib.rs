@@ -78,6 +78,7 @@ pub mod backend;
 pub mod config;
 pub mod exposition;
 pub mod failover;
+pub mod handover;
 pub mod listener;
 pub mod live;
 pub mod metrics;

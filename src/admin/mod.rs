@@ -95,6 +95,11 @@ pub enum AdminError {
 /// removes its Unix socket file.
 pub struct AdminServer {
     addr: ListenAddr,
+    /// A duplicate of the listening socket, to hand over.
+    fd: Option<std::os::fd::OwnedFd>,
+    /// Whether dropping it removes the Unix socket file (not once a
+    /// successor serves on it).
+    remove_file: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -105,9 +110,14 @@ enum AdminListener {
 }
 
 impl AdminServer {
-    /// Reads the token, binds the address and starts the server thread.
-    /// Bind errors surface here, before the proxy serves.
-    pub fn start(cfg: &AdminConfig, state: Arc<ProxyState>) -> Result<AdminServer, AdminError> {
+    /// Reads the token, binds the address (or serves on `inherited`, the
+    /// listening socket a predecessor handed over) and starts the server
+    /// thread. Bind errors surface here, before the proxy serves.
+    pub fn start(
+        cfg: &AdminConfig,
+        state: Arc<ProxyState>,
+        inherited: Option<std::os::fd::OwnedFd>,
+    ) -> Result<AdminServer, AdminError> {
         let token = cfg
             .token_file
             .as_deref()
@@ -125,13 +135,14 @@ impl AdminServer {
         // caller's.
         let (listener, addr) = {
             let _enter = runtime.enter();
-            match &cfg.address {
-                ListenAddr::Tcp(a) => {
+            match (&cfg.address, inherited) {
+                (_, Some(fd)) => adopt(cfg, fd)?,
+                (ListenAddr::Tcp(a), None) => {
                     let l = bind_tcp(*a).map_err(bind_err)?;
                     let local = l.local_addr().map_err(bind_err)?;
                     (AdminListener::Tcp(l), ListenAddr::Tcp(local))
                 }
-                ListenAddr::Unix(p) => {
+                (ListenAddr::Unix(p), None) => {
                     let l = bind_unix(p, cfg)?;
                     (AdminListener::Unix(l), ListenAddr::Unix(p.clone()))
                 }
@@ -162,6 +173,7 @@ impl AdminServer {
             allowed_hosts: cfg.allowed_hosts.clone(),
             admin,
         });
+        let fd = listener.try_clone_fd().ok();
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("portcullis-admin".into())
@@ -169,6 +181,8 @@ impl AdminServer {
             .map_err(AdminError::Runtime)?;
         Ok(AdminServer {
             addr,
+            fd,
+            remove_file: true,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -177,6 +191,81 @@ impl AdminServer {
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> &ListenAddr {
         &self.addr
+    }
+
+    /// A duplicate of its listening socket, to hand over.
+    pub fn try_clone_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.fd.as_ref()?.try_clone().ok()
+    }
+
+    /// Stops serving (dropping it does), leaving the socket file to the
+    /// successor that serves on the socket now.
+    pub fn hand_over(mut self) {
+        self.remove_file = false;
+        self.fd = None;
+    }
+}
+
+/// Serves on a listening socket handed over by a predecessor: checked to
+/// be one, on the configured address; a Unix socket's file gets the
+/// configured mode and group (they may have changed).
+fn adopt(
+    cfg: &AdminConfig,
+    fd: std::os::fd::OwnedFd,
+) -> Result<(AdminListener, ListenAddr), AdminError> {
+    let bind_err = |source| AdminError::Bind {
+        addr: cfg.address.to_string(),
+        source,
+    };
+    let socket = socket2::Socket::from(fd);
+    let local = socket.local_addr().map_err(bind_err)?;
+    let ok = socket.is_listener().map_err(bind_err)?
+        && match &cfg.address {
+            ListenAddr::Tcp(a) => local.as_socket() == Some(*a),
+            ListenAddr::Unix(p) => local.as_pathname() == Some(p.as_path()),
+        };
+    if !ok {
+        return Err(bind_err(io::Error::other(
+            "the socket handed over is not listening on this address",
+        )));
+    }
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    let fd = std::os::fd::OwnedFd::from(socket);
+    match &cfg.address {
+        ListenAddr::Tcp(a) => {
+            let l = tokio::net::TcpListener::from_std(fd.into()).map_err(bind_err)?;
+            Ok((AdminListener::Tcp(l), ListenAddr::Tcp(*a)))
+        }
+        ListenAddr::Unix(p) => {
+            use std::os::unix::fs::PermissionsExt;
+            let access_err = |source| AdminError::SocketAccess {
+                path: p.clone(),
+                mode: cfg.socket.mode.as_str(),
+                group: cfg
+                    .socket
+                    .group
+                    .as_ref()
+                    .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
+                source,
+            };
+            if let Some(g) = &cfg.socket.group {
+                std::os::unix::fs::chown(p, None, Some(g.gid)).map_err(access_err)?;
+            }
+            let mode = std::fs::Permissions::from_mode(cfg.socket.mode.bits());
+            std::fs::set_permissions(p, mode).map_err(access_err)?;
+            let l = tokio::net::UnixListener::from_std(fd.into()).map_err(bind_err)?;
+            Ok((AdminListener::Unix(l), ListenAddr::Unix(p.clone())))
+        }
+    }
+}
+
+impl AdminListener {
+    fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            AdminListener::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            AdminListener::Unix(l) => l.as_fd().try_clone_to_owned(),
+        }
     }
 }
 
@@ -190,7 +279,7 @@ impl Drop for AdminServer {
             // dropped with the runtime.
             let _ = t.join();
         }
-        if let ListenAddr::Unix(p) = &self.addr {
+        if let (ListenAddr::Unix(p), true) = (&self.addr, self.remove_file) {
             if let Err(e) = std::fs::remove_file(p) {
                 tracing::debug!(path = %p.display(), error = %e, "could not remove admin socket file");
             }
