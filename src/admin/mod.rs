@@ -133,19 +133,25 @@ impl AdminServer {
             .map_err(AdminError::Runtime)?;
         // Sockets register with the admin runtime's reactor, not the
         // caller's.
-        let (listener, addr) = {
+        let bound = {
             let _enter = runtime.enter();
             match (&cfg.address, inherited) {
-                (_, Some(fd)) => adopt(cfg, fd)?,
-                (ListenAddr::Tcp(a), None) => {
-                    let l = bind_tcp(*a).map_err(bind_err)?;
-                    let local = l.local_addr().map_err(bind_err)?;
-                    (AdminListener::Tcp(l), ListenAddr::Tcp(local))
-                }
+                (_, Some(fd)) => adopt(cfg, fd),
+                (ListenAddr::Tcp(a), None) => bind_tcp(*a)
+                    .and_then(|l| Ok((ListenAddr::Tcp(l.local_addr()?), l)))
+                    .map(|(local, l)| (AdminListener::Tcp(l), local))
+                    .map_err(bind_err),
                 (ListenAddr::Unix(p), None) => {
-                    let l = bind_unix(p, cfg)?;
-                    (AdminListener::Unix(l), ListenAddr::Unix(p.clone()))
+                    bind_unix(p, cfg).map(|l| (AdminListener::Unix(l), ListenAddr::Unix(p.clone())))
                 }
+            }
+        };
+        let (listener, addr) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                // Called from async code: dropping a runtime there panics.
+                runtime.shutdown_background();
+                return Err(e);
             }
         };
         let access = match (token, &addr) {
@@ -219,10 +225,12 @@ fn adopt(
     };
     let socket = socket2::Socket::from(fd);
     let local = socket.local_addr().map_err(bind_err)?;
+    // A Unix socket's name is the temporary path it was bound at before
+    // being renamed into place (`bind_unix`): only its family is checked.
     let ok = socket.is_listener().map_err(bind_err)?
         && match &cfg.address {
             ListenAddr::Tcp(a) => local.as_socket() == Some(*a),
-            ListenAddr::Unix(p) => local.as_pathname() == Some(p.as_path()),
+            ListenAddr::Unix(_) => local.is_unix(),
         };
     if !ok {
         return Err(bind_err(io::Error::other(
