@@ -1,0 +1,378 @@
+//! Hand-over of the listeners (issue 24): `portcullis run --take-over`
+//! beside a running portcullis takes its listening sockets over the
+//! control socket, serves on them at once, and the old process stops
+//! accepting, drains and exits. The real binary, a real mariadbd, mutual
+//! TLS clients through mysql_async.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::binary::RunningBinary;
+use common::client::tls_opts;
+use common::mariadb::{free_port, short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
+use common::pki::Pki;
+use common::proxy::tls_section;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+use tokio::task::JoinSet;
+
+/// Where one generation of the proxy listens: `public` always on the
+/// same port, plus `extra` listeners (one more per hand-over).
+struct Layout {
+    dir: PathBuf,
+    public: u16,
+    extra: Vec<u16>,
+    backend: String,
+    /// The `[listener.tls]` lines (mutual TLS).
+    tls: String,
+}
+
+impl Layout {
+    /// The config of generation `round`: `round` extra listeners, and
+    /// `workers` alternating between 1 and 2.
+    fn config(&self, round: usize) -> String {
+        let tls = &self.tls;
+        let mut c = format!(
+            "control_socket = \"{dir}/control.sock\"\nshutdown_timeout = \"60s\"\nworkers = {workers}\n\n[[backend]]\nname = \"db\"\naddress = \"{backend}\"\n\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{public}\"\nroute = \"db\"\n{DOOR}{tls}",
+            dir = self.dir.display(),
+            workers = 1 + round % 2,
+            backend = self.backend,
+            public = self.public,
+        );
+        for (i, port) in self.extra.iter().take(round).enumerate() {
+            c.push_str(&format!(
+                "\n[[listener]]\nname = \"extra{i}\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{DOOR}{tls}"
+            ));
+        }
+        c.push_str(&format!(
+            "\n[admin]\naddress = \"unix:{}/admin.sock\"\n",
+            self.dir.display()
+        ));
+        c
+    }
+
+    fn write(&self, round: usize) -> PathBuf {
+        let path = self.dir.join(format!("gen{round}.toml"));
+        std::fs::write(&path, self.config(round)).unwrap();
+        path
+    }
+}
+
+/// Every client comes from ::1: room at the door for all of them at once
+/// (the default per-source cap, 16, would close the oldest waiting ones).
+const DOOR: &str = "max_unauthenticated = 512\nmax_unauthenticated_per_source = 512\n";
+
+/// What the clients saw.
+#[derive(Default)]
+struct Counts {
+    connections: AtomicU64,
+    short_queries: AtomicU64,
+    sessions: AtomicU64,
+    session_queries: AtomicU64,
+    failures: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Counts {
+    fn failed(&self, what: &str, e: &mysql_async::Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 20 {
+            errors.push(format!("{what}: {e}"));
+        }
+    }
+}
+
+/// One short client: connect with mutual TLS, one query, disconnect.
+async fn short_client(opts: Opts, counts: Arc<Counts>) {
+    let mut conn = match Conn::new(opts).await {
+        Ok(c) => c,
+        Err(e) => return counts.failed("connect", &e),
+    };
+    counts.connections.fetch_add(1, Ordering::Relaxed);
+    match conn.query_first::<u64, _>("SELECT 1").await {
+        Ok(Some(1)) => {
+            counts.short_queries.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(other) => counts.failed(
+            "query",
+            &mysql_async::Error::Other(format!("{other:?}").into()),
+        ),
+        Err(e) => counts.failed("query", &e),
+    }
+    if let Err(e) = conn.disconnect().await {
+        counts.failed("disconnect", &e);
+    }
+}
+
+/// One long session after another until `stop`: each runs 200 queries on
+/// one connection (a few seconds, far within the 60 s drain deadline).
+async fn long_sessions(opts: Opts, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut conn = match Conn::new(opts.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                counts.failed("session connect", &e);
+                continue;
+            }
+        };
+        counts.sessions.fetch_add(1, Ordering::Relaxed);
+        for i in 0..200u64 {
+            match conn.query_first::<u64, _>(format!("SELECT {i}")).await {
+                Ok(Some(v)) if v == i => {
+                    counts.session_queries.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(other) => counts.failed(
+                    "session query",
+                    &mysql_async::Error::Other(format!("{other:?} for {i}").into()),
+                ),
+                Err(e) => {
+                    counts.failed("session query", &e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = conn.disconnect().await {
+            counts.failed("session disconnect", &e);
+        }
+    }
+}
+
+/// The client loop: a new short client every 5 ms (200 per second, at
+/// most 64 at once), until `stop`.
+async fn client_loop(opts: Opts, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clients = JoinSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let permit = limit.clone().acquire_owned().await.unwrap();
+        let (opts, counts) = (opts.clone(), counts.clone());
+        clients.spawn(async move {
+            short_client(opts, counts).await;
+            drop(permit);
+        });
+        while clients.try_join_next().is_some() {}
+    }
+    while clients.join_next().await.is_some() {}
+}
+
+/// Waits until `counts` has `more` further short connections than `from`.
+async fn until_more_connections(counts: &Counts, more: u64) {
+    let target = counts.connections.load(Ordering::Relaxed) + more;
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while counts.connections.load(Ordering::Relaxed) < target {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the client loop stalled: {:?}",
+        counts.errors.lock().unwrap()
+    );
+}
+
+fn opts(pki: &Pki, port: u16) -> Opts {
+    tls_opts(
+        "::1",
+        port,
+        NATIVE_USER,
+        NATIVE_PASS,
+        &pki.ca,
+        Some(&pki.app),
+    )
+}
+
+/// Done-when test of issue 24: 200 mutual-TLS connections per second,
+/// each running a query, and 20 long sessions running queries in a loop,
+/// while the running portcullis is replaced five times in a row by a new
+/// process with a changed config (one more listener, `workers` changed):
+/// no connection refused or reset, no query failed, each old process
+/// exits, and the last one's descriptors come back to what the same
+/// config holds when started afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hand_overs_under_load_lose_nothing() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let dir = short_tempdir("ho");
+    let layout = Layout {
+        dir: dir.path().to_path_buf(),
+        public: free_port(),
+        extra: (0..5).map(|_| free_port()).collect(),
+        backend: db.tcp_addr().to_string(),
+        tls: tls_section(&pki, "required"),
+    };
+    let mut running = RunningBinary::start(&layout.write(0)).await;
+    let first_fds = running.open_fds();
+
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = JoinSet::new();
+    load.spawn(client_loop(
+        opts(&pki, layout.public),
+        counts.clone(),
+        stop.clone(),
+    ));
+    for _ in 0..20 {
+        load.spawn(long_sessions(
+            opts(&pki, layout.public),
+            counts.clone(),
+            stop.clone(),
+        ));
+    }
+    until_more_connections(&counts, 100).await;
+
+    for round in 1..=5 {
+        let config = layout.write(round);
+        let next = RunningBinary::take_over(&config).await;
+        let serving = next
+            .startup
+            .iter()
+            .find(|e| e["message"] == "serving")
+            .unwrap();
+        assert_eq!(serving["listeners"], 1 + round as u64, "{serving}");
+        assert_eq!(serving["workers"], 1 + (round % 2) as u64, "{serving}");
+        let old = std::mem::replace(&mut running, next);
+        running.wait_for_log("took over").await;
+        assert_eq!(
+            old.wait_exit().await,
+            Some(0),
+            "round {round}: the old process exits"
+        );
+        // The listener added in this generation serves.
+        let mut c = Conn::new(opts(&pki, layout.extra[round - 1]))
+            .await
+            .unwrap();
+        assert_eq!(c.query_first::<u64, _>("SELECT 7").await.unwrap(), Some(7));
+        c.disconnect().await.unwrap();
+        until_more_connections(&counts, 100).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = load.join_next().await {
+        r.unwrap();
+    }
+
+    let (connections, short_queries, sessions, session_queries, failures) = (
+        counts.connections.load(Ordering::Relaxed),
+        counts.short_queries.load(Ordering::Relaxed),
+        counts.sessions.load(Ordering::Relaxed),
+        counts.session_queries.load(Ordering::Relaxed),
+        counts.failures.load(Ordering::Relaxed),
+    );
+    // A fresh process on the same config (its own ports and sockets).
+    let fresh_dir = short_tempdir("hf");
+    let fresh_layout = Layout {
+        dir: fresh_dir.path().to_path_buf(),
+        public: free_port(),
+        extra: (0..5).map(|_| free_port()).collect(),
+        backend: layout.backend.clone(),
+        tls: layout.tls.clone(),
+    };
+    let fresh = RunningBinary::start(&fresh_layout.write(5)).await;
+    // Both settle (the last sessions end, the start-up probe of the
+    // backend closes its connection).
+    let (mut last_fds, mut fresh_fds) = (running.open_fds(), fresh.open_fds());
+    for _ in 0..200 {
+        if last_fds == fresh_fds {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (last_fds, fresh_fds) = (running.open_fds(), fresh.open_fds());
+    }
+    eprintln!(
+        "hand-over load: {connections} short connections ({short_queries} queries), {sessions} long sessions ({session_queries} queries), {failures} failures; fds: first process {first_fds}, last after load {last_fds}, fresh on the same config {fresh_fds}"
+    );
+    assert_eq!(failures, 0, "{:?}", counts.errors.lock().unwrap());
+    assert_eq!(short_queries, connections);
+    assert!(
+        sessions >= 20 && session_queries >= 20 * 200,
+        "{sessions} {session_queries}"
+    );
+    assert_eq!(
+        last_fds, fresh_fds,
+        "descriptors of the last process after the load"
+    );
+    running.signal("TERM");
+    assert_eq!(running.wait_exit().await, Some(0));
+    drop(fresh);
+}
+
+/// A new config that fails `check` changes nothing: the take-over exits 1
+/// naming the problem at its line, and the running process keeps serving
+/// (it was never asked for its sockets). A config without
+/// `control_socket` cannot take over, and says why.
+#[tokio::test]
+async fn a_config_that_fails_check_changes_nothing() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let dir = short_tempdir("hc");
+    let layout = Layout {
+        dir: dir.path().to_path_buf(),
+        public: free_port(),
+        extra: vec![free_port()],
+        backend: db.tcp_addr().to_string(),
+        tls: tls_section(&pki, "required"),
+    };
+    let mut running = RunningBinary::start(&layout.write(0)).await;
+    let control = dir.path().join("control.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&control).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket is the owner's only"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, layout.config(1).replace("workers = 2", "workers = 0")).unwrap();
+    let (code, stderr) = take_over(&bad);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3: workers = 0 is out of range", bad.display()))
+            && stderr.contains("cannot take over (nothing changed): 1 problem(s)"),
+        "{stderr}"
+    );
+
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(
+        &plain,
+        layout
+            .config(1)
+            .replace("control_socket", "#control_socket"),
+    )
+    .unwrap();
+    let (code, stderr) = take_over(&plain);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("has no control_socket"), "{stderr}");
+
+    // Still serving, and never offered anything.
+    let mut c = Conn::new(opts(&pki, layout.public)).await.unwrap();
+    assert_eq!(c.query_first::<u64, _>("SELECT 1").await.unwrap(), Some(1));
+    c.disconnect().await.unwrap();
+    running.signal("TERM");
+    let events = running.events_until("stopped").await;
+    assert!(
+        !events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("hand-over"))),
+        "{events:?}"
+    );
+}
+
+fn take_over(config: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--take-over", "--config"])
+        .arg(config)
+        .output()
+        .expect("run portcullis");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
