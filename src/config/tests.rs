@@ -106,6 +106,46 @@ route = "b"
 }
 
 #[test]
+fn the_control_socket_is_off_by_default_and_a_path_relative_to_the_file() {
+    let with = |c: &str| {
+        parse(&format!(
+            r#"{c}
+[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "b"
+"#
+        ))
+    };
+    assert_eq!(with("").unwrap().control_socket, None);
+    assert_eq!(
+        with(r#"control_socket = "/run/p/control.sock""#)
+            .unwrap()
+            .control_socket,
+        Some("/run/p/control.sock".into())
+    );
+    assert_eq!(
+        with(r#"control_socket = "unix:c.sock""#)
+            .unwrap()
+            .control_socket,
+        Some("/nonexistent/c.sock".into())
+    );
+    let long = format!(r#"control_socket = "/{}""#, "x".repeat(120));
+    for bad in [r#"control_socket = """#, long.as_str()] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+        assert_eq!(e.problems[0].line, Some(1), "{bad}");
+        assert!(
+            e.problems[0].message.starts_with("control_socket: "),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn cert_refusal_values_and_needs_client_auth() {
     let with = |tls: &str| {
         parse(&format!(
