@@ -50,8 +50,8 @@ enum Command {
     /// SIGINT closes at once); SIGINT exits at once; SIGHUP re-reads the
     /// config and the TLS material, applies each listener's failover
     /// settings and TLS section (certificates, keys, CAs, CRLs and their
-    /// settings), and logs every other change as needing a restart (an
-    /// invalid file changes nothing).
+    /// settings), and logs every other change as applying at the next
+    /// hand-over (an invalid file changes nothing).
     ///
     /// SIGUSR2 starts a successor: the same binary (as it is on disk now,
     /// e.g. after an upgrade) with `run --take-over` on the same config

@@ -452,7 +452,7 @@ password = "inline"
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        help.contains("SIGHUP re-reads the config and the TLS material, applies each listener's failover settings and TLS section (certificates, keys, CAs, CRLs and their settings), and logs every other change as needing a restart"),
+        help.contains("SIGHUP re-reads the config and the TLS material, applies each listener's failover settings and TLS section (certificates, keys, CAs, CRLs and their settings), and logs every other change as applying at the next hand-over"),
         "{help}"
     );
 }
