@@ -376,3 +376,97 @@ fn take_over(config: &Path) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Item 3: what a reload cannot apply — a route, `idle_timeout`,
+/// `max_connections`, `workers`, `[monitor]`, a listener added — the
+/// reload names as applying at the next hand-over; after one, the new
+/// process runs the file: `POST /reload` finds nothing left, `/status`
+/// shows the new route and limit, `/topology` answers (the monitor runs),
+/// the new listener routes to `any`, and a session open across the
+/// hand-over still runs its queries.
+#[tokio::test]
+async fn a_hand_over_applies_what_a_reload_cannot() {
+    use common::http::http;
+    use portcullis::config::ListenAddr;
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let dir = short_tempdir("hr");
+    let (public, extra) = (free_port(), free_port());
+    let admin = ListenAddr::Unix(dir.path().join("admin.sock"));
+    let config = |changed: bool| {
+        let mut c = format!(
+            "control_socket = \"{dir}/control.sock\"\nworkers = {workers}\n\n[[backend]]\nname = \"db\"\naddress = \"{backend}\"\n\n[[backend]]\nname = \"db2\"\naddress = \"{backend}\"\n\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{public}\"\nroute = \"{route}\"\nidle_timeout = \"{idle}\"\nmax_connections = {max}\n{tls}\n[admin]\naddress = \"unix:{dir}/admin.sock\"\n",
+            dir = dir.path().display(),
+            workers = if changed { 2 } else { 1 },
+            backend = db.tcp_addr(),
+            route = if changed { "db2" } else { "db" },
+            idle = if changed { "1h" } else { "0s" },
+            max = if changed { 100 } else { 128 },
+            tls = tls_section(&pki, "required"),
+        );
+        if changed {
+            c.push_str(&format!(
+                "\n[monitor]\nuser = \"{NATIVE_USER}\"\npassword = \"{NATIVE_PASS}\"\n\n[[listener]]\nname = \"extra\"\naddress = \"[::1]:{extra}\"\nroute = \"any\"\n{}",
+                tls_section(&pki, "required")
+            ));
+        }
+        c
+    };
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, config(false)).unwrap();
+    let running = RunningBinary::start(&path).await;
+    let mut open = Conn::new(opts(&pki, public)).await.unwrap();
+    assert_eq!(http(&admin, "GET", "/topology", None).await.status, 404);
+
+    std::fs::write(&path, config(true)).unwrap();
+    let r = http(&admin, "POST", "/reload", None).await;
+    assert_eq!(r.status, 422, "{r:?}");
+    let whats: Vec<String> = r.json()["not_applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            assert!(
+                n["why"].as_str().unwrap().contains("at the next hand-over"),
+                "{n}"
+            );
+            n["what"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for what in [
+        "workers",
+        "listener \"public\" route",
+        "listener \"public\" idle_timeout",
+        "listener \"public\" max_connections",
+        "listener \"extra\"",
+        "[monitor]",
+    ] {
+        assert!(whats.iter().any(|w| w == what), "{what} not in {whats:?}");
+    }
+
+    let next = RunningBinary::take_over(&path).await;
+    // A session open across the hand-over goes on on the draining process
+    // until it ends; then that process exits.
+    for i in 0..10u64 {
+        let v = open.query_first::<u64, _>(format!("SELECT {i}")).await;
+        assert_eq!(v.unwrap(), Some(i));
+    }
+    open.disconnect().await.unwrap();
+    assert_eq!(running.wait_exit().await, Some(0));
+    let r = http(&admin, "POST", "/reload", None).await;
+    assert_eq!(r.status, 200, "the file is in force: {r:?}");
+    assert!(r.json().get("not_applied").is_none(), "{r:?}");
+    let status = http(&admin, "GET", "/status", None).await.json();
+    let public_status = &status["listeners"][0];
+    assert_eq!(
+        (&public_status["route"], &public_status["max_connections"]),
+        (&serde_json::json!("db2"), &serde_json::json!(100)),
+        "{status}"
+    );
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(http(&admin, "GET", "/topology", None).await.status, 200);
+    let mut c = Conn::new(opts(&pki, extra)).await.unwrap();
+    assert_eq!(c.query_first::<u64, _>("SELECT 2").await.unwrap(), Some(2));
+    c.disconnect().await.unwrap();
+    drop(next);
+}
