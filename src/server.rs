@@ -141,9 +141,7 @@ impl Proxy {
             .admin
             .as_ref()
             .map(|a| {
-                let inherited = taking
-                    .as_deref_mut()
-                    .and_then(|t| t.take(Kind::Admin, &a.address));
+                let inherited = taking.and_then(|t| t.take(Kind::Admin, &a.address));
                 AdminServer::start(a, state.clone(), inherited)
             })
             .transpose()?;
@@ -254,35 +252,7 @@ impl Proxy {
             None => Vec::new(),
         };
         sessions.close();
-        let active = sessions.len();
-        match mode {
-            Shutdown::Drain => {
-                tracing::info!(
-                    active,
-                    deadline = ?self.config.shutdown_timeout,
-                    "draining: no longer accepting; waiting for sessions to finish"
-                );
-                let deadline = self.config.shutdown_timeout;
-                let now_requested = async {
-                    while *shutdown.borrow_and_update() != Shutdown::Now {
-                        if shutdown.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::timeout(deadline, sessions.wait()) => {}
-                    _ = now_requested => {}
-                }
-                if !sessions.is_empty() {
-                    tracing::warn!(
-                        remaining = sessions.len(),
-                        "shutdown: closing sessions that are still open"
-                    );
-                }
-            }
-            _ => tracing::info!(active, "shutting down now"),
-        }
+        drain(mode, &sessions, &mut shutdown, self.config.shutdown_timeout).await;
         self.state.set_lifecycle(Lifecycle::Stopping);
         close_sessions.cancel();
         sessions.wait().await;
@@ -336,6 +306,43 @@ impl Proxy {
         );
         let _ = request.done.send(());
         taken
+    }
+}
+
+/// Waits, on [`Shutdown::Drain`], until the sessions end, `deadline`
+/// passes or [`Shutdown::Now`] is asked for; at once otherwise.
+async fn drain(
+    mode: Shutdown,
+    sessions: &TaskTracker,
+    shutdown: &mut watch::Receiver<Shutdown>,
+    deadline: Duration,
+) {
+    let active = sessions.len();
+    if mode != Shutdown::Drain {
+        tracing::info!(active, "shutting down now");
+        return;
+    }
+    tracing::info!(
+        active,
+        deadline = ?deadline,
+        "draining: no longer accepting; waiting for sessions to finish"
+    );
+    let now_requested = async {
+        while *shutdown.borrow_and_update() != Shutdown::Now {
+            if shutdown.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(deadline, sessions.wait()) => {}
+        _ = now_requested => {}
+    }
+    if !sessions.is_empty() {
+        tracing::warn!(
+            remaining = sessions.len(),
+            "shutdown: closing sessions that are still open"
+        );
     }
 }
 
