@@ -241,6 +241,18 @@ impl Proxy {
         crate::reload::expiry::warn_at_start(&self.state);
 
         let (mode, handover) = stop_requested(&mut shutdown, &mut self.handovers).await;
+        if let Some(request) = &handover {
+            // Before this process reports draining: the successor answers
+            // on the admin address from now on, and never a 503 from here.
+            let admin_taken = request.taken.iter().any(|e| e.kind == Kind::Admin);
+            if let Some(admin) = self.admin.take() {
+                match admin_taken {
+                    true => admin.hand_over(),
+                    // Stops, and removes its socket file.
+                    false => drop(admin),
+                }
+            }
+        }
         self.state.set_lifecycle(match mode {
             Shutdown::Drain => Lifecycle::Draining,
             _ => Lifecycle::Stopping,
@@ -280,16 +292,9 @@ impl Proxy {
 
 impl Proxy {
     /// A successor serves on the sockets it took, and this process no
-    /// longer accepts: the admin API stops (the successor answers on its
-    /// address, when it took it), and the successor is told. The addresses
-    /// of the listeners taken.
+    /// longer accepts (its admin API stopped before): the successor is
+    /// told. The addresses of the listeners taken.
     fn handed_over(&mut self, request: DrainRequest) -> Vec<ListenAddr> {
-        let admin_taken = request.taken.iter().any(|e| e.kind == Kind::Admin);
-        if let Some(admin) = self.admin.take() {
-            if admin_taken {
-                admin.hand_over();
-            }
-        }
         // The duplicates kept for a hand-over: closed, so that a listener
         // the successor did not take is closed now.
         self.port = None;

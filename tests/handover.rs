@@ -37,7 +37,19 @@ impl Layout {
     fn config(&self, round: usize) -> String {
         let tls = &self.tls;
         let mut c = format!(
-            "control_socket = \"{dir}/control.sock\"\nshutdown_timeout = \"60s\"\nworkers = {workers}\n\n[[backend]]\nname = \"db\"\naddress = \"{backend}\"\n\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{public}\"\nroute = \"db\"\n{DOOR}{tls}",
+            r#"control_socket = "{dir}/control.sock"
+shutdown_timeout = "60s"
+workers = {workers}
+
+[[backend]]
+name = "db"
+address = "{backend}"
+
+[[listener]]
+name = "public"
+address = "[::1]:{public}"
+route = "db"
+{DOOR}{tls}"#,
             dir = self.dir.display(),
             workers = 1 + round % 2,
             backend = self.backend,
@@ -45,11 +57,19 @@ impl Layout {
         );
         for (i, port) in self.extra.iter().take(round).enumerate() {
             c.push_str(&format!(
-                "\n[[listener]]\nname = \"extra{i}\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{DOOR}{tls}"
+                r#"
+[[listener]]
+name = "extra{i}"
+address = "[::1]:{port}"
+route = "db"
+{DOOR}{tls}"#
             ));
         }
         c.push_str(&format!(
-            "\n[admin]\naddress = \"unix:{}/admin.sock\"\n",
+            r#"
+[admin]
+address = "unix:{}/admin.sock"
+"#,
             self.dir.display()
         ));
         c
@@ -64,7 +84,9 @@ impl Layout {
 
 /// Every client comes from ::1: room at the door for all of them at once
 /// (the default per-source cap, 16, would close the oldest waiting ones).
-const DOOR: &str = "max_unauthenticated = 512\nmax_unauthenticated_per_source = 512\n";
+const DOOR: &str = r#"max_unauthenticated = 512
+max_unauthenticated_per_source = 512
+"#;
 
 /// What the clients saw.
 #[derive(Default)]
@@ -395,7 +417,27 @@ async fn a_hand_over_applies_what_a_reload_cannot() {
     let admin = ListenAddr::Unix(dir.path().join("admin.sock"));
     let config = |changed: bool| {
         let mut c = format!(
-            "control_socket = \"{dir}/control.sock\"\nworkers = {workers}\n\n[[backend]]\nname = \"db\"\naddress = \"{backend}\"\n\n[[backend]]\nname = \"db2\"\naddress = \"{backend}\"\n\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{public}\"\nroute = \"{route}\"\nidle_timeout = \"{idle}\"\nmax_connections = {max}\n{tls}\n[admin]\naddress = \"unix:{dir}/admin.sock\"\n",
+            r#"control_socket = "{dir}/control.sock"
+workers = {workers}
+
+[[backend]]
+name = "db"
+address = "{backend}"
+
+[[backend]]
+name = "db2"
+address = "{backend}"
+
+[[listener]]
+name = "public"
+address = "[::1]:{public}"
+route = "{route}"
+idle_timeout = "{idle}"
+max_connections = {max}
+{tls}
+[admin]
+address = "unix:{dir}/admin.sock"
+"#,
             dir = dir.path().display(),
             workers = if changed { 2 } else { 1 },
             backend = db.tcp_addr(),
@@ -406,7 +448,16 @@ async fn a_hand_over_applies_what_a_reload_cannot() {
         );
         if changed {
             c.push_str(&format!(
-                "\n[monitor]\nuser = \"{NATIVE_USER}\"\npassword = \"{NATIVE_PASS}\"\n\n[[listener]]\nname = \"extra\"\naddress = \"[::1]:{extra}\"\nroute = \"any\"\n{}",
+                r#"
+[monitor]
+user = "{NATIVE_USER}"
+password = "{NATIVE_PASS}"
+
+[[listener]]
+name = "extra"
+address = "[::1]:{extra}"
+route = "any"
+{}"#,
                 tls_section(&pki, "required")
             ));
         }
@@ -465,6 +516,20 @@ async fn a_hand_over_applies_what_a_reload_cannot() {
     );
     assert_eq!(status["listeners"].as_array().unwrap().len(), 2, "{status}");
     assert_eq!(http(&admin, "GET", "/topology", None).await.status, 200);
+    // The monitor runs: once it has checked every backend, the new
+    // listener's `any` route has one.
+    let checked = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let topology = http(&admin, "GET", "/topology", None).await.json();
+            let backends = topology["backends"].as_array().unwrap().clone();
+            if backends.iter().all(|b| !b["checked_at_utc"].is_null()) {
+                return backends;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(checked.is_ok(), "the monitor never checked the backends");
     let mut c = Conn::new(opts(&pki, extra)).await.unwrap();
     assert_eq!(c.query_first::<u64, _>("SELECT 2").await.unwrap(), Some(2));
     c.disconnect().await.unwrap();
