@@ -245,22 +245,7 @@ fn adopt(
             Ok((AdminListener::Tcp(l), ListenAddr::Tcp(*a)))
         }
         ListenAddr::Unix(p) => {
-            use std::os::unix::fs::PermissionsExt;
-            let access_err = |source| AdminError::SocketAccess {
-                path: p.clone(),
-                mode: cfg.socket.mode.as_str(),
-                group: cfg
-                    .socket
-                    .group
-                    .as_ref()
-                    .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
-                source,
-            };
-            if let Some(g) = &cfg.socket.group {
-                std::os::unix::fs::chown(p, None, Some(g.gid)).map_err(access_err)?;
-            }
-            let mode = std::fs::Permissions::from_mode(cfg.socket.mode.bits());
-            std::fs::set_permissions(p, mode).map_err(access_err)?;
+            set_socket_access(p, p, cfg)?;
             let l = tokio::net::UnixListener::from_std(fd.into()).map_err(bind_err)?;
             Ok((AdminListener::Unix(l), ListenAddr::Unix(p.clone())))
         }
@@ -322,7 +307,7 @@ fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
 /// would wait in the backlog and be served later). A stale socket file
 /// nobody answers on is replaced; anything else at the path is an error.
 fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener, AdminError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let bind_err = |source| AdminError::Bind {
         addr: format!("unix:{}", path.display()),
         source,
@@ -342,22 +327,7 @@ fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener,
     let tmp = private.join("s");
     let result = (|| {
         let l = tokio::net::UnixListener::bind(&tmp).map_err(bind_err)?;
-        let mode = cfg.socket.mode;
-        let access_err = |source| AdminError::SocketAccess {
-            path: path.to_path_buf(),
-            mode: mode.as_str(),
-            group: cfg
-                .socket
-                .group
-                .as_ref()
-                .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
-            source,
-        };
-        if let Some(g) = &cfg.socket.group {
-            std::os::unix::fs::chown(&tmp, None, Some(g.gid)).map_err(access_err)?;
-        }
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode.bits()))
-            .map_err(access_err)?;
+        set_socket_access(&tmp, path, cfg)?;
         std::fs::rename(&tmp, path).map_err(bind_err)?;
         Ok(l)
     })();
@@ -365,6 +335,27 @@ fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener,
         tracing::debug!(path = %private.display(), error = %e, "could not remove the admin socket's temporary directory");
     }
     result
+}
+
+/// Gives the socket file at `file` the configured group and mode
+/// (`socket_group`, `socket_mode`); errors name `path`, where it is served.
+fn set_socket_access(file: &Path, path: &Path, cfg: &AdminConfig) -> Result<(), AdminError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = cfg.socket.mode;
+    let access_err = |source| AdminError::SocketAccess {
+        path: path.to_path_buf(),
+        mode: mode.as_str(),
+        group: cfg
+            .socket
+            .group
+            .as_ref()
+            .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
+        source,
+    };
+    if let Some(g) = &cfg.socket.group {
+        std::os::unix::fs::chown(file, None, Some(g.gid)).map_err(access_err)?;
+    }
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode.bits())).map_err(access_err)
 }
 
 async fn serve(listener: AdminListener, ctx: Arc<Ctx>, mut stop: oneshot::Receiver<()>) {
