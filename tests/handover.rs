@@ -535,3 +535,111 @@ route = "any"
     c.disconnect().await.unwrap();
     drop(next);
 }
+
+/// The upgrade path of docs/deployment.md: SIGUSR2 makes the running
+/// process start `run --take-over` on its own config file (changed since:
+/// one more listener) with the binary at its path; the successor takes
+/// over, the old process exits, and both listeners serve.
+#[tokio::test]
+async fn sigusr2_starts_a_successor_that_takes_over() {
+    let pki = Pki::new();
+    let db = MariaDb::start_with_users().await;
+    let dir = short_tempdir("hu");
+    let layout = Layout {
+        dir: dir.path().to_path_buf(),
+        public: free_port(),
+        extra: vec![free_port()],
+        backend: db.tcp_addr().to_string(),
+        tls: tls_section(&pki, "required"),
+    };
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, layout.config(0)).unwrap();
+    let mut running = RunningBinary::start(&path).await;
+    std::fs::write(&path, layout.config(1)).unwrap();
+    running.signal("USR2");
+    let started = running.wait_for_log("SIGUSR2: started a successor").await;
+    let successor = started["pid"].as_u64().unwrap().to_string();
+    // Not this test's child: killed by pid if the test fails half-way.
+    let _guard = KillOnDrop(successor.clone());
+    // The successor logs to the same stderr.
+    running.wait_for_log("took over").await;
+    assert_eq!(running.wait_exit().await, Some(0));
+    for port in [layout.public, layout.extra[0]] {
+        let mut c = Conn::new(opts(&pki, port)).await.unwrap();
+        assert_eq!(c.query_first::<u64, _>("SELECT 3").await.unwrap(), Some(3));
+        c.disconnect().await.unwrap();
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &successor])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let gone = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            // Gone, or a zombie nobody reaped yet.
+            match std::fs::read_to_string(format!("/proc/{successor}/status")) {
+                Ok(s) if !s.contains("State:\tZ") => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the successor did not exit on SIGINT");
+}
+
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The control socket is a door: a peer of another uid is refused before
+/// anything is read, even when the file's mode would let it connect (it is
+/// 0600). Needs root, to connect as `nobody`; skipped otherwise.
+#[tokio::test]
+async fn a_peer_of_another_user_gets_nothing_from_the_control_socket() {
+    if portcullis::os_user::effective().as_ref().map(|u| u.0) != Some(0) {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let dir = short_tempdir("hp");
+    let layout = Layout {
+        dir: dir.path().to_path_buf(),
+        public: free_port(),
+        extra: vec![],
+        backend: "127.0.0.1:9".into(),
+        tls: tls_section(&pki, "required"),
+    };
+    let mut running = RunningBinary::start(&layout.write(0)).await;
+    let control = dir.path().join("control.sock");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["status", "--admin"])
+        .arg(format!("unix:{}", control.display()))
+        .output()
+        .expect("run setpriv");
+    assert!(!out.status.success(), "{out:?}");
+    let refused = running
+        .wait_for_log("control socket: refused a peer of another user")
+        .await;
+    assert_eq!(refused["uid"], 65534, "{refused}");
+    running.signal("TERM");
+    let events = running.events_until("stopped").await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["message"].as_str().is_some_and(|m| m.contains("offered"))),
+        "{events:?}"
+    );
+}
