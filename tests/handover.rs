@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::binary::RunningBinary;
-use common::client::tls_opts;
+use common::client::{socket_opts, tls_opts};
 use common::mariadb::{free_port, short_tempdir, MariaDb, NATIVE_PASS, NATIVE_USER};
 use common::pki::Pki;
 use common::proxy::tls_section;
@@ -404,8 +404,9 @@ fn take_over(config: &Path) -> (Option<i32>, String) {
 /// reload names as applying at the next hand-over; after one, the new
 /// process runs the file: `POST /reload` finds nothing left, `/status`
 /// shows the new route and limit, `/topology` answers (the monitor runs),
-/// the new listener routes to `any`, and a session open across the
-/// hand-over still runs its queries.
+/// the new listener routes to `any`, a Unix-socket listener keeps its
+/// socket file, a removed listener is closed, and a session open across
+/// the hand-over still runs its queries.
 #[tokio::test]
 async fn a_hand_over_applies_what_a_reload_cannot() {
     use common::http::http;
@@ -413,8 +414,9 @@ async fn a_hand_over_applies_what_a_reload_cannot() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("hr");
-    let (public, extra) = (free_port(), free_port());
+    let (public, extra, gone) = (free_port(), free_port(), free_port());
     let admin = ListenAddr::Unix(dir.path().join("admin.sock"));
+    let local = dir.path().join("local.sock");
     let config = |changed: bool| {
         let mut c = format!(
             r#"control_socket = "{dir}/control.sock"
@@ -435,6 +437,11 @@ route = "{route}"
 idle_timeout = "{idle}"
 max_connections = {max}
 {tls}
+[[listener]]
+name = "local"
+address = "unix:{dir}/local.sock"
+route = "db"
+
 [admin]
 address = "unix:{dir}/admin.sock"
 "#,
@@ -460,6 +467,16 @@ route = "any"
 {}"#,
                 tls_section(&pki, "required")
             ));
+        } else {
+            c.push_str(&format!(
+                r#"
+[[listener]]
+name = "gone"
+address = "[::1]:{gone}"
+route = "db"
+{}"#,
+                tls_section(&pki, "required")
+            ));
         }
         c
     };
@@ -468,6 +485,10 @@ route = "any"
     let running = RunningBinary::start(&path).await;
     let mut open = Conn::new(opts(&pki, public)).await.unwrap();
     assert_eq!(http(&admin, "GET", "/topology", None).await.status, 404);
+    let local_inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&local).unwrap().ino()
+    };
 
     std::fs::write(&path, config(true)).unwrap();
     let r = http(&admin, "POST", "/reload", None).await;
@@ -478,7 +499,7 @@ route = "any"
         .iter()
         .map(|n| {
             assert!(
-                n["why"].as_str().unwrap().contains("at the next hand-over"),
+                n["why"].as_str().unwrap().contains("the next hand-over"),
                 "{n}"
             );
             n["what"].as_str().unwrap().to_string()
@@ -514,7 +535,22 @@ route = "any"
         (&serde_json::json!("db2"), &serde_json::json!(100)),
         "{status}"
     );
-    assert_eq!(status["listeners"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 3, "{status}");
+    // The Unix-socket listener was handed over, not unlinked and bound
+    // again: its file is the one the first process bound, and serves.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&local).unwrap().ino(), local_inode);
+    let mut c = Conn::new(socket_opts(&local, NATIVE_USER, NATIVE_PASS))
+        .await
+        .unwrap();
+    assert_eq!(c.query_first::<u64, _>("SELECT 4").await.unwrap(), Some(4));
+    c.disconnect().await.unwrap();
+    // The listener the new config removed was closed with the old process.
+    let refused = tokio::net::TcpStream::connect(("::1", gone)).await;
+    assert_eq!(
+        refused.map(drop).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
     assert_eq!(http(&admin, "GET", "/topology", None).await.status, 200);
     // The monitor runs: once it has checked every backend, the new
     // listener's `any` route has one.
