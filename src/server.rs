@@ -295,8 +295,9 @@ impl Proxy {
     /// longer accepts (its admin API stopped before): the successor is
     /// told. The addresses of the listeners taken.
     fn handed_over(&mut self, request: DrainRequest) -> Vec<ListenAddr> {
-        // The duplicates kept for a hand-over: closed, so that a listener
-        // the successor did not take is closed now.
+        // The duplicates kept for a hand-over, when no control socket took
+        // them: closed, so that a listener the successor did not take is
+        // closed now.
         self.port = None;
         let taken: Vec<ListenAddr> = request
             .taken

@@ -107,7 +107,7 @@ fn file_id(path: &Path) -> io::Result<(u64, u64)> {
 /// Binds the socket inside a fresh directory only the owner can enter,
 /// makes it 0600 there and renames it into place, so that nobody connects
 /// before its mode is set, and a predecessor's file is replaced in one
-/// step (a peer connects to one or the other, never to nothing).
+/// step (the path never goes missing).
 fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let parent = match path.parent() {
@@ -134,6 +134,7 @@ async fn serve(
     stop: CancellationToken,
 ) {
     let me = rustix::process::geteuid().as_raw();
+    let mut port = Some(port);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -168,12 +169,24 @@ async fn serve(
                 continue;
             }
         };
+        let Some(offer) = port.clone() else {
+            // Until this process exits, a peer that reaches it (before the
+            // successor's socket replaces the file) is told why.
+            tokio::task::spawn_blocking(move || {
+                let mut conn = Conn::new(stream);
+                let _ = conn.send("REFUSED this process has handed over; try again");
+            });
+            continue;
+        };
         // One at a time: a second successor waits in the backlog.
-        let (port, flag) = (port.clone(), handed.clone());
-        let done = tokio::task::spawn_blocking(move || hand_over(stream, &port, &flag, peer)).await;
+        let flag = handed.clone();
+        let done =
+            tokio::task::spawn_blocking(move || hand_over(stream, &offer, &flag, peer)).await;
         if matches!(done, Ok(true)) {
-            // The successor serves the control socket from now on.
-            return;
+            // The duplicates closed: a listener the successor did not
+            // take is closed now. The successor serves the control socket
+            // from now on.
+            port = None;
         }
     }
 }
