@@ -32,6 +32,17 @@ struct Layout {
 }
 
 impl Layout {
+    /// Free ports for `public` and `extras` extra listeners, in `dir`.
+    fn new(dir: &Path, pki: &Pki, backend: String, extras: usize) -> Layout {
+        Layout {
+            dir: dir.to_path_buf(),
+            public: free_port(),
+            extra: (0..extras).map(|_| free_port()).collect(),
+            backend,
+            tls: tls_section(pki, "required"),
+        }
+    }
+
     /// The config of generation `round`: `round` extra listeners, and
     /// `workers` alternating between 1 and 2.
     fn config(&self, round: usize) -> String {
@@ -223,13 +234,7 @@ async fn five_hand_overs_under_load_lose_nothing() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("ho");
-    let layout = Layout {
-        dir: dir.path().to_path_buf(),
-        public: free_port(),
-        extra: (0..5).map(|_| free_port()).collect(),
-        backend: db.tcp_addr().to_string(),
-        tls: tls_section(&pki, "required"),
-    };
+    let layout = Layout::new(dir.path(), &pki, db.tcp_addr().to_string(), 5);
     let mut running = RunningBinary::start(&layout.write(0)).await;
     let first_fds = running.open_fds();
 
@@ -289,13 +294,7 @@ async fn five_hand_overs_under_load_lose_nothing() {
     );
     // A fresh process on the same config (its own ports and sockets).
     let fresh_dir = short_tempdir("hf");
-    let fresh_layout = Layout {
-        dir: fresh_dir.path().to_path_buf(),
-        public: free_port(),
-        extra: (0..5).map(|_| free_port()).collect(),
-        backend: layout.backend.clone(),
-        tls: layout.tls.clone(),
-    };
+    let fresh_layout = Layout::new(fresh_dir.path(), &pki, layout.backend.clone(), 5);
     let fresh = RunningBinary::start(&fresh_layout.write(5)).await;
     // Both settle (the last sessions end, the start-up probe of the
     // backend closes its connection).
@@ -334,13 +333,7 @@ async fn a_config_that_fails_check_changes_nothing() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("hc");
-    let layout = Layout {
-        dir: dir.path().to_path_buf(),
-        public: free_port(),
-        extra: vec![free_port()],
-        backend: db.tcp_addr().to_string(),
-        tls: tls_section(&pki, "required"),
-    };
+    let layout = Layout::new(dir.path(), &pki, db.tcp_addr().to_string(), 1);
     let mut running = RunningBinary::start(&layout.write(0)).await;
     let control = dir.path().join("control.sock");
     use std::os::unix::fs::PermissionsExt;
@@ -581,13 +574,7 @@ async fn sigusr2_starts_a_successor_that_takes_over() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let dir = short_tempdir("hu");
-    let layout = Layout {
-        dir: dir.path().to_path_buf(),
-        public: free_port(),
-        extra: vec![free_port()],
-        backend: db.tcp_addr().to_string(),
-        tls: tls_section(&pki, "required"),
-    };
+    let layout = Layout::new(dir.path(), &pki, db.tcp_addr().to_string(), 1);
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, layout.config(0)).unwrap();
     let mut running = RunningBinary::start(&path).await;
@@ -647,13 +634,7 @@ async fn a_peer_of_another_user_gets_nothing_from_the_control_socket() {
     use std::os::unix::fs::PermissionsExt;
     let pki = Pki::new();
     let dir = short_tempdir("hp");
-    let layout = Layout {
-        dir: dir.path().to_path_buf(),
-        public: free_port(),
-        extra: vec![],
-        backend: "127.0.0.1:9".into(),
-        tls: tls_section(&pki, "required"),
-    };
+    let layout = Layout::new(dir.path(), &pki, "127.0.0.1:9".into(), 0);
     let mut running = RunningBinary::start(&layout.write(0)).await;
     let control = dir.path().join("control.sock");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
