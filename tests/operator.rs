@@ -236,9 +236,9 @@ allow_plaintext = true
             "not_running": ["extra"],
             "not_applied": [
                 {"what": "listener \"public\" address",
-                 "why": format!("changed from 127.0.0.1:{} to 127.0.0.1:{moved}; needs a restart", s.port)},
+                 "why": format!("changed from 127.0.0.1:{} to 127.0.0.1:{moved}; applies at the next hand-over", s.port)},
                 {"what": "listener \"extra\"",
-                 "why": "new in the file (127.0.0.1:0); binding it needs a restart"},
+                 "why": "new in the file (127.0.0.1:0); it is bound at the next hand-over"},
             ]
         })
     );
@@ -246,8 +246,8 @@ allow_plaintext = true
     assert_eq!(
         messages(&events, "WARN", "reload: not applied"),
         vec![
-            format!("reload: not applied: listener \"public\" address: changed from 127.0.0.1:{} to 127.0.0.1:{moved}; needs a restart", s.port),
-            "reload: not applied: listener \"extra\": new in the file (127.0.0.1:0); binding it needs a restart".to_string(),
+            format!("reload: not applied: listener \"public\" address: changed from 127.0.0.1:{} to 127.0.0.1:{moved}; applies at the next hand-over", s.port),
+            "reload: not applied: listener \"extra\": new in the file (127.0.0.1:0); it is bound at the next hand-over".to_string(),
         ]
     );
     let done = events.last().unwrap();
@@ -452,7 +452,7 @@ password = "inline"
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        help.contains("SIGHUP re-reads the config and the TLS material, applies each listener's failover settings and TLS section (certificates, keys, CAs, CRLs and their settings), and logs every other change as needing a restart"),
+        help.contains("SIGHUP re-reads the config and the TLS material, applies each listener's failover settings and TLS section (certificates, keys, CAs, CRLs and their settings), and logs every other change as applying at the next hand-over"),
         "{help}"
     );
 }

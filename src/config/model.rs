@@ -79,6 +79,10 @@ pub struct Config {
     /// Session worker threads (see [`crate::workers`]); default:
     /// [`default_workers`].
     pub workers: usize,
+    /// The control socket (`control_socket`): where a new process asks
+    /// this one for its listeners ([`crate::handover`]); `None`: no
+    /// hand-over.
+    pub control_socket: Option<PathBuf>,
     pub backends: Vec<BackendConfig>,
     pub listeners: Vec<ListenerConfig>,
     /// The admin HTTP endpoint; `None` (no `[admin]` section) serves none.

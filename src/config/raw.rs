@@ -17,6 +17,7 @@ use super::model::{
 pub(super) struct RawConfig {
     pub(super) shutdown_timeout: Option<Spanned<DurationText>>,
     pub(super) workers: Option<Spanned<i64>>,
+    pub(super) control_socket: Option<Spanned<String>>,
     #[serde(default, rename = "backend")]
     pub(super) backends: Vec<Spanned<RawBackend>>,
     #[serde(default, rename = "listener")]

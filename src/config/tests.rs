@@ -77,11 +77,10 @@ idle_timeout = {v:?}
     assert!(e.problems[0].message.contains("invalid duration"), "{e}");
 }
 
-#[test]
-fn workers_default_to_the_cpus_and_out_of_range_values_have_lines() {
-    let with = |w: &str| {
-        parse(&format!(
-            r#"{w}
+/// A minimal valid config with `line` at its top, on line 1.
+fn with_top_level(line: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        r#"{line}
 [[backend]]
 name = "b"
 address = "unix:/x"
@@ -90,8 +89,12 @@ name = "l"
 address = "unix:/tmp/l.sock"
 route = "b"
 "#
-        ))
-    };
+    ))
+}
+
+#[test]
+fn workers_default_to_the_cpus_and_out_of_range_values_have_lines() {
+    let with = with_top_level;
     assert_eq!(with("").unwrap().workers, default_workers());
     assert!(default_workers() >= 1);
     assert_eq!(with("workers = 3").unwrap().workers, 3);
@@ -103,6 +106,34 @@ route = "b"
     }
     let e = with(r#"workers = "2""#).unwrap_err();
     assert_eq!(e.problems[0].line, Some(1), "{e}");
+}
+
+#[test]
+fn the_control_socket_is_off_by_default_and_a_path_relative_to_the_file() {
+    let with = with_top_level;
+    assert_eq!(with("").unwrap().control_socket, None);
+    assert_eq!(
+        with(r#"control_socket = "/run/p/control.sock""#)
+            .unwrap()
+            .control_socket,
+        Some("/run/p/control.sock".into())
+    );
+    assert_eq!(
+        with(r#"control_socket = "unix:c.sock""#)
+            .unwrap()
+            .control_socket,
+        Some("/nonexistent/c.sock".into())
+    );
+    let long = format!(r#"control_socket = "/{}""#, "x".repeat(120));
+    for bad in [r#"control_socket = """#, long.as_str()] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+        assert_eq!(e.problems[0].line, Some(1), "{bad}");
+        assert!(
+            e.problems[0].message.starts_with("control_socket: "),
+            "{bad}: {e}"
+        );
+    }
 }
 
 #[test]

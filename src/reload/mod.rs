@@ -63,7 +63,7 @@ pub enum MaterialReload {
     /// The old material stays in service.
     Failed { error: String },
     /// The new config turns TLS on or off for a running listener, which
-    /// only a restart may do.
+    /// only a hand-over (or a restart) may do.
     NeedsRestart { reason: String },
 }
 
@@ -77,17 +77,18 @@ pub struct ReloadReport {
     pub backend_tls: std::collections::BTreeMap<String, MaterialReload>,
     /// Listeners whose failover settings changed.
     pub failover_changed: Vec<String>,
-    /// Listeners in the new file that are not running (need a restart).
+    /// Listeners in the new file that are not running (bound at the next
+    /// hand-over).
     pub not_running: Vec<String>,
     /// Every change in the file the running proxy did not take, and why
-    /// (today: each needs a restart). Absent when there is none.
+    /// (each applies at the next hand-over). Absent when there is none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_applied: Vec<NotApplied>,
 }
 
 impl ReloadReport {
     /// True when the running proxy is what the file says: every TLS
-    /// section loaded, nothing left that needs a restart.
+    /// section loaded, nothing left for the next hand-over.
     pub fn all_applied(&self) -> bool {
         self.not_applied.is_empty()
             && self.tls.values().chain(self.backend_tls.values()).all(|r| {
@@ -154,11 +155,11 @@ fn apply(state: &ProxyState, new: &Config, trigger: Trigger) -> ReloadReport {
             (None, None) => continue,
             (Some(_), None) => MaterialReload::NeedsRestart {
                 reason:
-                    "the new config has no [backend.tls]; outbound TLS stays on until a restart"
+                    "the new config has no [backend.tls]; outbound TLS stays on until the next hand-over"
                         .into(),
             },
             (None, Some(_)) => MaterialReload::NeedsRestart {
-                reason: "the new config adds [backend.tls]; restart to turn outbound TLS on".into(),
+                reason: "the new config adds [backend.tls]; outbound TLS turns on at the next hand-over".into(),
             },
         };
         report.backend_tls.insert(b.name.clone(), result);
@@ -173,8 +174,8 @@ fn apply(state: &ProxyState, new: &Config, trigger: Trigger) -> ReloadReport {
                 reload_listener(running, rt, cfg, trigger, true, state.tls_reload.expiry_warning)
             },
             (None, None) => continue,
-            (Some(_), None) => needs_restart("the new config has no [listener.tls]; TLS stays on until a restart"),
-            (None, Some(_)) => needs_restart("the new config adds [listener.tls] to a plaintext listener; restart to turn TLS on"),
+            (Some(_), None) => needs_restart("the new config has no [listener.tls]; TLS stays on until the next hand-over"),
+            (None, Some(_)) => needs_restart("the new config adds [listener.tls] to a plaintext listener; TLS turns on at the next hand-over"),
         };
         report.tls.insert(l.name.clone(), result);
     }
