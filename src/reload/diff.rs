@@ -43,6 +43,17 @@ fn changed(from: impl Display, to: impl Display) -> String {
 /// running listener or backend is reported by the TLS part of the reload.
 pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
     let mut out = Vec::new();
+    top_level(running, new, &mut out);
+    backends(running, new, &mut out);
+    listeners(running, new, &mut out);
+    admin_section(running, new, &mut out);
+    monitor_section(running, new, &mut out);
+    tls_reload_section(running, new, &mut out);
+    out
+}
+
+/// Top-level keys: `shutdown_timeout`, `workers`, `control_socket`.
+fn top_level(running: &Config, new: &Config, out: &mut Vec<NotApplied>) {
     let mut value = |what: &str, from: String, to: String| {
         if from != to {
             out.push(NotApplied::new(what, changed(from, to)));
@@ -68,9 +79,13 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
             ),
         ));
     }
+}
+
+/// Backends added to or removed from the file, and changed ones.
+fn backends(running: &Config, new: &Config, out: &mut Vec<NotApplied>) {
     for b in &new.backends {
         match running.backend(&b.name) {
-            Some(old) => backend(old, b, &mut out),
+            Some(old) => backend(old, b, out),
             None => out.push(NotApplied::new(
                 format!("backend {:?}", b.name),
                 "new in the file; applies at the next hand-over (until then no listener can route to it)",
@@ -85,9 +100,13 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
             ));
         }
     }
+}
+
+/// Listeners added to or removed from the file, and changed ones.
+fn listeners(running: &Config, new: &Config, out: &mut Vec<NotApplied>) {
     for l in &new.listeners {
         match running.listeners.iter().find(|r| r.name == l.name) {
-            Some(old) => listener(old, l, &mut out),
+            Some(old) => listener(old, l, out),
             None => out.push(NotApplied::new(
                 format!("listener {:?}", l.name),
                 format!(
@@ -108,6 +127,9 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
             ));
         }
     }
+}
+
+fn admin_section(running: &Config, new: &Config, out: &mut Vec<NotApplied>) {
     match (&running.admin, &new.admin) {
         (Some(old), Some(a)) => {
             if old.address != a.address {
@@ -133,6 +155,9 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
         )),
         (None, None) => {}
     }
+}
+
+fn monitor_section(running: &Config, new: &Config, out: &mut Vec<NotApplied>) {
     match (&running.monitor, &new.monitor) {
         (Some(old), Some(m)) => {
             if old.user != m.user {
@@ -165,6 +190,9 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
         )),
         (None, None) => {}
     }
+}
+
+fn tls_reload_section(running: &Config, new: &Config, out: &mut Vec<NotApplied>) {
     let (old, r) = (&running.tls_reload, &new.tls_reload);
     if old.poll_interval != r.poll_interval {
         out.push(NotApplied::new(
@@ -184,7 +212,6 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
             ),
         ));
     }
-    out
 }
 
 fn backend(old: &BackendConfig, b: &BackendConfig, out: &mut Vec<NotApplied>) {
