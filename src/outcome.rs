@@ -762,6 +762,8 @@ route = "db"
             on_revoke: Default::default(),
             crl_policy: Default::default(),
             cert_refusal: Default::default(),
+            min_version: Default::default(),
+            cipher_suites: None,
         });
         assert_eq!(
             err(&SessionError::TlsRequired, &l, Stage::Door).unwrap().2,

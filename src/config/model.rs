@@ -359,6 +359,30 @@ pub struct TlsConfig {
     pub crl_policy: CrlPolicy,
     /// How a refused client certificate is reported to the client.
     pub cert_refusal: CertRefusal,
+    /// The oldest TLS version a client may negotiate.
+    pub min_version: TlsVersion,
+    /// The cipher suites offered, by their rustls names, in the server's
+    /// order of preference; `None`: the provider's defaults.
+    pub cipher_suites: Option<Vec<String>>,
+}
+
+/// `[listener.tls] min_version`: the oldest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
 }
 
 /// How a client whose certificate is refused learns why.

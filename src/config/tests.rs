@@ -106,6 +106,51 @@ route = "b"
 }
 
 #[test]
+fn tls_policy_problems_name_their_line() {
+    let with = |tls: &str| {
+        parse(&format!(
+            r#"[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "[::1]:0"
+route = "b"
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+client_auth = "none"
+{tls}"#
+        ))
+        .unwrap_err()
+    };
+    let about = |e: &ConfigError, what: &str| {
+        e.problems
+            .iter()
+            .find(|p| p.message.contains(what))
+            .map(|p| (p.line, p.message.clone()))
+    };
+    let e = with("min_version = \"1.3\"\ncipher_suites = [\"TLS13_AES_128_GCM_SHA256\"]\n");
+    assert_eq!(about(&e, "cipher"), None, "a valid policy: {e}");
+    let e = with("cipher_suites = [\"TLS13_AES_128_GCM_SHA256\", \"AES128-SHA\"]\n");
+    let (line, msg) = about(&e, "unknown cipher suite").expect("unknown name refused");
+    assert_eq!(line, Some(12));
+    assert!(
+        msg.contains("valid names: TLS13_AES_256_GCM_SHA384"),
+        "{msg}"
+    );
+    let e = with(
+        "min_version = \"1.3\"\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]\n",
+    );
+    let (line, _) = about(&e, "lists only TLS 1.2 suites").expect("nothing left at 1.3");
+    assert_eq!(line, Some(13));
+    let e = with("min_version = \"1.1\"\n");
+    let (line, msg) = about(&e, "1.2").expect("unknown version refused");
+    assert_eq!(line, Some(12));
+    assert!(msg.contains("1.3"), "the accepted values are named: {msg}");
+}
+
+#[test]
 fn cert_refusal_values_and_needs_client_auth() {
     let with = |tls: &str| {
         parse(&format!(

@@ -98,7 +98,12 @@ impl ServerTls {
         m: &Material,
         previous: Option<&ServerTls>,
     ) -> Result<ServerTls, TlsLoadError> {
-        let provider = provider();
+        let policy = crate::config::suites::resolve(cfg.min_version, cfg.cipher_suites.as_deref())
+            .map_err(|e| invalid(&cfg.cert, e))?;
+        let provider = Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: policy.suites,
+            ..(*provider()).clone()
+        });
         let now = UnixTime::now();
         let chain = parse_certs(&cfg.cert, m.bytes(Part::Cert))?;
         let key = parse_key(&cfg.key, m.bytes(Part::Key))?;
@@ -122,7 +127,7 @@ impl ServerTls {
             (Some(v), CertRefusal::MysqlError) => Arc::new(Deferred(v.clone())),
         };
         let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .with_protocol_versions(&policy.versions)
             .map_err(|e| invalid(&cfg.cert, e))?
             .with_client_cert_verifier(in_handshake)
             .with_single_cert(chain, key)
