@@ -69,6 +69,10 @@ pub enum SessionError {
     /// logged like a failed handshake.
     #[error("TLS handshake failed ({reason}): client certificate refused after the TLS handshake (cert_refusal = \"mysql_error\"), answered with ERR 1045")]
     CertificateRefused { reason: TlsFailure },
+    /// `accept_proxy_protocol`: a peer in `trusted_proxies` sent no
+    /// PROXY header, or a malformed one, or none in time.
+    #[error("PROXY protocol header from trusted proxy {proxy} refused: {reason}")]
+    ProxyHeader { proxy: SocketAddr, reason: String },
     #[error("client protocol error: {0}")]
     ClientProtocol(String),
     /// A client without CLIENT_PLUGIN_AUTH cannot answer the backend's
@@ -143,6 +147,7 @@ impl SessionError {
             SessionError::TlsHandshake { .. } | SessionError::CertificateRefused { .. } => {
                 "tls_handshake_failed"
             }
+            SessionError::ProxyHeader { .. } => "proxy_header_refused",
             SessionError::ClientProtocol(_) => "client_protocol_error",
             SessionError::ClientWithoutPluginAuth => "client_unsupported",
             SessionError::ProxyUserRefused { .. } => "proxy_user_refused",
@@ -543,6 +548,7 @@ fn log(
                 $level,
                 outcome = logged.label,
                 peer = %peer,
+                proxied_by = info.proxied_by.map(tracing::field::display),
                 listener = %listener,
                 tls = info.tls_version.unwrap_or("none"),
                 tls_failure = logged.tls_reason,

@@ -27,6 +27,7 @@ use std::path::Path;
 pub mod failover;
 mod model;
 mod parse;
+mod prefix;
 mod problems;
 mod raw;
 pub mod suites;
@@ -43,6 +44,7 @@ pub use model::{
     DEFAULT_PRIMARY_WAIT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS, MIN_ADMIN_TOKEN_LEN,
 };
+pub use prefix::IpPrefix;
 pub use problems::{ConfigError, ConfigProblem, Warning};
 
 pub use values::{parse_duration, read_admin_token, TokenError};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::failover::FailoverSettings;
+use super::prefix::IpPrefix;
 
 /// Default SIGTERM drain deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -327,6 +328,11 @@ pub struct ListenerConfig {
     /// `unix_socket` authentication would accept them on portcullis's
     /// identity. Off by default (docs/security.md).
     pub allow_proxy_user: bool,
+    /// Connections from these addresses (`accept_proxy_protocol = true`
+    /// with `trusted_proxies`) must start with a PROXY protocol header
+    /// (v1 or v2) naming the real client; empty: no header is read from
+    /// anyone, as without a load balancer.
+    pub trusted_proxies: Vec<IpPrefix>,
     /// Initial failover settings (changeable at runtime).
     pub failover: FailoverSettings,
     pub tls: Option<TlsConfig>,

@@ -93,6 +93,9 @@ pub(super) struct RawListener {
     pub(super) admin: bool,
     #[serde(default)]
     pub(super) allow_proxy_user: bool,
+    #[serde(default)]
+    pub(super) accept_proxy_protocol: bool,
+    pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) failover: Option<Spanned<FailoverMode>>,
     pub(super) failover_target: Option<Spanned<String>>,
     pub(super) failover_message: Option<Spanned<String>>,

@@ -231,6 +231,21 @@ fn listener(old: &ListenerConfig, l: &ListenerConfig, out: &mut Vec<NotApplied>)
         duration_text(l.idle_timeout.unwrap_or_default()),
     );
     value("admin", old.admin.to_string(), l.admin.to_string());
+    let prefixes = |v: &[crate::config::IpPrefix]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    value(
+        "trusted_proxies",
+        prefixes(&old.trusted_proxies),
+        prefixes(&l.trusted_proxies),
+    );
     value(
         "on_primary_change",
         primary_change_text(old.on_primary_change).into(),

@@ -26,6 +26,10 @@ pub struct SessionInfo {
     /// The client's and the listener's addresses (TCP), for the PROXY
     /// protocol header.
     pub origin: Origin,
+    /// The load balancer the connection came through, when a PROXY
+    /// protocol header was read from it (`origin.client` is then the
+    /// client it named).
+    pub proxied_by: Option<std::net::SocketAddr>,
     /// The `redirect_url` added to the OK that ended authentication (the
     /// `redirect_url` form of the failover redirect), when one was.
     pub redirect_url: Option<String>,
