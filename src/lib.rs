@@ -37,6 +37,8 @@
 //!   listeners and backends hold.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
+//! - [`sessions`] — every open session per listener (id, client, who,
+//!   bytes each way), for `GET /sessions` and killing one.
 //! - [`perm`] — the mode checks for secret files (keys, admin token,
 //!   monitor password) that other local users can read, and for trust
 //!   files (CA bundles, CRLs, the config) they can write; the warning about
@@ -98,6 +100,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod state;
 pub mod sync;
 pub mod time;

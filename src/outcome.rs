@@ -133,6 +133,9 @@ pub enum SessionError {
     TooManyConnections(usize),
     #[error("closed by portcullis shutdown")]
     Shutdown,
+    /// `DELETE /sessions/ID` (`portcullis kill`) before it was relayed.
+    #[error("closed by an operator (DELETE /sessions/ID)")]
+    KilledByAdmin,
     #[error("cannot hand the connection to a session worker: {0}")]
     Worker(io::Error),
 }
@@ -168,6 +171,7 @@ impl SessionError {
             SessionError::TooManyConnections(_) => "too_many_connections",
             SessionError::NoBackend(_) => "no_backend",
             SessionError::Shutdown => "shutdown",
+            SessionError::KilledByAdmin => "killed_by_admin",
             SessionError::Worker(_) => "worker_error",
         }
     }
@@ -186,6 +190,7 @@ impl SessionError {
             SessionError::TooManyConnections(_)
             | SessionError::Evicted(_)
             | SessionError::Shutdown
+            | SessionError::KilledByAdmin
             | SessionError::Worker(_) => Fault::Proxy,
             _ => Fault::Client,
         }
@@ -372,6 +377,9 @@ pub enum Finished {
     RelayError { fault: Fault, error: io::Error },
     /// Closed by portcullis (shutdown deadline).
     Closed,
+    /// Closed by an operator (`DELETE /sessions/ID`), with a TLS
+    /// close_notify like [`Finished::Closed`].
+    KilledByAdmin,
     /// Sent elsewhere with the instant-failover ERR packet.
     Redirected { target: String },
     /// Closed because newly loaded trust material (CRL, CA bundle) refuses
@@ -410,6 +418,7 @@ impl Finished {
             } => "relay_proxy_error",
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
+            Finished::KilledByAdmin => "killed_by_admin",
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
             Finished::PrimaryChanged => "closed_primary_changed",
@@ -429,6 +438,9 @@ impl Finished {
                 Some(format!("backend rejected authentication with error {code}"))
             }
             Finished::Redirected { target } => Some(format!("redirected to {target}")),
+            Finished::KilledByAdmin => {
+                Some("closed by an operator (DELETE /sessions/ID)".into())
+            }
             Finished::Revoked { reason } => Some(format!(
                 "closed: the client certificate is refused by newly loaded trust material ({reason})"
             )),
@@ -485,6 +497,8 @@ impl Logged {
                     // One a second is logged by the door for all of them:
                     // a flood must not flood the log.
                     SessionError::Evicted(_) => Level::Debug,
+                    // An operator's own doing, logged by the admin API too.
+                    SessionError::KilledByAdmin => Level::Info,
                     e if e.fault() == Fault::Client => Level::Info,
                     _ => Level::Warn,
                 },
@@ -547,6 +561,7 @@ fn log(
                 target: "portcullis::session",
                 $level,
                 outcome = logged.label,
+                id = info.id,
                 peer = %peer,
                 proxied_by = info.proxied_by.map(tracing::field::display),
                 listener = %listener,

@@ -345,6 +345,7 @@ async fn run_session<S: session::ClientIo>(
     let started = Instant::now();
     let _active = metrics.session_started();
     let mut info = SessionInfo {
+        id: session::connection_id(),
         origin: backend::Origin {
             client: peer,
             local,
@@ -378,7 +379,28 @@ async fn run_session<S: session::ClientIo>(
         }
         info.proxied_by = Some(proxy);
     }
-    let result = session::serve(stream, rt, &mut info, ticket, token, metrics.bytes()).await;
+    let entry = rt
+        .sessions
+        .register(info.id, peer, info.proxied_by, token.clone());
+    let result = session::serve(
+        stream,
+        rt,
+        &mut info,
+        ticket,
+        token,
+        metrics.bytes(),
+        &entry.record,
+    )
+    .await;
+    // Its close token was cancelled by an operator, not by the drain.
+    let result = match result {
+        Ok(Finished::Closed) if entry.record.was_killed() => Ok(Finished::KilledByAdmin),
+        Err(SessionError::Shutdown) if entry.record.was_killed() => {
+            Err(SessionError::KilledByAdmin)
+        }
+        r => r,
+    };
+    drop(entry);
     finish(rt, metrics, peer, &info, &result, started.elapsed());
 }
 

@@ -194,7 +194,7 @@ token_file = "admin.token"
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(
         r.json(),
-        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)"})
+        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover, /sessions, /sessions/ID)"})
     );
     let r = http(&proxy.admin_addr(), "POST", "/status", Some(TOKEN)).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")), "{r:?}");

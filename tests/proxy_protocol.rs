@@ -4,8 +4,8 @@
 //! (`localhost` in the networks) and over TCP, for IPv6 and IPv4 clients.
 //!
 //! And inbound (`accept_proxy_protocol`): behind a stand-in L4 load
-//! balancer that sends a v1 or v2 header, the backend and the log line
-//! see the client the header names; a trusted peer without a
+//! balancer that sends a v1 or v2 header, the backend, the log line and
+//! `/sessions` see the client the header names; a trusted peer without a
 //! header, or with a malformed one, is refused; an untrusted peer's header
 //! is refused as a bad handshake, as without the key.
 
@@ -218,6 +218,16 @@ async fn behind_a_load_balancer_the_real_client_is_seen_and_forwarded() {
         .unwrap()
         .unwrap();
     assert_eq!(host, "2001:db8::7:40000");
+    // `/sessions` shows the client and the load balancer it came through.
+    let list = http(&proxy.admin_addr(), "GET", "/sessions", None)
+        .await
+        .json();
+    let s = &list["sessions"][0];
+    assert_eq!(s["client"], "[2001:db8::7]:40000", "{list}");
+    assert!(
+        s["proxied_by"].as_str().unwrap().starts_with("[::1]:"),
+        "{list}"
+    );
     drop(held);
 
     // A v2 LOCAL header (a health check): the load balancer's own address

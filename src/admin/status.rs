@@ -419,7 +419,7 @@ fn on_off(b: bool) -> &'static str {
 }
 
 /// `3d 04h05m06s`, `05m06s`.
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (
         secs / 86_400,
         secs % 86_400 / 3600,
@@ -453,7 +453,7 @@ fn relative(delta: i64) -> String {
 }
 
 /// Left-aligned columns separated by two spaces, no trailing spaces.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {

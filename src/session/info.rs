@@ -11,6 +11,8 @@ use crate::tls::CertInfo;
 /// Everything known about a session, for its log line and metrics.
 #[derive(Debug, Default)]
 pub struct SessionInfo {
+    /// The connection id: in the greeting, the log line and `/sessions`.
+    pub id: u32,
     pub tls_version: Option<&'static str>,
     pub client_cert: Option<CertInfo>,
     pub user: Option<String>,
