@@ -263,17 +263,11 @@ token_file = "admin.token"
                     "client_auth": "required",
                     // The provider's defaults: no [listener.tls] policy.
                     "tls_min_version": "1.2",
-                    "cipher_suites": [
-                        "TLS13_AES_256_GCM_SHA384",
-                        "TLS13_AES_128_GCM_SHA256",
-                        "TLS13_CHACHA20_POLY1305_SHA256",
-                        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-                        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-                        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-                        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-                        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-                        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-                    ],
+                    "cipher_suites": portcullis::tls::provider()
+                        .cipher_suites
+                        .iter()
+                        .map(portcullis::config::suites::name)
+                        .collect::<Vec<_>>(),
                     "accepting": true,
                     "active_connections": 0,
                     "total_connections": 0,

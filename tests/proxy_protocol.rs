@@ -55,21 +55,23 @@ async fn who(
     listener: &str,
     ip: &str,
 ) -> Result<(String, String), mysql_async::Error> {
-    let opts = tls_opts(
-        ip,
-        proxy.port(listener),
-        PP_USER,
-        PP_PASS,
-        &pki.ca,
-        Some(&pki.app),
-    );
+    who_at(pki, ip, proxy.port(listener)).await
+}
+
+/// The same, connecting to `ip`:`port` (a listener, or a load balancer).
+async fn who_at(pki: &Pki, ip: &str, port: u16) -> Result<(String, String), mysql_async::Error> {
+    let opts = tls_opts(ip, port, PP_USER, PP_PASS, &pki.ca, Some(&pki.app));
     let mut c = Conn::new(opts).await?;
     let user: String = c.query_first("SELECT USER()").await?.unwrap();
-    let host: String = c
-        .query_first("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
-        .await?
-        .unwrap();
-    Ok((user, host))
+    Ok((user, processlist_host(&mut c).await?))
+}
+
+async fn processlist_host(c: &mut Conn) -> Result<String, mysql_async::Error> {
+    Ok(
+        c.query_first("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+            .await?
+            .unwrap(),
+    )
 }
 
 fn config(pki: &Pki, db: &MariaDb, sock_dir: &std::path::Path) -> String {
@@ -155,18 +157,6 @@ async fn load_balancer(to: SocketAddr, header: Vec<u8>) -> SocketAddr {
     addr
 }
 
-/// (USER(), the processlist host) of a connection as `pp` to `port`.
-async fn who_at(pki: &Pki, port: u16) -> Result<(String, String), mysql_async::Error> {
-    let opts = tls_opts("::1", port, PP_USER, PP_PASS, &pki.ca, Some(&pki.app));
-    let mut c = Conn::new(opts).await?;
-    let user: String = c.query_first("SELECT USER()").await?.unwrap();
-    let host: String = c
-        .query_first("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
-        .await?
-        .unwrap();
-    Ok((user, host))
-}
-
 fn lb_config(pki: &Pki, backend: &str, trusted: &str) -> String {
     format!(
         "[admin]\naddress = \"127.0.0.1:0\"\n\n\
@@ -198,7 +188,9 @@ async fn behind_a_load_balancer_the_real_client_is_seen_and_forwarded() {
         b"PROXY TCP4 192.0.2.7 198.51.100.1 50000 3307\r\n".to_vec(),
     )
     .await;
-    let (user, host) = who_at(&pki, v1.port()).await.expect("pp@192.0.2.7 via v1");
+    let (user, host) = who_at(&pki, "::1", v1.port())
+        .await
+        .expect("pp@192.0.2.7 via v1");
     assert_eq!(user, "pp@192.0.2.7");
     assert_eq!(host, "192.0.2.7:50000");
     // v2, IPv6 client.
@@ -212,11 +204,7 @@ async fn behind_a_load_balancer_the_real_client_is_seen_and_forwarded() {
     .await;
     let opts = tls_opts("::1", v2.port(), PP_USER, PP_PASS, &pki.ca, Some(&pki.app));
     let mut held = Conn::new(opts).await.expect("pp@2001:db8::7 via v2");
-    let host: String = held
-        .query_first("SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
-        .await
-        .unwrap()
-        .unwrap();
+    let host = processlist_host(&mut held).await.unwrap();
     assert_eq!(host, "2001:db8::7:40000");
     // `/sessions` shows the client and the load balancer it came through.
     let list = http(&proxy.admin_addr(), "GET", "/sessions", None)
@@ -233,7 +221,9 @@ async fn behind_a_load_balancer_the_real_client_is_seen_and_forwarded() {
     // A v2 LOCAL header (a health check): the load balancer's own address
     // stands, so `pp` (granted on ::1) gets in as ::1.
     let local = load_balancer(to, v2_header(None, None)).await;
-    let (user, _) = who_at(&pki, local.port()).await.expect("pp@::1 via LOCAL");
+    let (user, _) = who_at(&pki, "::1", local.port())
+        .await
+        .expect("pp@::1 via LOCAL");
     assert_eq!(user, "pp@::1");
 
     // The trusted peer connecting without a header: refused once

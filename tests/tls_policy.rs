@@ -75,6 +75,23 @@ async fn policy_in_status(proxy: &TestProxy) -> (Value, Value) {
     (l["tls_min_version"].clone(), l["cipher_suites"].clone())
 }
 
+/// Rewrites the proxy's config file to `config` and reloads it, as SIGHUP
+/// or `POST /reload` would.
+async fn reload_with(
+    proxy: &TestProxy,
+    config: String,
+) -> Result<portcullis::reload::ReloadReport, portcullis::config::ConfigError> {
+    std::fs::write(
+        proxy.dir().join("portcullis.toml"),
+        format!("workers = 3\n{config}"),
+    )
+    .unwrap();
+    let state = proxy.state();
+    tokio::task::spawn_blocking(move || reload_config(&state, Trigger::Admin))
+        .await
+        .unwrap()
+}
+
 const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
 const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
@@ -119,15 +136,8 @@ async fn min_version_and_allow_list_bind_every_handshake_and_reload_changes_them
     // Back to the defaults (TLS 1.2 allowed) with a reload: new handshakes
     // follow the file at once.
     let relaxed = "cipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\", \"TLS13_AES_256_GCM_SHA384\"]\n";
-    std::fs::write(
-        proxy.dir().join("portcullis.toml"),
-        format!("workers = 3\n{}", config(&pki, &backend, relaxed)),
-    )
-    .unwrap();
-    let state = proxy.state();
-    let report = tokio::task::spawn_blocking(move || reload_config(&state, Trigger::Admin))
+    let report = reload_with(&proxy, config(&pki, &backend, relaxed))
         .await
-        .unwrap()
         .expect("valid config");
     assert!(
         matches!(report.tls["public"], MaterialReload::Reloaded { .. }),
@@ -181,15 +191,8 @@ async fn defaults_show_in_status_and_an_invalid_policy_keeps_the_running_one() {
 
     let bad =
         "min_version = \"1.3\"\ncipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]\n";
-    std::fs::write(
-        proxy.dir().join("portcullis.toml"),
-        format!("workers = 3\n{}", config(&pki, &backend, bad)),
-    )
-    .unwrap();
-    let state = proxy.state();
-    let e = tokio::task::spawn_blocking(move || reload_config(&state, Trigger::Admin))
+    let e = reload_with(&proxy, config(&pki, &backend, bad))
         .await
-        .unwrap()
         .expect_err("the file is refused whole");
     assert!(e.to_string().contains("lists only TLS 1.2 suites"), "{e}");
     assert!(handshake(&proxy, offering(&pki, TLS12, None)).await.is_ok());

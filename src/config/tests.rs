@@ -105,11 +105,12 @@ route = "b"
     assert_eq!(e.problems[0].line, Some(1), "{e}");
 }
 
-#[test]
-fn tls_policy_problems_name_their_line() {
-    let with = |tls: &str| {
-        parse(&format!(
-            r#"[[backend]]
+/// The problems of a TLS listener whose `[listener.tls]` (from line 9:
+/// cert, key) ends with `tls` (from line 11). The files do not exist, so
+/// every such config errs; tests look at which problems are reported.
+fn tls_listener_problems(tls: &str) -> ConfigError {
+    parse(&format!(
+        r#"[[backend]]
 name = "b"
 address = "unix:/x"
 [[listener]]
@@ -119,11 +120,14 @@ route = "b"
 [listener.tls]
 cert = "c.pem"
 key = "k.pem"
-client_auth = "none"
 {tls}"#
-        ))
-        .unwrap_err()
-    };
+    ))
+    .unwrap_err()
+}
+
+#[test]
+fn tls_policy_problems_name_their_line() {
+    let with = |tls: &str| tls_listener_problems(&format!("client_auth = \"none\"\n{tls}"));
     let about = |e: &ConfigError, what: &str| {
         e.problems
             .iter()
@@ -152,22 +156,7 @@ client_auth = "none"
 
 #[test]
 fn cert_refusal_values_and_needs_client_auth() {
-    let with = |tls: &str| {
-        parse(&format!(
-            r#"[[backend]]
-name = "b"
-address = "unix:/x"
-[[listener]]
-name = "l"
-address = "[::1]:0"
-route = "b"
-[listener.tls]
-cert = "c.pem"
-key = "k.pem"
-{tls}"#
-        ))
-        .unwrap_err()
-    };
+    let with = tls_listener_problems;
     // The files do not exist, so every config errs; what matters is
     // which problems are reported.
     let e = with(
