@@ -105,6 +105,68 @@ route = "b"
     assert_eq!(e.problems[0].line, Some(1), "{e}");
 }
 
+#[test]
+fn accept_proxy_protocol_needs_trusted_proxies_on_tcp() {
+    let with = |address: &str, keys: &str| {
+        check(&format!(
+            "[[backend]]\nname = \"b\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = {address:?}\nroute = \"b\"\n{keys}"
+        ))
+        .result
+    };
+    let ok = with(
+        "127.0.0.1:0",
+        "accept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.listeners[0].trusted_proxies,
+        vec![
+            IpPrefix::parse("10.0.0.0/8").unwrap(),
+            IpPrefix::parse("::1").unwrap()
+        ]
+    );
+    assert!(with("127.0.0.1:0", "").unwrap().listeners[0]
+        .trusted_proxies
+        .is_empty());
+    for (address, keys, want, line) in [
+        (
+            "127.0.0.1:0",
+            "accept_proxy_protocol = true\n",
+            "needs trusted_proxies",
+            Some(4),
+        ),
+        (
+            "127.0.0.1:0",
+            "trusted_proxies = [\"::1\"]\n",
+            "accept_proxy_protocol is not true",
+            Some(8),
+        ),
+        (
+            "unix:/tmp/l.sock",
+            "accept_proxy_protocol = true\ntrusted_proxies = [\"::1\"]\n",
+            "needs a TCP listener",
+            Some(9),
+        ),
+        (
+            "127.0.0.1:0",
+            "accept_proxy_protocol = true\ntrusted_proxies = []\n",
+            "is empty",
+            Some(9),
+        ),
+        (
+            "127.0.0.1:0",
+            "accept_proxy_protocol = true\ntrusted_proxies = [\"10.1.2.3/8\"]\n",
+            "write 10.0.0.0/8",
+            Some(9),
+        ),
+    ] {
+        let e = with(address, keys).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{keys}: {e}");
+        assert!(e.problems[0].message.contains(want), "{keys}: {e}");
+        assert_eq!(e.problems[0].line, line, "{keys}: {e}");
+    }
+}
+
 /// The problems of a TLS listener whose `[listener.tls]` (from line 9:
 /// cert, key) ends with `tls` (from line 11). The files do not exist, so
 /// every such config errs; tests look at which problems are reported.

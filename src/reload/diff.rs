@@ -412,6 +412,21 @@ poll_interval = "1m"
     }
 
     #[test]
+    fn trusted_proxies_need_a_restart() {
+        let lb = format!(
+            "{BASE}accept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n"
+        );
+        let found: Vec<_> = not_applied(&config(BASE), &config(&lb))
+            .into_iter()
+            .map(|n| format!("{}: {}", n.what, n.why))
+            .collect();
+        assert_eq!(
+            found,
+            vec!["listener \"public\" trusted_proxies: changed from none to 10.0.0.0/8,::1/128; needs a restart"]
+        );
+    }
+
+    #[test]
     fn durations_read_as_written() {
         assert_eq!(duration_text(Duration::from_millis(500)), "\"500ms\"");
         assert_eq!(duration_text(Duration::ZERO), "\"0s\"");
