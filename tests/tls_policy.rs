@@ -196,6 +196,22 @@ async fn defaults_show_in_status_and_an_invalid_policy_keeps_the_running_one() {
         .expect_err("the file is refused whole");
     assert!(e.to_string().contains("lists only TLS 1.2 suites"), "{e}");
     assert!(handshake(&proxy, offering(&pki, TLS12, None)).await.is_ok());
+
+    // TLS 1.2 suites for RSA keys only, with the test PKI's ECDSA key: no
+    // TLS 1.2 client could connect. The listener keeps its material and
+    // the reload says why.
+    let rsa_only = "cipher_suites = [\"TLS13_AES_128_GCM_SHA256\", \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]\n";
+    let report = reload_with(&proxy, config(&pki, &backend, rsa_only))
+        .await
+        .expect("a valid file");
+    let MaterialReload::Failed { error } = &report.tls["public"] else {
+        panic!("{report:?}");
+    };
+    assert!(
+        error.contains("no TLS 1.2 client could connect with this ECDSA key"),
+        "{error}"
+    );
+    assert!(handshake(&proxy, offering(&pki, TLS12, None)).await.is_ok());
 }
 
 /// The `mariadb` CLI (Connector/C with OpenSSL) held to TLS 1.2 is refused
