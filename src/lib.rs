@@ -61,6 +61,9 @@
 //! - [`state`] — the running proxy as admin, reloads and metrics read it:
 //!   lifecycle, listeners, backends, topology.
 //! - [`exposition`] — the Prometheus text of the counters and the state.
+//! - [`handover`] — hand-over of the listening sockets to a new process
+//!   (`run --take-over`): the control socket, `SCM_RIGHTS`, the drain of
+//!   the old process, systemd's `MAINPID=`.
 //! - [`admin`] — the admin HTTP API (health, status, metrics, reload) on
 //!   its own thread and runtime, apart from the data path.
 //!
@@ -82,6 +85,7 @@ pub mod backend;
 pub mod config;
 pub mod exposition;
 pub mod failover;
+pub mod handover;
 pub mod listener;
 pub mod live;
 pub mod metrics;

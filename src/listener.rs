@@ -156,6 +156,45 @@ impl Bound {
         }
     }
 
+    /// Serves `cfg` on `fd`, a listening socket a predecessor bound
+    /// ([`crate::handover`]), after checking that it is one, bound to
+    /// `cfg`'s address.
+    pub fn adopt(cfg: &ListenerConfig, fd: std::os::fd::OwnedFd) -> Result<Bound, BindError> {
+        let err = |source| BindError {
+            name: cfg.name.clone(),
+            addr: cfg.address.to_string(),
+            source,
+        };
+        let socket = Socket::from(fd);
+        let listening = socket.is_listener().map_err(err)?;
+        let local = socket.local_addr().map_err(err)?;
+        let matches = match &cfg.address {
+            ListenAddr::Tcp(a) => local.as_socket() == Some(*a),
+            ListenAddr::Unix(p) => local.as_pathname() == Some(p.as_path()),
+        };
+        if !listening || !matches {
+            return Err(err(io::Error::other(
+                "the socket handed over is not listening on this address",
+            )));
+        }
+        socket.set_nonblocking(true).map_err(err)?;
+        let fd = std::os::fd::OwnedFd::from(socket);
+        match &cfg.address {
+            ListenAddr::Tcp(_) => TcpListener::from_std(fd.into()).map(Bound::Tcp),
+            ListenAddr::Unix(_) => UnixListener::from_std(fd.into()).map(Bound::Unix),
+        }
+        .map_err(err)
+    }
+
+    /// A duplicate of the listening socket, to hand over.
+    pub fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            Bound::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Bound::Unix(l) => l.as_fd().try_clone_to_owned(),
+        }
+    }
+
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<ListenAddr> {
         match self {

@@ -8,8 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::admin::sessions::percent_encode;
 use portcullis::admin::{client, AdminTarget, SessionList, Status};
+use portcullis::handover::control::ControlServer;
+use portcullis::handover::take::Taking;
+use portcullis::handover::Port;
 use portcullis::preflight::Preflight;
+use portcullis::state::{Lifecycle, ProxyState};
 use portcullis::{reload, Proxy, Shutdown};
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A MySQL/MariaDB-protocol TLS-terminating proxy with mutual certificate
@@ -31,7 +36,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -46,12 +51,24 @@ enum Command {
     /// SIGINT closes at once); SIGINT exits at once; SIGHUP re-reads the
     /// config and the TLS material, applies each listener's failover
     /// settings and TLS section (certificates, keys, CAs, CRLs and their
-    /// settings), and logs every other change as needing a restart (an
-    /// invalid file changes nothing).
+    /// settings), and logs every other change as applying at the next
+    /// hand-over (an invalid file changes nothing).
+    ///
+    /// SIGUSR2 starts a successor: the same binary (as it is on disk now,
+    /// e.g. after an upgrade) with `run --take-over` on the same config
+    /// file, which takes over this process's listeners (needs
+    /// `control_socket`).
     Run {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets of the portcullis running on the
+        /// config's `control_socket`: check the config in full (one that
+        /// fails changes nothing), take every listener whose address it
+        /// names, bind the others, serve, and tell the running process to
+        /// stop accepting and drain.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Validate a config file, including its TLS material and whether each
     /// listen address can be bound now, and exit.
@@ -172,7 +189,7 @@ fn main() -> ExitCode {
         }
         // Logs go to stderr: a fatal error is logged once, and not printed
         // again beside the log (nor outside it, with --log-format json).
-        Command::Run { config } => match run(config) {
+        Command::Run { config, take_over } => match run(config, take_over, cli.log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{}", one_line(&e));
@@ -310,21 +327,40 @@ fn reload(state: &portcullis::state::ProxyState) {
     let _ = reload::reload_config(state, reload::Trigger::Signal);
 }
 
-fn run(path: PathBuf) -> anyhow::Result<()> {
+fn run(path: PathBuf, take_over: bool, log_format: LogFormat) -> anyhow::Result<()> {
     portcullis::perm::warn_if_root();
-    let preflight = match Preflight::load(&path) {
+    // Beside a running portcullis, the whole check (`portcullis check`'s):
+    // a config that fails it changes nothing.
+    let loaded = match take_over {
+        true => Preflight::check(&path),
+        false => Preflight::load(&path),
+    };
+    let preflight = match loaded {
         Ok(p) => p,
         Err(e) => {
             // One event per problem, as a reload logs them.
             for line in e.lines() {
                 tracing::error!("invalid config: {line}");
             }
+            let what = match take_over {
+                true => "cannot take over (nothing changed)",
+                false => "cannot start",
+            };
             anyhow::bail!(
-                "cannot start: {} problem(s) in {}",
+                "{what}: {} problem(s) in {}",
                 e.problems.len(),
                 path.display()
             );
         }
+    };
+    let control = preflight.config().control_socket.clone();
+    let mut taking = match (take_over, &control) {
+        (false, _) => None,
+        (true, None) => anyhow::bail!(
+            "cannot take over (nothing changed): {} has no control_socket, the socket both processes must name",
+            path.display()
+        ),
+        (true, Some(c)) => Some(Taking::ask(c).context("cannot take over (nothing changed)")?),
     };
     // Sessions run on their own worker threads (`workers`); this thread
     // only accepts, watches files and handles signals.
@@ -332,18 +368,28 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async move {
-        let proxy = Proxy::bind(preflight).context("cannot start")?;
+    let served = runtime.block_on(async move {
+        let what = match take_over {
+            true => "cannot take over (the running process keeps serving)",
+            false => "cannot start",
+        };
+        let mut proxy = Proxy::bind_taking(preflight, taking.as_mut()).context(what)?;
+        let port = proxy.handover_port();
         let state = proxy.state();
-        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let state = state.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || reload(&state)).await {
-                    tracing::error!(error = %e, "reload failed");
-                }
+        let control = match (taking, control, port) {
+            (None, Some(path), Some(port)) => {
+                let server = ControlServer::start_first(&path, port).context(what)?;
+                ready_when_serving(state.clone(), None, Some(server))
             }
-        });
+            (Some(t), Some(path), Some(port)) => {
+                for e in t.left() {
+                    tracing::info!(address = %e.address, name = %e.name, "not in the new config: the running process closes it");
+                }
+                ready_when_serving(state.clone(), Some((t, path, port)), None)
+            }
+            _ => ready_when_serving(state.clone(), None, None),
+        };
+        signals(state, path, log_format)?;
         let (tx, rx) = tokio::sync::watch::channel(Shutdown::Run);
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -367,8 +413,119 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             let _ = tx.send(Shutdown::Now);
         });
         proxy.run(rx).await;
-        Ok(())
+        // The control socket stops with the proxy (its file stays when a
+        // successor serves on it).
+        control.abort();
+        let _ = control.await;
+        anyhow::Ok(())
+    });
+    // A hand-over still waiting for its successor is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
+}
+
+/// Once the proxy serves: tells systemd, and for a process taking over,
+/// tells the old process to drain and then serves the control socket in
+/// its place. The task holds the control server until it is aborted.
+fn ready_when_serving(
+    state: Arc<ProxyState>,
+    taking: Option<(Taking, PathBuf, Port)>,
+    mut server: Option<ControlServer>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lifecycle = state.watch_lifecycle();
+        if lifecycle
+            .wait_for(|l| *l == Lifecycle::Serving)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let took_over = taking.is_some();
+        if let Some((taking, path, port)) = taking {
+            match tokio::task::spawn_blocking(move || taking.finish()).await {
+                Ok(Ok(pid)) => tracing::info!(
+                    old = pid,
+                    "took over: the old process no longer accepts and drains"
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "take-over: the old process was not told to drain")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "take-over: the old process was not told to drain")
+                }
+            }
+            match ControlServer::start(&path, port) {
+                Ok(s) => server = Some(s),
+                Err(e) => tracing::error!(error = %e, "no further hand-over is possible"),
+            }
+        }
+        portcullis::handover::notify::ready(took_over);
+        let _keep = server;
+        std::future::pending::<()>().await;
     })
+}
+
+/// SIGHUP reloads; SIGUSR2 starts a successor that takes over.
+fn signals(state: Arc<ProxyState>, path: PathBuf, log_format: LogFormat) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let state = state.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || reload(&state)).await {
+                tracing::error!(error = %e, "reload failed");
+            }
+        }
+    });
+    let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            spawn_successor(&path, log_format);
+        }
+    });
+    Ok(())
+}
+
+/// SIGUSR2: `portcullis run --take-over` on the same config, with the
+/// binary now at this one's path (after an upgrade, the new one). Its
+/// logs go where this process's go; its end, if it ends while this
+/// process runs (a config that fails the check), is logged here.
+fn spawn_successor(path: &std::path::Path, log_format: LogFormat) {
+    let exe = match std::env::current_exe() {
+        Ok(p) => {
+            // The file this process was started from, replaced by an
+            // upgrade, reads as "… (deleted)"; the new one is at the path.
+            let text = p.to_string_lossy();
+            PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text).to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGUSR2: cannot find this binary; no successor started");
+            return;
+        }
+    };
+    let format = match log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    let child = std::process::Command::new(&exe)
+        .args(["--log-format", format, "run", "--take-over", "--config"])
+        .arg(path)
+        .spawn();
+    match child {
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), binary = %exe.display(), "SIGUSR2: started a successor to take over");
+            std::thread::spawn(move || match child.wait() {
+                Ok(s) if s.success() => {}
+                Ok(s) => {
+                    tracing::warn!(status = %s, "the successor exited; this process keeps serving unless it took over")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot wait for the successor"),
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, binary = %exe.display(), "SIGUSR2: cannot start a successor")
+        }
+    }
 }
 
 #[cfg(test)]

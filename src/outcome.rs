@@ -83,6 +83,13 @@ pub enum SessionError {
     /// portcullis's own OS user behind a Unix-socket backend.
     #[error("refused to log in as {user:?}, portcullis's own OS user, on a Unix-socket backend (unix_socket authentication would accept it on portcullis's identity; allow_proxy_user = true allows it)")]
     ProxyUserRefused { user: String },
+    /// The listener's identity rules (`[listener.identity]`) do not let
+    /// this client certificate (`identity`, as [`CertNames::label`] names
+    /// it) log in, or change user, as `user`.
+    ///
+    /// [`CertNames::label`]: crate::config::identity::CertNames::label
+    #[error("certificate {identity} may not log in as {user:?} ([listener.identity])")]
+    IdentityRefused { identity: String, user: String },
     #[error("client sent a packet too large for the connection phase: {0}")]
     ClientPacketTooLarge(ReadError),
     #[error("client closed the connection during the connection phase")]
@@ -154,6 +161,7 @@ impl SessionError {
             SessionError::ClientProtocol(_) => "client_protocol_error",
             SessionError::ClientWithoutPluginAuth => "client_unsupported",
             SessionError::ProxyUserRefused { .. } => "proxy_user_refused",
+            SessionError::IdentityRefused { .. } => "identity_refused",
             SessionError::ClientPacketTooLarge(_) => "client_packet_too_large",
             SessionError::ClientClosed => "client_closed",
             SessionError::ClientIo(_) => "client_io_error",
@@ -263,6 +271,11 @@ impl SessionError {
                 ERR_ACCESS_DENIED,
                 b"28000",
                 format!("portcullis: listener '{name}': access denied for user '{user}': it is the OS user portcullis runs as, which the database would trust by its Unix socket (unix_socket authentication); log in as another user"),
+            ),
+            (SessionError::IdentityRefused { identity, user }, _) => ErrPacket::new(
+                ERR_ACCESS_DENIED,
+                b"28000",
+                format!("portcullis: certificate {identity} may not log in as '{user}' on listener '{name}'"),
             ),
             (SessionError::BackendCapabilities { .. }, Stage::Connect(b)) => unavailable(format!(
                 "backend '{b}' changed since this connection was greeted (a restart or an upgrade); reconnect"
@@ -385,6 +398,10 @@ pub enum Finished {
     /// Closed because newly loaded trust material (CRL, CA bundle) refuses
     /// the client certificate; `reason` is the TLS failure label.
     Revoked { reason: TlsFailure },
+    /// Closed because reloaded identity rules no longer let the client
+    /// certificate (`identity`) use `user`, the login user or one it
+    /// changed to (`on_revoke = "close"`).
+    IdentityRevoked { identity: String, user: String },
     /// Routed as `primary` to a server that is no longer the primary, and
     /// closed (`on_primary_change = "close"`).
     PrimaryChanged,
@@ -421,6 +438,7 @@ impl Finished {
             Finished::KilledByAdmin => "killed_by_admin",
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
+            Finished::IdentityRevoked { .. } => "closed_identity_refused",
             Finished::PrimaryChanged => "closed_primary_changed",
             Finished::IdleTimeout { .. } => "idle_timeout",
             Finished::ChangeUserRefused { refusal, .. } => refusal.label(),
@@ -443,6 +461,9 @@ impl Finished {
             }
             Finished::Revoked { reason } => Some(format!(
                 "closed: the client certificate is refused by newly loaded trust material ({reason})"
+            )),
+            Finished::IdentityRevoked { identity, user } => Some(format!(
+                "closed: reloaded identity rules no longer let certificate {identity} use '{user}'"
             )),
             Finished::IdleTimeout { after } => Some(format!(
                 "no traffic either way for {after:?} (idle_timeout)"
@@ -553,6 +574,8 @@ fn log(
     let peer = peer.map_or_else(|| "unix".to_string(), |p| p.to_string());
     let subject = info.client_cert.as_ref().map(|c| c.subject.as_str());
     let serial = info.client_cert.as_ref().map(|c| c.serial.as_str());
+    let identity_changed =
+        (!info.identity_changed.is_empty()).then(|| info.identity_changed.join(","));
     let logged = Logged::of(result);
     // tracing needs the level as a constant at each call site.
     macro_rules! event {
@@ -570,6 +593,7 @@ fn log(
                 subject,
                 serial,
                 user = info.user.as_deref(),
+                identity_changed = identity_changed.as_deref(),
                 database = info.database.as_deref(),
                 backend = info.backend.as_deref(),
                 redirect_url = info.redirect_url.as_deref(),
@@ -753,6 +777,15 @@ route = "db"
             err(&SessionError::ProxyUserRefused { user: "root".into() }, &plain, Stage::Door),
             row(1045, "28000", "portcullis: listener 'public': access denied for user 'root': it is the OS user portcullis runs as, which the database would trust by its Unix socket (unix_socket authentication); log in as another user")
         );
+        let refused = SessionError::IdentityRefused {
+            identity: "spiffe://example.org/ns/prod/sa/billing".into(),
+            user: "root".into(),
+        };
+        assert_eq!(refused.label(), "identity_refused");
+        assert_eq!(
+            err(&refused, &plain, Stage::Door),
+            row(1045, "28000", "portcullis: certificate spiffe://example.org/ns/prod/sa/billing may not log in as 'root' on listener 'public'")
+        );
         assert_eq!(
             err(&SessionError::ClientWithoutPluginAuth, &plain, Stage::Door),
             row(1251, "08004", "portcullis: listener 'public': this client does not support authentication plugins (CLIENT_PLUGIN_AUTH), which portcullis needs to relay authentication; upgrade the client")
@@ -785,6 +818,7 @@ route = "db"
             cert_refusal: Default::default(),
             min_version: Default::default(),
             cipher_suites: None,
+            identity: None,
         });
         assert_eq!(
             err(&SessionError::TlsRequired, &l, Stage::Door).unwrap().2,

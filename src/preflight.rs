@@ -128,6 +128,12 @@ pub fn log_warnings(warnings: &[Warning]) {
                 target = %target,
                 "{w}"
             ),
+            Warning::IdentityRuleUnmatchable { listener, rule, .. } => tracing::warn!(
+                target: "portcullis::config",
+                listener = %listener,
+                rule,
+                "{w}"
+            ),
         }
     }
 }
@@ -258,8 +264,45 @@ fn unbindable(addr: &ListenAddr, e: &std::io::Error) -> Unbindable {
 }
 
 impl Loader {
-    /// Logs the warnings and, for a valid config, hands over the material.
-    fn finish(mut self, checked: Checked) -> Result<Preflight, ConfigError> {
+    /// Identity rules whose `issuer_cn` names no CA of their listener's CA
+    /// bundle or intermediates: no certificate the listener accepts could
+    /// match them.
+    fn identity_warnings(&self, config: &Config) -> Vec<Warning> {
+        let mut found = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let (Some(rules), Some(tls)) = (
+                l.tls.as_ref().and_then(|t| t.identity.as_ref()),
+                self.listeners.get(&i),
+            ) else {
+                continue;
+            };
+            let cns: Vec<String> = tls
+                .cas
+                .iter()
+                .chain(&tls.intermediates)
+                .flat_map(|c| c.cn.iter().cloned())
+                .collect();
+            for (rule, pattern) in rules.unmatchable_issuers(&cns) {
+                found.push(Warning::IdentityRuleUnmatchable {
+                    listener: l.name.clone(),
+                    rule,
+                    why: format!(
+                        "issuer_cn = {:?} is the CN of no CA in its CA bundle or intermediates ({})",
+                        pattern.as_str(),
+                        cns.join(", ")
+                    ),
+                });
+            }
+        }
+        found
+    }
+
+    /// Logs the warnings (with the ones only the loaded material shows)
+    /// and, for a valid config, hands over the material.
+    fn finish(mut self, mut checked: Checked) -> Result<Preflight, ConfigError> {
+        if let Ok(config) = &checked.result {
+            checked.warnings.extend(self.identity_warnings(config));
+        }
         log_warnings(&checked.warnings);
         let config = checked.result?;
         // Validation asks for every TLS section of a config it passes; a

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -14,6 +14,8 @@ use crate::admission::Ticket;
 use crate::backend::{self, BackendRuntime};
 use crate::config::Route;
 use crate::config::{Config, ListenAddr};
+use crate::handover::take::Taking;
+use crate::handover::{DrainRequest, Entry, Kind, Offer, Port};
 use crate::listener::{Accepted, BindError, Bound, ListenerRuntime, RouteRuntime};
 use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
@@ -60,6 +62,13 @@ pub struct Proxy {
     admin: Option<AdminServer>,
     /// Where sessions run; stopped when the last reference goes.
     workers: Arc<Workers>,
+    /// What a successor may take over, until [`handover_port`] hands it
+    /// to the control socket.
+    ///
+    /// [`handover_port`]: Proxy::handover_port
+    port: Option<Port>,
+    /// A successor serves: stop accepting and drain.
+    handovers: mpsc::Receiver<DrainRequest>,
 }
 
 impl Proxy {
@@ -68,6 +77,16 @@ impl Proxy {
     /// configured; it answers 503 on `/health` until [`run`](Proxy::run)).
     /// Must be called inside a tokio runtime.
     pub fn bind(preflight: Preflight) -> Result<Proxy, StartError> {
+        Proxy::bind_taking(preflight, None)
+    }
+
+    /// Like [`bind`](Proxy::bind), serving on the sockets of `taking` (a
+    /// running predecessor's) whose address the config names, and
+    /// binding the rest.
+    pub fn bind_taking(
+        preflight: Preflight,
+        mut taking: Option<&mut Taking>,
+    ) -> Result<Proxy, StartError> {
         let (config, material) = preflight.into_parts();
         let backends: Vec<_> = config
             .backends
@@ -99,7 +118,16 @@ impl Proxy {
                 },
             };
             let rt = ListenerRuntime::new(l.clone(), route, topology.clone(), tls);
-            let bound = Bound::bind(l)?;
+            let inherited = taking
+                .as_deref_mut()
+                .and_then(|t| t.take(Kind::Listener, &l.address));
+            let bound = match inherited {
+                Some(fd) => {
+                    tracing::info!(listener = %l.name, address = %l.address, "taken over");
+                    Bound::adopt(l, fd)?
+                }
+                None => Bound::bind(l)?,
+            };
             let address = bound.local_addr().unwrap_or_else(|_| l.address.clone());
             listeners.push((Arc::new(ListenerState::new(Arc::new(rt), address)), bound));
         }
@@ -114,16 +142,32 @@ impl Proxy {
         let admin = config
             .admin
             .as_ref()
-            .map(|a| AdminServer::start(a, state.clone()))
+            .map(|a| {
+                let inherited = taking.and_then(|t| t.take(Kind::Admin, &a.address));
+                AdminServer::start(a, state.clone(), inherited)
+            })
             .transpose()?;
         let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
+        let (requests, handovers) = mpsc::channel(1);
+        let port = Port {
+            offer: offer(&listeners, admin.as_ref()),
+            requests,
+        };
         Ok(Proxy {
             config,
             listeners,
             state,
             admin,
             workers: Arc::new(workers),
+            port: Some(port),
+            handovers,
         })
+    }
+
+    /// What the control socket serves to a successor (once: the first
+    /// call takes it).
+    pub fn handover_port(&mut self) -> Option<Port> {
+        self.port.take()
     }
 
     /// The admin API's address (port 0 resolved), when `[admin]` is set.
@@ -145,13 +189,13 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` leaves [`Shutdown::Run`].
-    pub async fn run(self, mut shutdown: watch::Receiver<Shutdown>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<Shutdown>) {
         let sessions = TaskTracker::new();
         let workers = self.workers.clone();
         let stop_accepting = CancellationToken::new();
         let close_sessions = CancellationToken::new();
         let mut accept_loops = tokio::task::JoinSet::new();
-        for (ls, bound) in self.listeners {
+        for (ls, bound) in std::mem::take(&mut self.listeners) {
             let rt = &ls.runtime;
             tracing::info!(listener = %rt.config.name, address = %ls.address,
                 tls = rt.tls.is_some(), route = %rt.route.name(), "listening");
@@ -198,52 +242,31 @@ impl Proxy {
         });
         crate::reload::expiry::warn_at_start(&self.state);
 
-        let mode = loop {
-            let m = *shutdown.borrow_and_update();
-            if m != Shutdown::Run {
-                break m;
+        let (mode, handover) = stop_requested(&mut shutdown, &mut self.handovers).await;
+        if let Some(request) = &handover {
+            // Before this process reports draining: the successor answers
+            // on the admin address from now on, and never a 503 from here.
+            let admin_taken = request.taken.iter().any(|e| e.kind == Kind::Admin);
+            if let Some(admin) = self.admin.take() {
+                match admin_taken {
+                    true => admin.hand_over(),
+                    // Stops, and removes its socket file.
+                    false => drop(admin),
+                }
             }
-            if shutdown.changed().await.is_err() {
-                // Sender gone: nobody can ever ask us to stop; keep serving.
-                std::future::pending::<()>().await;
-            }
-        };
+        }
         self.state.set_lifecycle(match mode {
             Shutdown::Drain => Lifecycle::Draining,
             _ => Lifecycle::Stopping,
         });
         stop_accepting.cancel();
         while accept_loops.join_next().await.is_some() {}
+        let taken = match handover {
+            Some(request) => self.handed_over(request),
+            None => Vec::new(),
+        };
         sessions.close();
-        let active = sessions.len();
-        match mode {
-            Shutdown::Drain => {
-                tracing::info!(
-                    active,
-                    deadline = ?self.config.shutdown_timeout,
-                    "draining: no longer accepting; waiting for sessions to finish"
-                );
-                let deadline = self.config.shutdown_timeout;
-                let now_requested = async {
-                    while *shutdown.borrow_and_update() != Shutdown::Now {
-                        if shutdown.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::timeout(deadline, sessions.wait()) => {}
-                    _ = now_requested => {}
-                }
-                if !sessions.is_empty() {
-                    tracing::warn!(
-                        remaining = sessions.len(),
-                        "shutdown: closing sessions that are still open"
-                    );
-                }
-            }
-            _ => tracing::info!(active, "shutting down now"),
-        }
+        drain(mode, &sessions, &mut shutdown, self.config.shutdown_timeout).await;
         self.state.set_lifecycle(Lifecycle::Stopping);
         close_sessions.cancel();
         sessions.wait().await;
@@ -254,6 +277,10 @@ impl Proxy {
             let _ = m.await;
         }
         for (name, addr) in self.config.listeners.iter().map(|l| (&l.name, &l.address)) {
+            // A socket a successor serves on keeps its file.
+            if taken.contains(addr) {
+                continue;
+            }
             if let ListenAddr::Unix(p) = addr {
                 if let Err(e) = std::fs::remove_file(p) {
                     tracing::debug!(listener = %name, error = %e, "could not remove socket file");
@@ -263,6 +290,128 @@ impl Proxy {
         self.state.set_lifecycle(Lifecycle::Stopped);
         tracing::info!("stopped");
     }
+}
+
+impl Proxy {
+    /// A successor serves on the sockets it took, and this process no
+    /// longer accepts (its admin API stopped before): the successor is
+    /// told. The addresses of the listeners taken.
+    fn handed_over(&mut self, request: DrainRequest) -> Vec<ListenAddr> {
+        // The duplicates kept for a hand-over, when no control socket took
+        // them: closed, so that a listener the successor did not take is
+        // closed now.
+        self.port = None;
+        let taken: Vec<ListenAddr> = request
+            .taken
+            .into_iter()
+            .filter(|e| e.kind == Kind::Listener)
+            .map(|e| e.address)
+            .collect();
+        tracing::info!(
+            successor = ?request.successor,
+            taken = taken.len(),
+            "handed over: the new process serves; no longer accepting, draining"
+        );
+        let _ = request.done.send(());
+        taken
+    }
+}
+
+/// Waits, on [`Shutdown::Drain`], until the sessions end, `deadline`
+/// passes or [`Shutdown::Now`] is asked for; at once otherwise.
+async fn drain(
+    mode: Shutdown,
+    sessions: &TaskTracker,
+    shutdown: &mut watch::Receiver<Shutdown>,
+    deadline: Duration,
+) {
+    let active = sessions.len();
+    if mode != Shutdown::Drain {
+        tracing::info!(active, "shutting down now");
+        return;
+    }
+    tracing::info!(
+        active,
+        deadline = ?deadline,
+        "draining: no longer accepting; waiting for sessions to finish"
+    );
+    let now_requested = async {
+        while *shutdown.borrow_and_update() != Shutdown::Now {
+            if shutdown.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(deadline, sessions.wait()) => {}
+        _ = now_requested => {}
+    }
+    if !sessions.is_empty() {
+        tracing::warn!(
+            remaining = sessions.len(),
+            "shutdown: closing sessions that are still open"
+        );
+    }
+}
+
+/// Waits until `shutdown` leaves [`Shutdown::Run`] or a successor asks to
+/// take over (which drains).
+async fn stop_requested(
+    shutdown: &mut watch::Receiver<Shutdown>,
+    handovers: &mut mpsc::Receiver<DrainRequest>,
+) -> (Shutdown, Option<DrainRequest>) {
+    let mut handovers_open = true;
+    loop {
+        let m = *shutdown.borrow_and_update();
+        if m != Shutdown::Run {
+            return (m, None);
+        }
+        tokio::select! {
+            changed = shutdown.changed() => if changed.is_err() {
+                // Sender gone: nobody can ever ask us to stop by signal.
+                if !handovers_open {
+                    std::future::pending::<()>().await;
+                }
+                match handovers.recv().await {
+                    Some(r) => return (Shutdown::Drain, Some(r)),
+                    None => std::future::pending::<()>().await,
+                }
+            },
+            r = handovers.recv(), if handovers_open => match r {
+                Some(r) => return (Shutdown::Drain, Some(r)),
+                None => handovers_open = false,
+            },
+        }
+    }
+}
+
+/// A duplicate of every listening socket, with what it is.
+fn offer(listeners: &[(Arc<ListenerState>, Bound)], admin: Option<&AdminServer>) -> Offer {
+    let mut entries = Vec::new();
+    for (ls, bound) in listeners {
+        match bound.try_clone_fd() {
+            Ok(fd) => entries.push((
+                Entry {
+                    kind: Kind::Listener,
+                    name: ls.name().to_string(),
+                    address: ls.address.clone(),
+                },
+                fd,
+            )),
+            Err(e) => {
+                tracing::warn!(listener = %ls.name(), error = %e, "cannot keep the socket for a hand-over")
+            }
+        }
+    }
+    if let Some((a, fd)) = admin.and_then(|a| Some((a, a.try_clone_fd()?))) {
+        let entry = Entry {
+            kind: Kind::Admin,
+            name: "-".into(),
+            address: a.local_addr().clone(),
+        };
+        entries.push((entry, fd));
+    }
+    Offer { entries }
 }
 
 async fn accept_loop(

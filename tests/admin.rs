@@ -293,6 +293,7 @@ token_file = "admin.token"
                     "last_reload": null,
                     "last_reload_error": null,
                     "certificate_sessions": 0,
+                    "identity": null,
                     "crls": [{
                         "issuer": CA_DN,
                         "this_update": this_update,
@@ -323,6 +324,7 @@ token_file = "admin.token"
                     "last_reload": null,
                     "last_reload_error": null,
                     "certificate_sessions": 0,
+                    "identity": null,
                 },
             ],
             "backends": [

@@ -135,11 +135,33 @@ async fn health_fails_without_a_primary_and_recovers_after_the_switchover() {
         create_accounts(db).await;
     }
     let toml = format!(
-        "[monitor]\nuser = \"mon\"\npassword = \"mon-pass\"\ninterval = \"100ms\"\n\n\
-         [admin]\naddress = \"unix:admin.sock\"\n\n\
-         [[backend]]\nname = \"db1\"\naddress = {:?}\n\n[[backend]]\nname = \"db2\"\naddress = {:?}\n\n\
-         [[listener]]\nname = \"rw\"\naddress = \"127.0.0.1:0\"\nroute = \"primary\"\nprimary_wait = \"300ms\"\n\n\
-         [[listener]]\nname = \"local\"\naddress = \"127.0.0.1:0\"\nroute = \"db1\"\n",
+        r#"[monitor]
+user = "mon"
+password = "mon-pass"
+interval = "100ms"
+
+[admin]
+address = "unix:admin.sock"
+
+[[backend]]
+name = "db1"
+address = {:?}
+
+[[backend]]
+name = "db2"
+address = {:?}
+
+[[listener]]
+name = "rw"
+address = "127.0.0.1:0"
+route = "primary"
+primary_wait = "300ms"
+
+[[listener]]
+name = "local"
+address = "127.0.0.1:0"
+route = "db1"
+"#,
         db1.unix_address(),
         db2.unix_address()
     );
@@ -235,12 +257,30 @@ fn sidecar(local: (&str, &MariaDb), remote: (&str, &MariaDb)) -> String {
     backends.sort();
     let backends: String = backends
         .iter()
-        .map(|(n, a)| format!("[[backend]]\nname = \"{n}\"\naddress = {a:?}\n\n"))
+        .map(|(n, a)| {
+            format!(
+                r#"[[backend]]
+name = "{n}"
+address = {a:?}
+
+"#
+            )
+        })
         .collect();
     format!(
-        "[monitor]\nuser = \"mon\"\npassword = \"mon-pass\"\ninterval = \"100ms\"\n\n\
-         [admin]\naddress = \"127.0.0.1:0\"\n\n{backends}\
-         [[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\nroute = \"{}\"\n",
+        r#"[monitor]
+user = "mon"
+password = "mon-pass"
+interval = "100ms"
+
+[admin]
+address = "127.0.0.1:0"
+
+{backends}[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+route = "{}"
+"#,
         local.0
     )
 }

@@ -31,7 +31,17 @@ async fn redirect_packet_is_byte_exact_over_tls_without_a_backend() {
     let pki = Pki::new();
     let (_d, backend) = absent_backend();
     let cfg = format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\nfailover = \"on\"\nfailover_target = {TARGET:?}\nfailover_message = \"moving to db2\"\n{}",
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+failover = "on"
+failover_target = {TARGET:?}
+failover_message = "moving to db2"
+{}"#,
         tls_section(&pki, "required")
     );
     let proxy = TestProxy::start(&cfg).await;
@@ -68,7 +78,17 @@ async fn redirect_packet_is_byte_exact_over_tls_without_a_backend() {
 async fn redirect_packet_in_plaintext_uses_seq_2_and_custom_code() {
     let (_d, backend) = absent_backend();
     let cfg = format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"lo\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\nfailover = \"on\"\nfailover_target = {TARGET:?}\nfailover_error_code = 4200\n"
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "lo"
+address = "127.0.0.1:0"
+route = "db"
+failover = "on"
+failover_target = {TARGET:?}
+failover_error_code = 4200
+"#
     );
     let proxy = TestProxy::start(&cfg).await;
     let mut c = RawClient::connect(proxy.tcp_addr("lo")).await;
@@ -99,7 +119,17 @@ async fn mariadb_cli_shows_the_code_and_message() {
     let pki = Pki::new();
     let (_d, backend) = absent_backend();
     let cfg = format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\nfailover = \"all\"\nfailover_target = {TARGET:?}\nfailover_message = \"This server is being replaced; use db2.example.net port 3307\"\n{}",
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+failover = "all"
+failover_target = {TARGET:?}
+failover_message = "This server is being replaced; use db2.example.net port 3307"
+{}"#,
         tls_section(&pki, "required")
     );
     let proxy = TestProxy::start(&cfg).await;
@@ -115,12 +145,29 @@ async fn mariadb_cli_shows_the_code_and_message() {
 }
 
 fn three_listeners(pki: &Pki, db: &MariaDb, sock: &std::path::Path, mode: &str) -> String {
-    let fo = format!("failover = {mode:?}\nfailover_target = {TARGET:?}\n");
+    let fo = format!(
+        r#"failover = {mode:?}
+failover_target = {TARGET:?}
+"#
+    );
     format!(
-        "[[backend]]\nname = \"db\"\naddress = \"unix:{}\"\n\
-         [[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{fo}{tls}\
-         [[listener]]\nname = \"ops\"\naddress = \"[::1]:0\"\nroute = \"db\"\nadmin = true\n{fo}{tls}\
-         [[listener]]\nname = \"sock\"\naddress = \"unix:{}\"\nroute = \"db\"\n{fo}",
+        r#"[[backend]]
+name = "db"
+address = "unix:{}"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{fo}{tls}[[listener]]
+name = "ops"
+address = "[::1]:0"
+route = "db"
+admin = true
+{fo}{tls}[[listener]]
+name = "sock"
+address = "unix:{}"
+route = "db"
+{fo}"#,
         db.socket_path().display(),
         sock.display(),
         tls = tls_section(pki, "required"),
@@ -181,13 +228,29 @@ async fn example_client_follows_a_redirect_and_gives_up_on_a_loop() {
     let backend = format!("unix:{}", db.socket_path().display());
     // B serves; A redirects to B by host name.
     let b = TestProxy::start(&format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\n{}",
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "b"
+address = "127.0.0.1:0"
+route = "db"
+{}"#,
         tls_section(&pki, "required")
     ))
     .await;
     let target = format!("localhost:{}", b.port("b"));
     let a = TestProxy::start(&format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\nfailover = \"on\"\nfailover_target = {target:?}\n{}",
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "a"
+address = "127.0.0.1:0"
+route = "db"
+failover = "on"
+failover_target = {target:?}
+{}"#,
         tls_section(&pki, "required")
     ))
     .await;
@@ -211,7 +274,16 @@ async fn example_client_follows_a_redirect_and_gives_up_on_a_loop() {
     let port = free_port();
     let self_target = format!("localhost:{port}");
     let l = TestProxy::start(&format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"loop\"\naddress = \"127.0.0.1:{port}\"\nroute = \"db\"\nfailover = \"all\"\nfailover_target = {self_target:?}\n{}",
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "loop"
+address = "127.0.0.1:{port}"
+route = "db"
+failover = "all"
+failover_target = {self_target:?}
+{}"#,
         tls_section(&pki, "required")
     ))
     .await;
@@ -241,7 +313,16 @@ async fn switching_modes_at_runtime_keeps_open_sessions() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let cfg = format!(
-        "[admin]\naddress = \"unix:admin.sock\"\n[[backend]]\nname = \"db\"\naddress = \"unix:{}\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
+        r#"[admin]
+address = "unix:admin.sock"
+[[backend]]
+name = "db"
+address = "unix:{}"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{}"#,
         db.socket_path().display(),
         tls_section(&pki, "required")
     );
@@ -338,7 +419,22 @@ fn check_rejects_bad_failover_settings_with_lines() {
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
-        "[[backend]]\nname = \"db\"\naddress = \"127.0.0.1:3306\"\n[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:3307\"\nroute = \"db\"\nfailover = \"on\"\nfailover_target = \"[2001:db8::1]:3307\"\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:3308\"\nroute = \"db\"\nfailover_target = \"db2:3307\"\nfailover_message = \"a|b\"\n",
+        r#"[[backend]]
+name = "db"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "a"
+address = "127.0.0.1:3307"
+route = "db"
+failover = "on"
+failover_target = "[2001:db8::1]:3307"
+[[listener]]
+name = "b"
+address = "127.0.0.1:3308"
+route = "db"
+failover_target = "db2:3307"
+failover_message = "a|b"
+"#,
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -382,7 +478,14 @@ async fn reload_applies_failover_settings_and_counts_redirects() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let base = format!(
-        "[[backend]]\nname = \"db\"\naddress = \"{}\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n",
+        r#"[[backend]]
+name = "db"
+address = "{}"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+"#,
         db.unix_address()
     );
     let tls = tls_section(&pki, "required");
@@ -402,7 +505,11 @@ async fn reload_applies_failover_settings_and_counts_redirects() {
     let path = proxy.dir().join("portcullis.toml");
     std::fs::write(
         &path,
-        format!("{base}failover = \"on\"\nfailover_target = {TARGET:?}\n{tls}"),
+        format!(
+            r#"{base}failover = "on"
+failover_target = {TARGET:?}
+{tls}"#
+        ),
     )
     .unwrap();
     let reload = || reload_config(&proxy.state(), Trigger::Admin).expect("valid config");
@@ -438,7 +545,14 @@ async fn sighup_reloads_failover_and_ignores_an_invalid_file() {
         std::fs::write(
             &config,
             format!(
-                "[[backend]]\nname = \"db\"\naddress = \"{}\"\n[[listener]]\nname = \"lo\"\naddress = \"127.0.0.1:{port}\"\nroute = \"db\"\n{extra}",
+                r#"[[backend]]
+name = "db"
+address = "{}"
+[[listener]]
+name = "lo"
+address = "127.0.0.1:{port}"
+route = "db"
+{extra}"#,
                 db.unix_address()
             ),
         )
@@ -450,7 +564,11 @@ async fn sighup_reloads_failover_and_ignores_an_invalid_file() {
     let mut old = Conn::new(opts.clone()).await.expect("relayed");
 
     // An invalid file: logged, nothing changes.
-    write("failover = \"on\"\nfailover_target = \"[2001:db8::1]:3307\"\n");
+    write(
+        r#"failover = "on"
+failover_target = "[2001:db8::1]:3307"
+"#,
+    );
     bin.signal("HUP");
     let e = bin
         .wait_for_log("reload: config invalid, nothing changed")
@@ -467,7 +585,9 @@ async fn sighup_reloads_failover_and_ignores_an_invalid_file() {
 
     // A valid one: applied to new connections only.
     write(&format!(
-        "failover = \"on\"\nfailover_target = {TARGET:?}\n"
+        r#"failover = "on"
+failover_target = {TARGET:?}
+"#
     ));
     bin.signal("HUP");
     let done = bin.wait_for_log("reload done").await;

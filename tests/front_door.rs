@@ -180,7 +180,12 @@ async fn backend_refusal_is_told_after_tls(proxy_protocol: bool) {
         .await;
     let mut config = mtls_config(&pki, &db.unix_address());
     if proxy_protocol {
-        config = config.replace("[[listener]]", "proxy_protocol = true\n\n[[listener]]");
+        config = config.replace(
+            "[[listener]]",
+            r#"proxy_protocol = true
+
+[[listener]]"#,
+        );
     }
     let proxy = TestProxy::start(&config).await;
     probed(&proxy).await;
@@ -435,7 +440,16 @@ async fn the_probe_names_the_account_that_trusts_portcullis() {
 /// `limits` (listener lines) added.
 fn door_config(pki: &Pki, db: &MariaDb, limits: &str) -> String {
     format!(
-        "[[backend]]\nname = \"db\"\naddress = {:?}\n\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\n{limits}\n{}",
+        r#"[[backend]]
+name = "db"
+address = {:?}
+
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+route = "db"
+{limits}
+{}"#,
         db.unix_address(),
         tls_section(pki, "required"),
     )
@@ -499,7 +513,9 @@ async fn after_the_attack(proxy: &TestProxy, db: &MariaDb, before: u64, logins: 
 async fn a_flood_from_one_source_evicts_its_own_oldest() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
-    let limits = "max_unauthenticated_per_source = 4\ntls_handshake_timeout = \"60s\"\nhandshake_timeout = \"60s\"";
+    let limits = r#"max_unauthenticated_per_source = 4
+tls_handshake_timeout = "60s"
+handshake_timeout = "60s""#;
     let proxy = TestProxy::start(&door_config(&pki, &db, limits)).await;
     probed(&proxy).await;
     let (before, _) = backend_counts(&db).await;
@@ -541,8 +557,9 @@ async fn a_flood_from_one_source_evicts_its_own_oldest() {
 async fn a_flood_from_many_sources_evicts_the_oldest_overall() {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
-    let limits =
-        "max_unauthenticated = 16\ntls_handshake_timeout = \"60s\"\nhandshake_timeout = \"60s\"";
+    let limits = r#"max_unauthenticated = 16
+tls_handshake_timeout = "60s"
+handshake_timeout = "60s""#;
     let proxy = TestProxy::start(&door_config(&pki, &db, limits)).await;
     probed(&proxy).await;
     let (before, _) = backend_counts(&db).await;

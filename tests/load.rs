@@ -175,12 +175,26 @@ async fn big_mariadb(max_connections: u64) -> MariaDb {
 
 fn config(pki: &Pki, db: &MariaDb, max_connections: u64) -> String {
     format!(
-        "[admin]\naddress = \"unix:admin.sock\"\n\
-         [[backend]]\nname = \"db\"\naddress = {:?}\nconnect_timeout = \"30s\"\n\
-         [[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n\
-         max_connections = {max_connections}\nhandshake_timeout = \"60s\"\n{}\n\
-         [[listener]]\nname = \"stable\"\naddress = \"[::1]:0\"\nroute = \"db\"\n\
-         max_connections = {max_connections}\nhandshake_timeout = \"60s\"\n{}",
+        r#"[admin]
+address = "unix:admin.sock"
+[[backend]]
+name = "db"
+address = {:?}
+connect_timeout = "30s"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+max_connections = {max_connections}
+handshake_timeout = "60s"
+{}
+[[listener]]
+name = "stable"
+address = "[::1]:0"
+route = "db"
+max_connections = {max_connections}
+handshake_timeout = "60s"
+{}"#,
         db.unix_address(),
         tls_section(pki, "required"),
         tls_section(pki, "required"),
@@ -488,7 +502,10 @@ async fn soak_queries_reloads_and_redirect_switches() {
     let path = proxy.dir().join("portcullis.toml");
     let on_cfg = cfg.replacen(
         "name = \"public\"\n",
-        "name = \"public\"\nfailover = \"on\"\nfailover_target = \"db2.example.net:3307\"\n",
+        r#"name = "public"
+failover = "on"
+failover_target = "db2.example.net:3307"
+"#,
         1,
     );
     assert_ne!(on_cfg, cfg);
@@ -705,8 +722,14 @@ async fn door_flood(what: &str, sources: &[std::net::Ipv4Addr]) {
     let pki = Pki::new();
     let db = MariaDb::start_with_users().await;
     let cfg = format!(
-        "[[backend]]\nname = \"db\"\naddress = {:?}\n\
-         [[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\n{limit}{}",
+        r#"[[backend]]
+name = "db"
+address = {:?}
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+route = "db"
+{limit}{}"#,
         db.unix_address(),
         tls_section(&pki, "required"),
     );

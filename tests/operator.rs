@@ -132,7 +132,14 @@ async fn check_finds_what_run_would_hit_and_knows_a_running_portcullis() {
     std::fs::write(
         s.path("socket.toml"),
         format!(
-            "[[backend]]\nname = \"db\"\naddress = \"127.0.0.1:9\"\n[[listener]]\nname = \"local\"\naddress = \"unix:{}/p.sock\"\nroute = \"db\"\n",
+            r#"[[backend]]
+name = "db"
+address = "127.0.0.1:9"
+[[listener]]
+name = "local"
+address = "unix:{}/p.sock"
+route = "db"
+"#,
             socket_dir.display()
         ),
     )
@@ -211,7 +218,13 @@ async fn a_reload_names_every_change_it_cannot_apply() {
     let moved = free_port();
     s.write(
         moved,
-        "\n[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\nallow_plaintext = true\n",
+        r#"
+[[listener]]
+name = "extra"
+address = "127.0.0.1:0"
+route = "db"
+allow_plaintext = true
+"#,
     );
     let r = http(&s.admin(), "POST", "/reload", Some(TOKEN)).await;
     assert_eq!(r.status, 422, "{r:?}");
@@ -223,9 +236,9 @@ async fn a_reload_names_every_change_it_cannot_apply() {
             "not_running": ["extra"],
             "not_applied": [
                 {"what": "listener \"public\" address",
-                 "why": format!("changed from 127.0.0.1:{} to 127.0.0.1:{moved}; needs a restart", s.port)},
+                 "why": format!("changed from 127.0.0.1:{} to 127.0.0.1:{moved}; applies at the next hand-over", s.port)},
                 {"what": "listener \"extra\"",
-                 "why": "new in the file (127.0.0.1:0); binding it needs a restart"},
+                 "why": "new in the file (127.0.0.1:0); it is bound at the next hand-over"},
             ]
         })
     );
@@ -233,8 +246,8 @@ async fn a_reload_names_every_change_it_cannot_apply() {
     assert_eq!(
         messages(&events, "WARN", "reload: not applied"),
         vec![
-            format!("reload: not applied: listener \"public\" address: changed from 127.0.0.1:{} to 127.0.0.1:{moved}; needs a restart", s.port),
-            "reload: not applied: listener \"extra\": new in the file (127.0.0.1:0); binding it needs a restart".to_string(),
+            format!("reload: not applied: listener \"public\" address: changed from 127.0.0.1:{} to 127.0.0.1:{moved}; applies at the next hand-over", s.port),
+            "reload: not applied: listener \"extra\": new in the file (127.0.0.1:0); it is bound at the next hand-over".to_string(),
         ]
     );
     let done = events.last().unwrap();
@@ -264,7 +277,13 @@ async fn a_reload_names_every_change_it_cannot_apply() {
     );
 
     // Invalid: one event per problem, each one line, by SIGHUP too.
-    s.write(s.port, "[tls_reload]\npoll_interval = 5\nbogus = 1\n");
+    s.write(
+        s.port,
+        r#"[tls_reload]
+poll_interval = 5
+bogus = 1
+"#,
+    );
     bin.signal("HUP");
     let events = bin.events_until("reload: config invalid").await;
     let first = events.last().unwrap().clone();
@@ -391,7 +410,13 @@ fn messages_say_what_to_write_instead() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &with_monitor,
-        format!("{text}\n[monitor]\nuser = \"mon\"\npassword = \"inline\"\n"),
+        format!(
+            r#"{text}
+[monitor]
+user = "mon"
+password = "inline"
+"#
+        ),
     )
     .unwrap();
     chmod(&with_monitor, 0o644);
@@ -427,7 +452,7 @@ fn messages_say_what_to_write_instead() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        help.contains("SIGHUP re-reads the config and the TLS material, applies each listener's failover settings and TLS section (certificates, keys, CAs, CRLs and their settings), and logs every other change as needing a restart"),
+        help.contains("SIGHUP re-reads the config and the TLS material, applies each listener's failover settings and TLS section (certificates, keys, CAs, CRLs and their settings), and logs every other change as applying at the next hand-over"),
         "{help}"
     );
 }

@@ -63,7 +63,25 @@ impl Far {
 /// `[::1]:0` and a plaintext Unix-socket listener `local` in `sock_dir`.
 fn front_config(pki: &Pki, backend_addr: &str, tls_extra: &str, sock_dir: &TempDir) -> String {
     format!(
-        "[tls_reload]\npoll_interval = \"50ms\"\n\n[[backend]]\nname = \"remote\"\naddress = {backend_addr:?}\n[backend.tls]\nca = {:?}\n{tls_extra}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"remote\"\n{}\n[[listener]]\nname = \"local\"\naddress = \"unix:{}/a.sock\"\nroute = \"remote\"\n",
+        r#"[tls_reload]
+poll_interval = "50ms"
+
+[[backend]]
+name = "remote"
+address = {backend_addr:?}
+[backend.tls]
+ca = {:?}
+{tls_extra}
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "remote"
+{}
+[[listener]]
+name = "local"
+address = "unix:{}/a.sock"
+route = "remote"
+"#,
         pki.ca,
         tls_section(pki, "required"),
         sock_dir.path().display(),
@@ -71,7 +89,12 @@ fn front_config(pki: &Pki, backend_addr: &str, tls_extra: &str, sock_dir: &TempD
 }
 
 fn client_cert_lines(c: &ClientCert) -> String {
-    format!("cert = {:?}\nkey = {:?}\n", c.cert, c.key)
+    format!(
+        r#"cert = {:?}
+key = {:?}
+"#,
+        c.cert, c.key
+    )
 }
 
 async fn through_front(front: &TestProxy, pki: &Pki) -> Result<Conn, mysql_async::Error> {
@@ -200,7 +223,11 @@ async fn outbound_client_certificate_is_reloaded_by_the_poll() {
     std::fs::copy(&pki.other.cert, &cert).unwrap();
     std::fs::copy(&pki.other.key, &key).unwrap();
     let a = far
-        .front(&format!("cert = {cert:?}\nkey = {key:?}\n"))
+        .front(&format!(
+            r#"cert = {cert:?}
+key = {key:?}
+"#
+        ))
         .await;
     let (code, msg) = refused(&a, pki).await;
     assert_eq!(code, Some(1105), "{msg}");

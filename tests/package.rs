@@ -288,6 +288,8 @@ fn deb_contents_unit_and_packaged_config_check() {
     let config_path = root.join("etc/portcullis/portcullis.toml");
     let config = fs::read_to_string(&config_path).unwrap();
     for (key, want) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "all"),
         ("User", "portcullis"),
         ("Group", "portcullis"),
         (
@@ -319,6 +321,8 @@ fn deb_contents_unit_and_packaged_config_check() {
     // The admin socket of the packaged config lives in the RuntimeDirectory.
     assert!(config.contains("address = \"unix:/run/portcullis/admin.sock\""));
     assert!(config.contains("address = \"unix:/run/mysqld/mysqld.sock\""));
+    // So is the control socket an upgrade hands over on.
+    assert!(config.contains("control_socket = \"/run/portcullis/control.sock\""));
     // systemd must not SIGKILL a drain that is still within shutdown_timeout.
     let shutdown = config
         .lines()

@@ -261,13 +261,26 @@ async fn proxy(pki: &Pki, backend: &str, tls: bool, failover: &str) -> TestProxy
         format!("address = \"127.0.0.1:0\"\n{failover}")
     };
     TestProxy::start(&format!(
-        "[admin]\naddress = \"unix:admin.sock\"\n[[backend]]\nname = \"db\"\naddress = {backend:?}\n[[listener]]\nname = \"public\"\nroute = \"db\"\n{listener}"
+        r#"[admin]
+address = "unix:admin.sock"
+[[backend]]
+name = "db"
+address = {backend:?}
+[[listener]]
+name = "public"
+route = "db"
+{listener}"#
     ))
     .await
 }
 
 fn redirect_url_style(style: &str) -> String {
-    format!("failover = \"on\"\nfailover_target = {TARGET:?}\nfailover_style = {style:?}\n")
+    format!(
+        r#"failover = "on"
+failover_target = {TARGET:?}
+failover_style = {style:?}
+"#
+    )
 }
 
 /// Connects to `public`, TLS or not, sends `resp`, and returns the packet
@@ -516,7 +529,19 @@ async fn redirect_url_without_session_tracking_or_a_backend_is_the_error_form() 
 
     // A topology route with no primary: the error form too.
     let p = TestProxy::start(&format!(
-        "[monitor]\nuser = \"mon\"\npassword = \"x\"\ninterval = \"1h\"\n[[backend]]\nname = \"db\"\naddress = {absent:?}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"primary\"\nprimary_wait = \"1ms\"\n{}{}",
+        r#"[monitor]
+user = "mon"
+password = "x"
+interval = "1h"
+[[backend]]
+name = "db"
+address = {absent:?}
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "primary"
+primary_wait = "1ms"
+{}{}"#,
         redirect_url_style("both"),
         tls_section(&pki, "required")
     ))
@@ -933,7 +958,9 @@ async fn the_admin_api_and_reload_switch_the_style() {
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "route = \"db\"\n",
         &format!(
-            "route = \"db\"\n{}pass_backend_redirect = true\n",
+            r#"route = "db"
+{}pass_backend_redirect = true
+"#,
             redirect_url_style("redirect_url")
         ),
     );
@@ -981,9 +1008,22 @@ fn check_fails(config: &str) -> String {
 #[test]
 fn check_explains_what_a_redirect_url_target_must_be() {
     let stderr = check_fails(
-        "[[backend]]\nname = \"db\"\naddress = \"127.0.0.1:3306\"\n\
-         [[listener]]\nname = \"a\"\naddress = \"127.0.0.1:3307\"\nroute = \"db\"\nfailover = \"on\"\nfailover_style = \"redirect_url\"\nfailover_target = \"[2001:db8::1]:3307\"\n\
-         [[listener]]\nname = \"c\"\naddress = \"127.0.0.1:3309\"\nroute = \"db\"\nfailover_followers = [\"MariaDB Connector/J 3.4\"]\n",
+        r#"[[backend]]
+name = "db"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "a"
+address = "127.0.0.1:3307"
+route = "db"
+failover = "on"
+failover_style = "redirect_url"
+failover_target = "[2001:db8::1]:3307"
+[[listener]]
+name = "c"
+address = "127.0.0.1:3309"
+route = "db"
+failover_followers = ["MariaDB Connector/J 3.4"]
+"#,
     );
     for want in [
         "bad.toml:10: failover_target \"[2001:db8::1]:3307\" is an IPv6 literal",
@@ -994,8 +1034,15 @@ fn check_explains_what_a_redirect_url_target_must_be() {
         assert!(stderr.contains(want), "{want:?} in\n{stderr}");
     }
     let stderr = check_fails(
-        "[[backend]]\nname = \"db\"\naddress = \"127.0.0.1:3306\"\n\
-         [[listener]]\nname = \"b\"\naddress = \"127.0.0.1:3308\"\nroute = \"db\"\nfailover_style = \"sometimes\"\n",
+        r#"[[backend]]
+name = "db"
+address = "127.0.0.1:3306"
+[[listener]]
+name = "b"
+address = "127.0.0.1:3308"
+route = "db"
+failover_style = "sometimes"
+"#,
     );
     assert!(
         stderr.contains("bad.toml:8: unknown variant `sometimes`, expected one of `error`, `redirect_url`, `both`"),

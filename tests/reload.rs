@@ -56,7 +56,12 @@ impl TlsDir {
     /// A `[listener.tls]` section over these files, plus `extra` lines.
     fn section(&self, extra: &str) -> String {
         format!(
-            "[listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\n{extra}",
+            r#"[listener.tls]
+cert = {:?}
+key = {:?}
+ca = {:?}
+crl = [{:?}]
+{extra}"#,
             self.path("server.pem"),
             self.path("server-key.pem"),
             self.path("ca.pem"),
@@ -69,7 +74,21 @@ impl TlsDir {
 /// 50 ms.
 fn config(db: &MariaDb, tls_section: &str) -> String {
     format!(
-        "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[[backend]]\nname = \"db\"\naddress = {:?}\n\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{tls_section}",
+        r#"[tls_reload]
+poll_interval = "50ms"
+
+[admin]
+address = "127.0.0.1:0"
+
+[[backend]]
+name = "db"
+address = {:?}
+
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{tls_section}"#,
         db.unix_address()
     )
 }
@@ -373,7 +392,12 @@ async fn a_symlink_switched_to_a_new_certificate_directory_is_picked_up() {
     }
     std::os::unix::fs::symlink("v1", tls.path("live")).unwrap();
     let section = format!(
-        "[listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\n",
+        r#"[listener.tls]
+cert = {:?}
+key = {:?}
+ca = {:?}
+crl = [{:?}]
+"#,
         tls.path("live/tls.crt"),
         tls.path("live/tls.key"),
         tls.path("ca.pem"),
@@ -819,7 +843,14 @@ async fn config_checks_crl_policy_and_material_at_load() {
         std::fs::write(
             &path,
             format!(
-                "[[backend]]\nname = \"db\"\naddress = \"unix:/nonexistent.sock\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
+                r#"[[backend]]
+name = "db"
+address = "unix:/nonexistent.sock"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{}"#,
                 tls.section(extra)
             ),
         )
@@ -827,7 +858,14 @@ async fn config_checks_crl_policy_and_material_at_load() {
         portcullis::preflight::Preflight::load(&path)
             .map(|p| p.config().listeners[0].tls.clone().unwrap())
     };
-    let t = load("crl_scope = \"leaf\"\ncrl_expired = \"accept\"\nunknown_revocation = \"allow\"\non_revoke = \"keep\"\n").unwrap();
+    let t = load(
+        r#"crl_scope = "leaf"
+crl_expired = "accept"
+unknown_revocation = "allow"
+on_revoke = "keep"
+"#,
+    )
+    .unwrap();
     assert_eq!(t.crl_policy.scope, portcullis::config::CrlScope::Leaf);
     assert_eq!(t.crl_policy.expired, portcullis::config::CrlExpired::Accept);
     assert_eq!(
@@ -907,7 +945,16 @@ async fn expiry_inside_the_warning_window_is_logged_at_start() {
     std::fs::write(
         &path,
         format!(
-            "[tls_reload]\nexpiry_warning = \"400d\"\n[[backend]]\nname = \"db\"\naddress = \"unix:/nonexistent.sock\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{}\"\nroute = \"db\"\n{}",
+            r#"[tls_reload]
+expiry_warning = "400d"
+[[backend]]
+name = "db"
+address = "unix:/nonexistent.sock"
+[[listener]]
+name = "public"
+address = "[::1]:{}"
+route = "db"
+{}"#,
             common::mariadb::free_port(),
             tls.section("")
         ),

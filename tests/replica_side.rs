@@ -49,7 +49,22 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
     std::fs::copy(&pki.repl.key, &key).unwrap();
     let local_port = free_port();
     let local = TestProxy::start(&format!(
-        "[tls_reload]\npoll_interval = \"50ms\"\n\n[[backend]]\nname = \"upstream\"\naddress = \"[::1]:{}\"\n[backend.tls]\nca = {:?}\ncert = {cert:?}\nkey = {key:?}\n\n[[listener]]\nname = \"repl\"\naddress = \"127.0.0.1:{local_port}\"\nroute = \"upstream\"\n",
+        r#"[tls_reload]
+poll_interval = "50ms"
+
+[[backend]]
+name = "upstream"
+address = "[::1]:{}"
+[backend.tls]
+ca = {:?}
+cert = {cert:?}
+key = {key:?}
+
+[[listener]]
+name = "repl"
+address = "127.0.0.1:{local_port}"
+route = "upstream"
+"#,
         sidecar.port("public"),
         pki.ca
     ))
@@ -75,7 +90,11 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
         .as_ref()
         .unwrap()
         .live;
-    let subjects: Vec<String> = live.snapshot().iter().map(|s| s.subject.clone()).collect();
+    let subjects: Vec<String> = live
+        .snapshot()
+        .iter()
+        .map(|s| s.cert.subject.clone())
+        .collect();
     assert_eq!(
         subjects,
         vec!["CN=repl".to_string()],
@@ -96,7 +115,11 @@ async fn a_replica_without_tls_replicates_through_its_local_portcullis() {
     caught_up(&replica, &primary).await;
     let n: Option<i64> = replica.query_first("SELECT COUNT(*) FROM rs.t").await;
     assert_eq!(n, Some(2000));
-    let subjects: Vec<String> = live.snapshot().iter().map(|s| s.subject.clone()).collect();
+    let subjects: Vec<String> = live
+        .snapshot()
+        .iter()
+        .map(|s| s.cert.subject.clone())
+        .collect();
     assert_eq!(
         subjects,
         vec!["CN=repl-renewed".to_string()],

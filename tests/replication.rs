@@ -62,11 +62,28 @@ fn sidecar_config(
     listener_extra: &str,
 ) -> String {
     format!(
-        "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n\
-         [[backend]]\nname = \"db\"\naddress = {:?}\n{backend_extra}\n\
-         [[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{listener_extra}\
-         [listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\nclient_auth = \"required\"\n\
-         cert_refusal = \"mysql_error\"\n",
+        r#"[tls_reload]
+poll_interval = "50ms"
+
+[admin]
+address = "127.0.0.1:0"
+
+[[backend]]
+name = "db"
+address = {:?}
+{backend_extra}
+[[listener]]
+name = "public"
+address = "[::1]:{port}"
+route = "db"
+{listener_extra}[listener.tls]
+cert = {:?}
+key = {:?}
+ca = {:?}
+crl = [{:?}]
+client_auth = "required"
+cert_refusal = "mysql_error"
+"#,
         primary.unix_address(),
         pki.server.cert,
         pki.server.key,

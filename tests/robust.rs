@@ -131,8 +131,17 @@ impl FakeBackend {
 /// `[::1]:0`, with extra lines for each section.
 fn config(pki: &Pki, backend: &str, backend_extra: &str, listener_extra: &str) -> String {
     format!(
-        "[[backend]]\nname = \"db\"\naddress = {backend:?}\n{backend_extra}\n\n\
-         [[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{listener_extra}\n{}",
+        r#"[[backend]]
+name = "db"
+address = {backend:?}
+{backend_extra}
+
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{listener_extra}
+{}"#,
         tls_section(pki, "required")
     )
 }

@@ -346,7 +346,14 @@ async fn plaintext_unix_socket_listener() {
     let dir = common::mariadb::short_tempdir("ul");
     let sock = dir.path().join("p.sock");
     let cfg = format!(
-        "[[backend]]\nname = \"db\"\naddress = \"{}\"\n[[listener]]\nname = \"local\"\naddress = \"unix:{}\"\nroute = \"db\"\n",
+        r#"[[backend]]
+name = "db"
+address = "{}"
+[[listener]]
+name = "local"
+address = "unix:{}"
+route = "db"
+"#,
         db.unix_address(),
         sock.display()
     );

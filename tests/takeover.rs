@@ -112,7 +112,16 @@ async fn create_accounts(db: &MariaDb) {
 /// API on a Unix socket.
 async fn sidecar(pki: &Pki, db: &MariaDb) -> TestProxy {
     TestProxy::start(&format!(
-        "[admin]\naddress = \"unix:admin.sock\"\n[[backend]]\nname = \"db\"\naddress = {:?}\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\nroute = \"db\"\n{}",
+        r#"[admin]
+address = "unix:admin.sock"
+[[backend]]
+name = "db"
+address = {:?}
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+route = "db"
+{}"#,
         db.unix_address(),
         tls_section(pki, "required")
     ))

@@ -66,12 +66,39 @@ async fn replicate(replica: &MariaDb, primary: &MariaDb, from_start: bool) {
 
 fn config(db1: &str, db2: &str, listeners: &str, pki: &Pki) -> String {
     format!(
-        "[monitor]\nuser = \"mon\"\npassword = \"mon-pass\"\ninterval = \"100ms\"\n\n[admin]\naddress = \"unix:admin.sock\"\n\n[[backend]]\nname = \"db1\"\naddress = {db1:?}\n\n[[backend]]\nname = \"db2\"\naddress = {db2:?}\n\n{}",
+        r#"[monitor]
+user = "mon"
+password = "mon-pass"
+interval = "100ms"
+
+[admin]
+address = "unix:admin.sock"
+
+[[backend]]
+name = "db1"
+address = {db1:?}
+
+[[backend]]
+name = "db2"
+address = {db2:?}
+
+{}"#,
         listeners.replace("TLS", &tls_section(pki, "required"))
     )
 }
 
-const RW_RO: &str = "[[listener]]\nname = \"rw\"\naddress = \"[::1]:0\"\nroute = \"primary\"\nprimary_wait = \"300ms\"\nTLS\n[[listener]]\nname = \"ro\"\naddress = \"[::1]:0\"\nroute = \"replica\"\nTLS\n";
+const RW_RO: &str = r#"[[listener]]
+name = "rw"
+address = "[::1]:0"
+route = "primary"
+primary_wait = "300ms"
+TLS
+[[listener]]
+name = "ro"
+address = "[::1]:0"
+route = "replica"
+TLS
+"#;
 
 fn topology(proxy: &TestProxy) -> Arc<Topology> {
     proxy
@@ -189,7 +216,14 @@ async fn two_writable_servers_mean_no_primary_until_pinned_and_a_killed_one_is_d
         create_accounts(db).await;
     }
     let mut db1 = db1;
-    let redirect = "[[listener]]\nname = \"old\"\naddress = \"[::1]:0\"\nroute = \"db1\"\nfailover = \"all\"\nfailover_target = \"primary\"\nTLS\n";
+    let redirect = r#"[[listener]]
+name = "old"
+address = "[::1]:0"
+route = "db1"
+failover = "all"
+failover_target = "primary"
+TLS
+"#;
     let toml = config(
         &db1.unix_address(),
         &db2.unix_address(),
@@ -198,7 +232,9 @@ async fn two_writable_servers_mean_no_primary_until_pinned_and_a_killed_one_is_d
     )
     .replace(
         "name = \"db2\"\n",
-        "name = \"db2\"\nadvertise = \"db2.example.net:3307\"\n",
+        r#"name = "db2"
+advertise = "db2.example.net:3307"
+"#,
     );
     let proxy = TestProxy::start(&toml).await;
     rounds(&proxy, 2).await;
@@ -266,7 +302,24 @@ async fn monitor_and_sessions_reach_a_remote_primary_through_its_sidecar() {
     let sidecar = TestProxy::start(&mtls_config(&pki, &db.unix_address())).await;
     let remote = format!("[::1]:{}", sidecar.port("public"));
     let toml = format!(
-        "[monitor]\nuser = \"mon\"\npassword = \"mon-pass\"\ninterval = \"100ms\"\n\n[[backend]]\nname = \"far\"\naddress = {remote:?}\n[backend.tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[[listener]]\nname = \"rw\"\naddress = \"[::1]:0\"\nroute = \"primary\"\n{}",
+        r#"[monitor]
+user = "mon"
+password = "mon-pass"
+interval = "100ms"
+
+[[backend]]
+name = "far"
+address = {remote:?}
+[backend.tls]
+ca = {:?}
+cert = {:?}
+key = {:?}
+
+[[listener]]
+name = "rw"
+address = "[::1]:0"
+route = "primary"
+{}"#,
         pki.ca,
         pki.repl.cert,
         pki.repl.key,

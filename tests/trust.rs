@@ -57,7 +57,12 @@ impl TlsDir {
     /// A `[listener.tls]` over these files, plus `extra` lines.
     fn section(&self, extra: &str) -> String {
         format!(
-            "[listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\ncrl = [{:?}]\n{extra}",
+            r#"[listener.tls]
+cert = {:?}
+key = {:?}
+ca = {:?}
+crl = [{:?}]
+{extra}"#,
             self.path("server.pem"),
             self.path("server-key.pem"),
             self.path("ca.pem"),
@@ -70,12 +75,26 @@ impl TlsDir {
 /// `[::1]:0`, polling every 50 ms.
 fn config(db: &MariaDb, listeners: &[(&str, String)]) -> String {
     let mut s = format!(
-        "[tls_reload]\npoll_interval = \"50ms\"\n\n[admin]\naddress = \"unix:admin.sock\"\n\n[[backend]]\nname = \"db\"\naddress = {:?}\n",
+        r#"[tls_reload]
+poll_interval = "50ms"
+
+[admin]
+address = "unix:admin.sock"
+
+[[backend]]
+name = "db"
+address = {:?}
+"#,
         db.unix_address()
     );
     for (name, section) in listeners {
         s.push_str(&format!(
-            "\n[[listener]]\nname = {name:?}\naddress = \"[::1]:0\"\nroute = \"db\"\n{section}"
+            r#"
+[[listener]]
+name = {name:?}
+address = "[::1]:0"
+route = "db"
+{section}"#
         ));
     }
     s
@@ -214,7 +233,11 @@ async fn a_ca_outside_its_validity_is_no_trust_anchor_and_the_log_says_so() {
     // No CRLs: only the anchors decide.
     let section = |extra: &str| {
         format!(
-            "[listener.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n{extra}",
+            r#"[listener.tls]
+cert = {:?}
+key = {:?}
+ca = {:?}
+{extra}"#,
             tls.path("server.pem"),
             tls.path("server-key.pem"),
             tls.path("ca.pem"),
@@ -222,7 +245,20 @@ async fn a_ca_outside_its_validity_is_no_trust_anchor_and_the_log_says_so() {
     };
     let (port, deferred_port, admin_port) = (free_port(), free_port(), free_port());
     let toml = format!(
-        "[admin]\naddress = \"127.0.0.1:{admin_port}\"\n[[backend]]\nname = \"db\"\naddress = {:?}\n[[listener]]\nname = \"public\"\naddress = \"[::1]:{port}\"\nroute = \"db\"\n{}[[listener]]\nname = \"deferred\"\naddress = \"[::1]:{deferred_port}\"\nroute = \"db\"\n{}",
+        r#"[admin]
+address = "127.0.0.1:{admin_port}"
+[[backend]]
+name = "db"
+address = {:?}
+[[listener]]
+name = "public"
+address = "[::1]:{port}"
+route = "db"
+{}[[listener]]
+name = "deferred"
+address = "[::1]:{deferred_port}"
+route = "db"
+{}"#,
         db.unix_address(),
         section(""),
         section("cert_refusal = \"mysql_error\"\n"),
@@ -558,7 +594,14 @@ fn intermediates_are_ca_certificates_under_the_roots() {
         let dir = short_tempdir("chk");
         let path = dir.path().join("p.toml");
         let toml = format!(
-            "[[backend]]\nname = \"db\"\naddress = \"unix:/nonexistent.sock\"\n[[listener]]\nname = \"public\"\naddress = \"[::1]:0\"\nroute = \"db\"\n{}",
+            r#"[[backend]]
+name = "db"
+address = "unix:/nonexistent.sock"
+[[listener]]
+name = "public"
+address = "[::1]:0"
+route = "db"
+{}"#,
             tls.section(extra)
         );
         std::fs::write(&path, toml).unwrap();

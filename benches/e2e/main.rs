@@ -176,17 +176,10 @@ impl Env {
         ))
         .await;
         let work = common::mariadb::short_tempdir("pcbench-");
-        let portcullis = procs::start_portcullis(
-            &procs::portcullis_bin(),
-            &[],
-            "",
-            &pki,
-            db.socket_path(),
-            work.path(),
-        );
-        let portcullis_b = alt_binary().map(|b| {
-            procs::start_portcullis(&b.bin, &b.env, &b.toml, &pki, db.socket_path(), work.path())
-        });
+        let portcullis =
+            procs::start_portcullis(&own_binary(), &pki, db.socket_path(), work.path());
+        let portcullis_b =
+            alt_binary().map(|b| procs::start_portcullis(&b, &pki, db.socket_path(), work.path()));
         let haproxy = procs::haproxy_available().then(|| {
             procs::start_haproxy(
                 std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, db.port())),
@@ -594,14 +587,7 @@ async fn payload_section(env: &Env, p: &Params) {
 }
 
 async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
-    let mut bins = vec![(
-        "portcullis",
-        Variant {
-            bin: procs::portcullis_bin(),
-            env: Vec::new(),
-            toml: String::new(),
-        },
-    )];
+    let mut bins = vec![("portcullis", own_binary())];
     if let Some(b) = alt_binary() {
         bins.push(("portcullis B", b));
     }
@@ -618,15 +604,8 @@ async fn sessions_section(env: &Env, p: &Params, summary: &mut String) {
 /// Opens idle sessions through a fresh portcullis (so earlier workloads'
 /// allocator state does not count) and prints its RSS at each level;
 /// returns KiB per session at the last level.
-async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &Variant) -> f64 {
-    let fresh = procs::start_portcullis(
-        &b.bin,
-        &b.env,
-        &b.toml,
-        &env.pki,
-        env.db.socket_path(),
-        env.work.path(),
-    );
+async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &procs::Variant) -> f64 {
+    let fresh = procs::start_portcullis(b, &env.pki, env.db.socket_path(), env.work.path());
     let pid = fresh.pid();
     let opts: Opts = OptsBuilder::from_opts(env.opts(Target::Portcullis))
         .tcp_port(fresh.addr.port())
@@ -665,19 +644,22 @@ async fn idle_sessions(env: &Env, p: &Params, name: &str, b: &Variant) -> f64 {
     last
 }
 
-/// A portcullis to measure: binary, extra environment, extra config.
-struct Variant {
-    bin: std::path::PathBuf,
-    env: Vec<(String, String)>,
-    toml: String,
+/// The binary cargo built for this bench (or `PC_BENCH_PORTCULLIS`), with
+/// the bench listener's extra lines in `PC_BENCH_LISTENER_TOML`.
+fn own_binary() -> procs::Variant {
+    procs::Variant {
+        listener_toml: std::env::var("PC_BENCH_LISTENER_TOML").unwrap_or_default(),
+        ..procs::Variant::plain(procs::portcullis_bin())
+    }
 }
 
 /// `PC_BENCH_PORTCULLIS_B`: a second portcullis binary to compare (it may
 /// be the same file), run with the extra environment in
-/// `PC_BENCH_PORTCULLIS_B_ENV` ("K=V K=V", e.g. "PORTCULLIS_LOG=warn") and
-/// the extra top-level config lines in `PC_BENCH_PORTCULLIS_B_TOML`
-/// (e.g. "workers = 1").
-fn alt_binary() -> Option<Variant> {
+/// `PC_BENCH_PORTCULLIS_B_ENV` ("K=V K=V", e.g. "PORTCULLIS_LOG=warn"), the
+/// extra top-level config lines in `PC_BENCH_PORTCULLIS_B_TOML` (e.g.
+/// "workers = 1") and the bench listener's extra lines in
+/// `PC_BENCH_PORTCULLIS_B_LISTENER_TOML`.
+fn alt_binary() -> Option<procs::Variant> {
     let bin = std::env::var_os("PC_BENCH_PORTCULLIS_B")?;
     let env = std::env::var("PC_BENCH_PORTCULLIS_B_ENV")
         .unwrap_or_default()
@@ -689,11 +671,11 @@ fn alt_binary() -> Option<Variant> {
             (k.to_string(), v.to_string())
         })
         .collect();
-    let toml = std::env::var("PC_BENCH_PORTCULLIS_B_TOML").unwrap_or_default();
-    Some(Variant {
+    Some(procs::Variant {
         bin: bin.into(),
         env,
-        toml,
+        toml: std::env::var("PC_BENCH_PORTCULLIS_B_TOML").unwrap_or_default(),
+        listener_toml: std::env::var("PC_BENCH_PORTCULLIS_B_LISTENER_TOML").unwrap_or_default(),
     })
 }
 

@@ -116,13 +116,36 @@ pub fn portcullis_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_portcullis")))
 }
 
+/// A portcullis binary with the settings a run gives it.
+pub struct Variant {
+    pub bin: std::path::PathBuf,
+    /// Extra environment ("K=V K=V").
+    pub env: Vec<(String, String)>,
+    /// Extra top-level config lines.
+    pub toml: String,
+    /// Extra lines at the end of the bench listener's section (e.g. a
+    /// `[listener.identity]` table).
+    pub listener_toml: String,
+}
+
+impl Variant {
+    /// A binary with no extra settings.
+    pub fn plain(bin: PathBuf) -> Variant {
+        Variant {
+            bin,
+            env: Vec::new(),
+            toml: String::new(),
+            listener_toml: String::new(),
+        }
+    }
+}
+
 /// Starts a portcullis binary: mTLS on `[::1]:port` in front of mariadbd's
-/// Unix socket, with the PKI's CA and CRL; `extra` is added to the config's
-/// top level (e.g. `workers = 1`).
+/// Unix socket, with the PKI's CA and CRL, and the variant's extra lines at
+/// the config's top level (e.g. `workers = 1`) and at the end of the
+/// listener's section.
 pub fn start_portcullis(
-    bin: &Path,
-    env: &[(String, String)],
-    extra: &str,
+    v: &Variant,
     pki: &super::pki::BenchPki,
     socket: &Path,
     workdir: &Path,
@@ -149,7 +172,10 @@ key = "{key}"
 ca = "{ca}"
 crl = ["{crl}"]
 client_auth = "required"
+{listener_extra}
 "#,
+        extra = v.toml,
+        listener_extra = v.listener_toml,
         socket = socket.display(),
         cert = p("server.pem"),
         key = p("server-key.pem"),
@@ -158,12 +184,12 @@ client_auth = "required"
     );
     let config = workdir.join(format!("portcullis-{port}.toml"));
     std::fs::write(&config, toml).expect("write portcullis.toml");
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(&v.bin);
     cmd.args(["run", "--config"])
         .arg(&config)
         // The default level: one log line per session is part of the cost.
         .env("PORTCULLIS_LOG", "info")
-        .envs(env.iter().cloned());
+        .envs(v.env.iter().cloned());
     let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     Server::start(
         "portcullis",

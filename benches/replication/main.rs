@@ -119,9 +119,7 @@ async fn main() {
     let end = primary.binlog_position().await;
     let binlog_bytes = end.1 as f64;
     let proxy = procs::start_portcullis(
-        &procs::portcullis_bin(),
-        &[],
-        "",
+        &procs::Variant::plain(procs::portcullis_bin()),
         &pki,
         primary.socket_path(),
         work.path(),

@@ -99,6 +99,11 @@ pub enum AdminError {
 /// removes its Unix socket file.
 pub struct AdminServer {
     addr: ListenAddr,
+    /// A duplicate of the listening socket, to hand over.
+    fd: Option<std::os::fd::OwnedFd>,
+    /// Whether dropping it removes the Unix socket file (not once a
+    /// successor serves on it).
+    remove_file: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -109,9 +114,14 @@ enum AdminListener {
 }
 
 impl AdminServer {
-    /// Reads the token, binds the address and starts the server thread.
-    /// Bind errors surface here, before the proxy serves.
-    pub fn start(cfg: &AdminConfig, state: Arc<ProxyState>) -> Result<AdminServer, AdminError> {
+    /// Reads the token, binds the address (or serves on `inherited`, the
+    /// listening socket a predecessor handed over) and starts the server
+    /// thread. Bind errors surface here, before the proxy serves.
+    pub fn start(
+        cfg: &AdminConfig,
+        state: Arc<ProxyState>,
+        inherited: Option<std::os::fd::OwnedFd>,
+    ) -> Result<AdminServer, AdminError> {
         let token = cfg
             .token_file
             .as_deref()
@@ -127,18 +137,25 @@ impl AdminServer {
             .map_err(AdminError::Runtime)?;
         // Sockets register with the admin runtime's reactor, not the
         // caller's.
-        let (listener, addr) = {
+        let bound = {
             let _enter = runtime.enter();
-            match &cfg.address {
-                ListenAddr::Tcp(a) => {
-                    let l = bind_tcp(*a).map_err(bind_err)?;
-                    let local = l.local_addr().map_err(bind_err)?;
-                    (AdminListener::Tcp(l), ListenAddr::Tcp(local))
+            match (&cfg.address, inherited) {
+                (_, Some(fd)) => adopt(cfg, fd),
+                (ListenAddr::Tcp(a), None) => bind_tcp(*a)
+                    .and_then(|l| Ok((ListenAddr::Tcp(l.local_addr()?), l)))
+                    .map(|(local, l)| (AdminListener::Tcp(l), local))
+                    .map_err(bind_err),
+                (ListenAddr::Unix(p), None) => {
+                    bind_unix(p, cfg).map(|l| (AdminListener::Unix(l), ListenAddr::Unix(p.clone())))
                 }
-                ListenAddr::Unix(p) => {
-                    let l = bind_unix(p, cfg)?;
-                    (AdminListener::Unix(l), ListenAddr::Unix(p.clone()))
-                }
+            }
+        };
+        let (listener, addr) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                // Called from async code: dropping a runtime there panics.
+                runtime.shutdown_background();
+                return Err(e);
             }
         };
         let access = match (token, &addr) {
@@ -166,6 +183,7 @@ impl AdminServer {
             allowed_hosts: cfg.allowed_hosts.clone(),
             admin,
         });
+        let fd = listener.try_clone_fd().ok();
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("portcullis-admin".into())
@@ -173,6 +191,8 @@ impl AdminServer {
             .map_err(AdminError::Runtime)?;
         Ok(AdminServer {
             addr,
+            fd,
+            remove_file: true,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -181,6 +201,68 @@ impl AdminServer {
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> &ListenAddr {
         &self.addr
+    }
+
+    /// A duplicate of its listening socket, to hand over.
+    pub fn try_clone_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.fd.as_ref()?.try_clone().ok()
+    }
+
+    /// Stops serving (dropping it does), leaving the socket file to the
+    /// successor that serves on the socket now.
+    pub fn hand_over(mut self) {
+        self.remove_file = false;
+        self.fd = None;
+    }
+}
+
+/// Serves on a listening socket handed over by a predecessor: checked to
+/// be one, on the configured address; a Unix socket's file gets the
+/// configured mode and group (they may have changed).
+fn adopt(
+    cfg: &AdminConfig,
+    fd: std::os::fd::OwnedFd,
+) -> Result<(AdminListener, ListenAddr), AdminError> {
+    let bind_err = |source| AdminError::Bind {
+        addr: cfg.address.to_string(),
+        source,
+    };
+    let socket = socket2::Socket::from(fd);
+    let local = socket.local_addr().map_err(bind_err)?;
+    // A Unix socket's name is the temporary path it was bound at before
+    // being renamed into place (`bind_unix`): only its family is checked.
+    let ok = socket.is_listener().map_err(bind_err)?
+        && match &cfg.address {
+            ListenAddr::Tcp(a) => local.as_socket() == Some(*a),
+            ListenAddr::Unix(_) => local.is_unix(),
+        };
+    if !ok {
+        return Err(bind_err(io::Error::other(
+            "the socket handed over is not listening on this address",
+        )));
+    }
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    let fd = std::os::fd::OwnedFd::from(socket);
+    match &cfg.address {
+        ListenAddr::Tcp(a) => {
+            let l = tokio::net::TcpListener::from_std(fd.into()).map_err(bind_err)?;
+            Ok((AdminListener::Tcp(l), ListenAddr::Tcp(*a)))
+        }
+        ListenAddr::Unix(p) => {
+            set_socket_access(p, p, cfg)?;
+            let l = tokio::net::UnixListener::from_std(fd.into()).map_err(bind_err)?;
+            Ok((AdminListener::Unix(l), ListenAddr::Unix(p.clone())))
+        }
+    }
+}
+
+impl AdminListener {
+    fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            AdminListener::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            AdminListener::Unix(l) => l.as_fd().try_clone_to_owned(),
+        }
     }
 }
 
@@ -194,7 +276,7 @@ impl Drop for AdminServer {
             // dropped with the runtime.
             let _ = t.join();
         }
-        if let ListenAddr::Unix(p) = &self.addr {
+        if let (ListenAddr::Unix(p), true) = (&self.addr, self.remove_file) {
             if let Err(e) = std::fs::remove_file(p) {
                 tracing::debug!(path = %p.display(), error = %e, "could not remove admin socket file");
             }
@@ -229,7 +311,7 @@ fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
 /// would wait in the backlog and be served later). A stale socket file
 /// nobody answers on is replaced; anything else at the path is an error.
 fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener, AdminError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let bind_err = |source| AdminError::Bind {
         addr: format!("unix:{}", path.display()),
         source,
@@ -249,22 +331,7 @@ fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener,
     let tmp = private.join("s");
     let result = (|| {
         let l = tokio::net::UnixListener::bind(&tmp).map_err(bind_err)?;
-        let mode = cfg.socket.mode;
-        let access_err = |source| AdminError::SocketAccess {
-            path: path.to_path_buf(),
-            mode: mode.as_str(),
-            group: cfg
-                .socket
-                .group
-                .as_ref()
-                .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
-            source,
-        };
-        if let Some(g) = &cfg.socket.group {
-            std::os::unix::fs::chown(&tmp, None, Some(g.gid)).map_err(access_err)?;
-        }
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode.bits()))
-            .map_err(access_err)?;
+        set_socket_access(&tmp, path, cfg)?;
         std::fs::rename(&tmp, path).map_err(bind_err)?;
         Ok(l)
     })();
@@ -272,6 +339,27 @@ fn bind_unix(path: &Path, cfg: &AdminConfig) -> Result<tokio::net::UnixListener,
         tracing::debug!(path = %private.display(), error = %e, "could not remove the admin socket's temporary directory");
     }
     result
+}
+
+/// Gives the socket file at `file` the configured group and mode
+/// (`socket_group`, `socket_mode`); errors name `path`, where it is served.
+fn set_socket_access(file: &Path, path: &Path, cfg: &AdminConfig) -> Result<(), AdminError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = cfg.socket.mode;
+    let access_err = |source| AdminError::SocketAccess {
+        path: path.to_path_buf(),
+        mode: mode.as_str(),
+        group: cfg
+            .socket
+            .group
+            .as_ref()
+            .map_or_else(|| "(unchanged)".into(), |g| g.name.clone()),
+        source,
+    };
+    if let Some(g) = &cfg.socket.group {
+        std::os::unix::fs::chown(file, None, Some(g.gid)).map_err(access_err)?;
+    }
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode.bits())).map_err(access_err)
 }
 
 async fn serve(listener: AdminListener, ctx: Arc<Ctx>, mut stop: oneshot::Receiver<()>) {

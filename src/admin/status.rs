@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::access::MutationPolicy;
+use crate::config::identity::{CertField, IdentityRules};
 use crate::reload::reloadable::ReloadRecord;
 use crate::state::ProxyState;
 use crate::time::{rfc3339, unix_seconds};
@@ -100,6 +101,64 @@ pub struct ListenerStatus {
     /// (re-checked when CAs or CRLs change).
     #[serde(default)]
     pub certificate_sessions: usize,
+    /// The identity rules in service (`[listener.identity]`, reloaded with
+    /// the TLS material); `null`: any user.
+    #[serde(default)]
+    pub identity: Option<IdentityStatus>,
+}
+
+/// A listener's identity rules as `/status` shows them: `{"users": "cn"}`,
+/// or `{"rules": [...]}` in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<IdentityRuleStatus>,
+}
+
+/// One rule: the keys it has, and its users (`["*"]`: any).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IdentityRuleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub san_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub san_dns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_cn: Option<String>,
+    pub users: Vec<String>,
+}
+
+impl From<&IdentityRules> for IdentityStatus {
+    fn from(r: &IdentityRules) -> Self {
+        match r {
+            IdentityRules::Cn => IdentityStatus {
+                users: Some("cn".into()),
+                rules: Vec::new(),
+            },
+            IdentityRules::Rules(rules) => IdentityStatus {
+                users: None,
+                rules: rules
+                    .iter()
+                    .map(|rule| {
+                        let key = |f| rule.pattern(f).map(|p| p.as_str().to_string());
+                        IdentityRuleStatus {
+                            cn: key(CertField::Cn),
+                            san_uri: key(CertField::SanUri),
+                            san_dns: key(CertField::SanDns),
+                            subject: key(CertField::Subject),
+                            issuer_cn: key(CertField::IssuerCn),
+                            users: rule.users.names(),
+                        }
+                    })
+                    .collect(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +273,10 @@ impl Status {
                     last_reload: rt.and_then(|r| r.material.last_reload()),
                     last_reload_error: rt.and_then(|r| r.material.last_error()),
                     certificate_sessions: rt.map_or(0, |r| r.live.len()),
+                    identity: tls
+                        .as_ref()
+                        .and_then(|t| t.source.identity.as_ref())
+                        .map(IdentityStatus::from),
                     crls: tls
                         .as_ref()
                         .map(|t| {
@@ -526,6 +589,14 @@ mod tests {
                     last_reload: Some(failed.clone()),
                     last_reload_error: Some(failed),
                     certificate_sessions: 2,
+                    identity: Some(IdentityStatus {
+                        users: None,
+                        rules: vec![IdentityRuleStatus {
+                            cn: Some("replica-*".into()),
+                            users: vec!["repl".into()],
+                            ..IdentityRuleStatus::default()
+                        }],
+                    }),
                     crls: vec![CrlStatus {
                         issuer: "CN=Fleet CA".into(),
                         this_update: 1_700_000_000,
@@ -556,6 +627,7 @@ mod tests {
                     last_reload: None,
                     last_reload_error: None,
                     certificate_sessions: 0,
+                    identity: None,
                 },
             ],
             backends: vec![BackendStatus {

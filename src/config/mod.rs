@@ -19,12 +19,14 @@
 //! - `model` — the validated settings and their defaults;
 //! - `values` — parsers for single values (durations, addresses, names);
 //! - [`failover`] — the failover settings and their checks;
+//! - [`identity`] — `[listener.identity]` rules and how a certificate matches them;
 //! - `validate` — raw to model, one file per section;
 //! - `problems` — problems with their line, and warnings.
 
 use std::path::Path;
 
 pub mod failover;
+pub mod identity;
 mod model;
 mod parse;
 mod prefix;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::failover::FailoverSettings;
+use super::identity::IdentityRules;
 use super::prefix::IpPrefix;
 
 /// Default SIGTERM drain deadline.
@@ -79,6 +80,10 @@ pub struct Config {
     /// Session worker threads (see [`crate::workers`]); default:
     /// [`default_workers`].
     pub workers: usize,
+    /// The control socket (`control_socket`): where a new process asks
+    /// this one for its listeners ([`crate::handover`]); `None`: no
+    /// hand-over.
+    pub control_socket: Option<PathBuf>,
     pub backends: Vec<BackendConfig>,
     pub listeners: Vec<ListenerConfig>,
     /// The admin HTTP endpoint; `None` (no `[admin]` section) serves none.
@@ -370,6 +375,10 @@ pub struct TlsConfig {
     /// The cipher suites offered, by their rustls names, in the server's
     /// order of preference; `None`: the provider's defaults.
     pub cipher_suites: Option<Vec<String>>,
+    /// `[listener.identity]`: the MySQL users a client certificate may log
+    /// in as; `None`: any. Kept with the TLS material, so that a reload
+    /// applies it (only with `client_auth = "required"`).
+    pub identity: Option<IdentityRules>,
 }
 
 /// `[listener.tls] min_version`: the oldest TLS version accepted.

@@ -86,6 +86,14 @@ pub enum Warning {
     },
     /// A listener's `failover_target` looks like its own address.
     RedirectLoop { listener: String, target: String },
+    /// A `[[listener.identity.rule]]` (`rule`, counted from 1) that no
+    /// certificate could match, or that an earlier rule always decides
+    /// first; `why` says which.
+    IdentityRuleUnmatchable {
+        listener: String,
+        rule: usize,
+        why: String,
+    },
 }
 
 impl Warning {
@@ -95,7 +103,9 @@ impl Warning {
             Warning::ExposedSecret { path, .. }
             | Warning::Writable { path, .. }
             | Warning::InlinePassword { path, .. } => Some(path),
-            Warning::AddressInUse { .. } | Warning::RedirectLoop { .. } => None,
+            Warning::AddressInUse { .. }
+            | Warning::RedirectLoop { .. }
+            | Warning::IdentityRuleUnmatchable { .. } => None,
         }
     }
 
@@ -107,6 +117,7 @@ impl Warning {
             Warning::InlinePassword { .. } => "inline_password",
             Warning::AddressInUse { .. } => "address_in_use",
             Warning::RedirectLoop { .. } => "redirect_loop",
+            Warning::IdentityRuleUnmatchable { .. } => "identity_rule_unmatchable",
         }
     }
 }
@@ -160,6 +171,10 @@ impl fmt::Display for Warning {
             ),
             Warning::RedirectLoop { .. } => f.write_str(
                 "failover_target looks like this listener's own address: redirected clients would come back here (redirect loop)",
+            ),
+            Warning::IdentityRuleUnmatchable { listener, rule, why } => write!(
+                f,
+                "listener {listener:?}: [[listener.identity.rule]] number {rule} can never decide a login: {why}",
             ),
         }
     }

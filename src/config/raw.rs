@@ -18,6 +18,7 @@ use super::model::{
 pub(super) struct RawConfig {
     pub(super) shutdown_timeout: Option<Spanned<DurationText>>,
     pub(super) workers: Option<Spanned<i64>>,
+    pub(super) control_socket: Option<Spanned<String>>,
     #[serde(default, rename = "backend")]
     pub(super) backends: Vec<Spanned<RawBackend>>,
     #[serde(default, rename = "listener")]
@@ -108,6 +109,29 @@ pub(super) struct RawListener {
     pub(super) primary_wait: Option<Spanned<DurationText>>,
     pub(super) max_replica_lag: Option<Spanned<DurationText>>,
     pub(super) tls: Option<Spanned<RawTls>>,
+    pub(super) identity: Option<Spanned<RawIdentity>>,
+}
+
+/// `[listener.identity]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    /// Only `"cn"`: the login user must equal the certificate's CN.
+    pub(super) users: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) rule: Vec<Spanned<RawIdentityRule>>,
+}
+
+/// One `[[listener.identity.rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentityRule {
+    pub(super) cn: Option<Spanned<String>>,
+    pub(super) san_uri: Option<Spanned<String>>,
+    pub(super) san_dns: Option<Spanned<String>>,
+    pub(super) subject: Option<Spanned<String>>,
+    pub(super) issuer_cn: Option<Spanned<String>>,
+    pub(super) users: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,11 +77,10 @@ idle_timeout = {v:?}
     assert!(e.problems[0].message.contains("invalid duration"), "{e}");
 }
 
-#[test]
-fn workers_default_to_the_cpus_and_out_of_range_values_have_lines() {
-    let with = |w: &str| {
-        parse(&format!(
-            r#"{w}
+/// A minimal valid config with `line` at its top, on line 1.
+fn with_top_level(line: &str) -> Result<Config, ConfigError> {
+    parse(&format!(
+        r#"{line}
 [[backend]]
 name = "b"
 address = "unix:/x"
@@ -90,8 +89,12 @@ name = "l"
 address = "unix:/tmp/l.sock"
 route = "b"
 "#
-        ))
-    };
+    ))
+}
+
+#[test]
+fn workers_default_to_the_cpus_and_out_of_range_values_have_lines() {
+    let with = with_top_level;
     assert_eq!(with("").unwrap().workers, default_workers());
     assert!(default_workers() >= 1);
     assert_eq!(with("workers = 3").unwrap().workers, 3);
@@ -103,6 +106,34 @@ route = "b"
     }
     let e = with(r#"workers = "2""#).unwrap_err();
     assert_eq!(e.problems[0].line, Some(1), "{e}");
+}
+
+#[test]
+fn the_control_socket_is_off_by_default_and_a_path_relative_to_the_file() {
+    let with = with_top_level;
+    assert_eq!(with("").unwrap().control_socket, None);
+    assert_eq!(
+        with(r#"control_socket = "/run/p/control.sock""#)
+            .unwrap()
+            .control_socket,
+        Some("/run/p/control.sock".into())
+    );
+    assert_eq!(
+        with(r#"control_socket = "unix:c.sock""#)
+            .unwrap()
+            .control_socket,
+        Some("/nonexistent/c.sock".into())
+    );
+    let long = format!(r#"control_socket = "/{}""#, "x".repeat(120));
+    for bad in [r#"control_socket = """#, long.as_str()] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{bad}: {e}");
+        assert_eq!(e.problems[0].line, Some(1), "{bad}");
+        assert!(
+            e.problems[0].message.starts_with("control_socket: "),
+            "{bad}: {e}"
+        );
+    }
 }
 
 #[test]
@@ -815,4 +846,214 @@ route = "local"
     let lines: Vec<_> = e.problems.iter().map(|p| p.line).collect();
     assert_eq!(lines, vec![Some(1), Some(3)], "{e}");
     assert_eq!(e.problems[0].message, "missing field `address`");
+}
+
+/// A listener `l` with `[listener.tls]` over existing (empty) files, then
+/// `rest` (its identity section); checked without loading the material.
+fn with_identity(tls_extra: &str, rest: &str) -> Checked {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["c.pem", "k.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("k.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let src = format!(
+        r#"[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "[::1]:0"
+route = "b"
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+ca = "ca.pem"
+{tls_extra}{rest}"#
+    );
+    Config::check_toml(&src, Path::new("test.toml"), dir.path(), &mut DeferMaterial)
+}
+
+/// (line, message) of every problem.
+fn problems(c: Checked) -> Vec<(Option<usize>, String)> {
+    c.result
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| (p.line, p.message))
+        .collect()
+}
+
+#[test]
+fn identity_rules_are_read_in_order_with_their_keys() {
+    use super::identity::{CertField, IdentityRules, Users};
+    let c = with_identity(
+        "",
+        r#"[listener.identity]
+[[listener.identity.rule]]
+san_uri = "spiffe://example.org/ns/prod/sa/billing"
+users = ["billing", "billing_ro"]
+[[listener.identity.rule]]
+cn = "replica-*"
+issuer_cn = "Portcullis Test CA"
+users = ["repl"]
+[[listener.identity.rule]]
+subject = "*"
+users = ["*", "ignored"]
+"#,
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let config = c.result.unwrap();
+    let Some(IdentityRules::Rules(rules)) = &config.listeners[0].tls.as_ref().unwrap().identity
+    else {
+        panic!("rules expected");
+    };
+    assert_eq!(rules.len(), 3);
+    assert_eq!(
+        rules[0].pattern(CertField::SanUri).unwrap().as_str(),
+        "spiffe://example.org/ns/prod/sa/billing"
+    );
+    assert_eq!(
+        rules[0].users,
+        Users::Only(vec!["billing".into(), "billing_ro".into()])
+    );
+    assert_eq!(rules[1].matchers.len(), 2);
+    assert_eq!(rules[2].users, Users::Any);
+
+    let c = with_identity("", "[listener.identity]\nusers = \"cn\"\n");
+    let config = c.result.unwrap();
+    assert_eq!(
+        config.listeners[0].tls.as_ref().unwrap().identity,
+        Some(IdentityRules::Cn)
+    );
+    // Without the section: no rules.
+    let config = with_identity("", "").result.unwrap();
+    assert_eq!(config.listeners[0].tls.as_ref().unwrap().identity, None);
+}
+
+#[test]
+fn identity_rule_problems_have_lines() {
+    // Unknown keys, in the section and in a rule.
+    assert_eq!(
+        problems(with_identity(
+            "",
+            "[listener.identity]\nusers = \"cn\"\nuser = \"x\"\n"
+        )),
+        [(
+            Some(14),
+            "unknown field `user`, expected `users` or `rule`".to_string()
+        )]
+    );
+    let found = problems(with_identity(
+        "",
+        "[[listener.identity.rule]]\ncn = \"y\"\ncommon_name = \"x\"\nusers = [\"a\"]\n",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, Some(14));
+    assert!(
+        found[0].1.starts_with("unknown field `common_name`"),
+        "{found:?}"
+    );
+    // An empty user list, a rule with no key, an empty pattern.
+    assert_eq!(
+        problems(with_identity(
+            "",
+            r#"[[listener.identity.rule]]
+cn = "app"
+users = []
+[[listener.identity.rule]]
+users = ["app"]
+[[listener.identity.rule]]
+san_dns = ""
+users = ["app"]
+"#
+        )),
+        [
+            (Some(14), "identity rule: users is empty, so the certificates it matches could log in as nobody; list the users (\"*\" for any)".to_string()),
+            (Some(15), "identity rule has no key to match a certificate on: give at least one of cn, san_uri, san_dns, subject, issuer_cn".to_string()),
+            (Some(18), "identity rule: san_dns is empty; give a value or a glob such as \"*\"".to_string()),
+        ]
+    );
+    // The shortcut and rules together; another shortcut; nothing at all.
+    assert_eq!(
+        problems(with_identity(
+            "",
+            "[listener.identity]\nusers = \"cn\"\n[[listener.identity.rule]]\ncn = \"a\"\nusers = [\"a\"]\n"
+        )),
+        [(Some(13), "[listener.identity] has both users = \"cn\" and [[listener.identity.rule]]: use one or the other".to_string())]
+    );
+    let found = problems(with_identity(
+        "",
+        "[listener.identity]\nusers = \"san_uri\"\n",
+    ));
+    assert_eq!(found[0].0, Some(13));
+    assert!(
+        found[0].1.contains("the only shortcut is users = \"cn\""),
+        "{found:?}"
+    );
+    assert_eq!(
+        problems(with_identity("", "[listener.identity]\n")),
+        [(
+            Some(12),
+            "[listener.identity] needs users = \"cn\" or at least one [[listener.identity.rule]]"
+                .to_string()
+        )]
+    );
+}
+
+#[test]
+fn identity_rules_need_required_client_certificates() {
+    assert_eq!(
+        problems(with_identity(
+            "client_auth = \"optional\"\n",
+            "[listener.identity]\nusers = \"cn\"\n"
+        )),
+        [(Some(13), "[listener.identity] needs client_auth = \"required\" (it is \"optional\"): a client without a certificate would have no identity to check".to_string())]
+    );
+    let e = parse(
+        r#"[[backend]]
+name = "b"
+address = "unix:/x"
+[[listener]]
+name = "l"
+address = "unix:/tmp/l.sock"
+route = "b"
+[listener.identity]
+users = "cn"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].line, Some(8));
+    assert!(
+        e.problems[0].message.starts_with(
+            "[listener.identity] needs [listener.tls] with client_auth = \"required\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_identity_rule_an_earlier_one_always_decides_is_a_warning() {
+    let c = with_identity(
+        "",
+        r#"[[listener.identity.rule]]
+cn = "replica-*"
+users = ["repl"]
+[[listener.identity.rule]]
+cn = "replica-*"
+issuer_cn = "Other CA"
+users = ["root"]
+"#,
+    );
+    assert_eq!(
+        c.warnings,
+        [Warning::IdentityRuleUnmatchable {
+            listener: "l".into(),
+            rule: 2,
+            why: "rule 1 matches every certificate this one does, and comes first".into(),
+        }]
+    );
+    assert!(c.result.is_ok(), "only a warning");
 }

@@ -80,6 +80,12 @@ fn unix_path(path: &str, base: &Path) -> Result<PathBuf, String> {
     Ok(p)
 }
 
+/// The `control_socket` path: a Unix socket path (a `unix:` prefix is
+/// allowed, as in listen addresses), relative to the config's directory.
+pub(super) fn control_socket_path(s: &str, base: &Path) -> Result<PathBuf, String> {
+    unix_path(s.strip_prefix("unix:").unwrap_or(s), base)
+}
+
 /// The host part of `host:port`, `1.2.3.4:port` or `[v6]:port`.
 pub(super) fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);

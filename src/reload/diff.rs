@@ -2,7 +2,8 @@
 //! proxy runs with and the file, outside what a reload changes (each
 //! listener's failover settings and the content of its TLS section).
 //!
-//! Today each of them needs a restart; the report names them so that an
+//! Each of them applies at the next hand-over (`portcullis run --take-over`,
+//! docs/design.md "Hand-over") or restart; the report names them so that an
 //! operator never takes "reload done" for "the file is in force".
 
 use std::fmt::Display;
@@ -18,7 +19,7 @@ pub struct NotApplied {
     /// The setting: `listener "public" address`, `workers`, `[monitor] user`.
     pub what: String,
     /// What changed and why it is not in force: `changed from
-    /// 127.0.0.1:3307 to 127.0.0.1:3308; needs a restart`.
+    /// 127.0.0.1:3307 to 127.0.0.1:3308; applies at the next hand-over`.
     pub why: String,
 }
 
@@ -33,7 +34,7 @@ impl NotApplied {
 
 /// The sentence every changed value gets.
 fn changed(from: impl Display, to: impl Display) -> String {
-    format!("changed from {from} to {to}; needs a restart")
+    format!("changed from {from} to {to}; applies at the next hand-over")
 }
 
 /// Every difference between `running` and `new` that a reload does not
@@ -57,12 +58,22 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
         running.workers.to_string(),
         new.workers.to_string(),
     );
+    if running.control_socket != new.control_socket {
+        out.push(NotApplied::new(
+            "control_socket",
+            format!(
+                "changed from {} to {}; a take-over would look for this process there, where it does not listen: moving it needs a restart",
+                path_text(&running.control_socket),
+                path_text(&new.control_socket)
+            ),
+        ));
+    }
     for b in &new.backends {
         match running.backend(&b.name) {
             Some(old) => backend(old, b, &mut out),
             None => out.push(NotApplied::new(
                 format!("backend {:?}", b.name),
-                "new in the file; needs a restart (until then no listener can route to it)",
+                "new in the file; applies at the next hand-over (until then no listener can route to it)",
             )),
         }
     }
@@ -70,7 +81,7 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
         if new.backend(&b.name).is_none() {
             out.push(NotApplied::new(
                 format!("backend {:?}", b.name),
-                "no longer in the file; the running listeners keep using it until a restart",
+                "no longer in the file; the running listeners keep using it until the next hand-over",
             ));
         }
     }
@@ -80,7 +91,7 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
             None => out.push(NotApplied::new(
                 format!("listener {:?}", l.name),
                 format!(
-                    "new in the file ({}); binding it needs a restart",
+                    "new in the file ({}); it is bound at the next hand-over",
                     l.address
                 ),
             )),
@@ -91,7 +102,7 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
             out.push(NotApplied::new(
                 format!("listener {:?}", l.name),
                 format!(
-                    "no longer in the file; it keeps serving on {} until a restart",
+                    "no longer in the file; it keeps serving on {} until the next hand-over",
                     l.address
                 ),
             ));
@@ -114,11 +125,11 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
         }
         (None, Some(_)) => out.push(NotApplied::new(
             "[admin]",
-            "added; starting the admin API needs a restart",
+            "added; the admin API starts at the next hand-over",
         )),
         (Some(_), None) => out.push(NotApplied::new(
             "[admin]",
-            "removed; the admin API keeps serving until a restart",
+            "removed; the admin API keeps serving until the next hand-over",
         )),
         (None, None) => {}
     }
@@ -134,7 +145,7 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
                 // Never the values.
                 out.push(NotApplied::new(
                     "[monitor] password",
-                    "changed; needs a restart",
+                    "changed; applies at the next hand-over",
                 ));
             }
             if old.interval != m.interval {
@@ -146,11 +157,11 @@ pub fn not_applied(running: &Config, new: &Config) -> Vec<NotApplied> {
         }
         (None, Some(_)) => out.push(NotApplied::new(
             "[monitor]",
-            "added; starting the topology monitor needs a restart",
+            "added; the topology monitor starts at the next hand-over",
         )),
         (Some(_), None) => out.push(NotApplied::new(
             "[monitor]",
-            "removed; the topology monitor keeps running until a restart",
+            "removed; the topology monitor keeps running until the next hand-over",
         )),
         (None, None) => {}
     }
@@ -366,16 +377,16 @@ poll_interval = "1m"
         assert_eq!(
             found,
             vec![
-                "shutdown_timeout: changed from \"30s\" to \"5s\"; needs a restart",
-                "backend \"db\" address: changed from 127.0.0.1:3306 to 127.0.0.1:3316; needs a restart",
-                "backend \"db\" connect_timeout: changed from \"5s\" to \"500ms\"; needs a restart",
-                "backend \"db2\": new in the file; needs a restart (until then no listener can route to it)",
-                "listener \"public\" address: changed from 127.0.0.1:3307 to 127.0.0.1:3308; needs a restart",
-                "listener \"public\" route: changed from db to db2; needs a restart",
-                "listener \"public\" idle_timeout: changed from \"0s\" to \"1h\"; needs a restart",
-                "listener \"extra\": new in the file (127.0.0.1:3309); binding it needs a restart",
-                "[monitor]: added; starting the topology monitor needs a restart",
-                "[tls_reload] poll_interval: changed from \"5s\" to \"1m\"; needs a restart",
+                "shutdown_timeout: changed from \"30s\" to \"5s\"; applies at the next hand-over",
+                "backend \"db\" address: changed from 127.0.0.1:3306 to 127.0.0.1:3316; applies at the next hand-over",
+                "backend \"db\" connect_timeout: changed from \"5s\" to \"500ms\"; applies at the next hand-over",
+                "backend \"db2\": new in the file; applies at the next hand-over (until then no listener can route to it)",
+                "listener \"public\" address: changed from 127.0.0.1:3307 to 127.0.0.1:3308; applies at the next hand-over",
+                "listener \"public\" route: changed from db to db2; applies at the next hand-over",
+                "listener \"public\" idle_timeout: changed from \"0s\" to \"1h\"; applies at the next hand-over",
+                "listener \"extra\": new in the file (127.0.0.1:3309); it is bound at the next hand-over",
+                "[monitor]: added; the topology monitor starts at the next hand-over",
+                "[tls_reload] poll_interval: changed from \"5s\" to \"1m\"; applies at the next hand-over",
             ]
         );
         // And back: what is gone is named too.
@@ -387,9 +398,9 @@ poll_interval = "1m"
         assert_eq!(
             found,
             vec![
-                "backend \"db2\": no longer in the file; the running listeners keep using it until a restart",
-                "listener \"extra\": no longer in the file; it keeps serving on 127.0.0.1:3309 until a restart",
-                "[monitor]: removed; the topology monitor keeps running until a restart",
+                "backend \"db2\": no longer in the file; the running listeners keep using it until the next hand-over",
+                "listener \"extra\": no longer in the file; it keeps serving on 127.0.0.1:3309 until the next hand-over",
+                "[monitor]: removed; the topology monitor keeps running until the next hand-over",
             ]
         );
     }
@@ -406,13 +417,13 @@ poll_interval = "1m"
             found,
             vec![NotApplied::new(
                 "[monitor] password",
-                "changed; needs a restart"
+                "changed; applies at the next hand-over"
             )]
         );
     }
 
     #[test]
-    fn trusted_proxies_need_a_restart() {
+    fn trusted_proxies_apply_at_the_next_hand_over() {
         let lb = format!(
             "{BASE}accept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n"
         );
@@ -422,7 +433,7 @@ poll_interval = "1m"
             .collect();
         assert_eq!(
             found,
-            vec!["listener \"public\" trusted_proxies: changed from none to 10.0.0.0/8,::1/128; needs a restart"]
+            vec!["listener \"public\" trusted_proxies: changed from none to 10.0.0.0/8,::1/128; applies at the next hand-over"]
         );
     }
 

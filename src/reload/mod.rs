@@ -31,11 +31,12 @@ use serde::Serialize;
 
 use crate::backend::BackendRuntime;
 use crate::config::{BackendTlsConfig, Config, ConfigError, TlsConfig};
+use crate::live::Revocation;
 use crate::state::{ListenerState, ProxyState};
 use crate::time::rfc3339;
 use crate::tls::{ClientTls, ServerTls};
 use expiry::{client_expiry_items, expiry_items, log_notes, warn_expiry};
-use reloadable::{refuse_live, Attempt, Owner, Reloadable, TlsRuntime};
+use reloadable::{identity_refusal, refuse_live, Attempt, Owner, Reloadable, TlsRuntime};
 
 pub use diff::NotApplied;
 
@@ -62,7 +63,7 @@ pub enum MaterialReload {
     /// The old material stays in service.
     Failed { error: String },
     /// The new config turns TLS on or off for a running listener, which
-    /// only a restart may do.
+    /// only a hand-over (or a restart) may do.
     NeedsRestart { reason: String },
 }
 
@@ -76,17 +77,18 @@ pub struct ReloadReport {
     pub backend_tls: std::collections::BTreeMap<String, MaterialReload>,
     /// Listeners whose failover settings changed.
     pub failover_changed: Vec<String>,
-    /// Listeners in the new file that are not running (need a restart).
+    /// Listeners in the new file that are not running (bound at the next
+    /// hand-over).
     pub not_running: Vec<String>,
     /// Every change in the file the running proxy did not take, and why
-    /// (today: each needs a restart). Absent when there is none.
+    /// (each applies at the next hand-over). Absent when there is none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_applied: Vec<NotApplied>,
 }
 
 impl ReloadReport {
     /// True when the running proxy is what the file says: every TLS
-    /// section loaded, nothing left that needs a restart.
+    /// section loaded, nothing left for the next hand-over.
     pub fn all_applied(&self) -> bool {
         self.not_applied.is_empty()
             && self.tls.values().chain(self.backend_tls.values()).all(|r| {
@@ -153,11 +155,11 @@ fn apply(state: &ProxyState, new: &Config, trigger: Trigger) -> ReloadReport {
             (None, None) => continue,
             (Some(_), None) => MaterialReload::NeedsRestart {
                 reason:
-                    "the new config has no [backend.tls]; outbound TLS stays on until a restart"
+                    "the new config has no [backend.tls]; outbound TLS stays on until the next hand-over"
                         .into(),
             },
             (None, Some(_)) => MaterialReload::NeedsRestart {
-                reason: "the new config adds [backend.tls]; restart to turn outbound TLS on".into(),
+                reason: "the new config adds [backend.tls]; outbound TLS turns on at the next hand-over".into(),
             },
         };
         report.backend_tls.insert(b.name.clone(), result);
@@ -172,8 +174,8 @@ fn apply(state: &ProxyState, new: &Config, trigger: Trigger) -> ReloadReport {
                 reload_listener(running, rt, cfg, trigger, true, state.tls_reload.expiry_warning)
             },
             (None, None) => continue,
-            (Some(_), None) => needs_restart("the new config has no [listener.tls]; TLS stays on until a restart"),
-            (None, Some(_)) => needs_restart("the new config adds [listener.tls] to a plaintext listener; restart to turn TLS on"),
+            (Some(_), None) => needs_restart("the new config has no [listener.tls]; TLS stays on until the next hand-over"),
+            (None, Some(_)) => needs_restart("the new config adds [listener.tls] to a plaintext listener; TLS turns on at the next hand-over"),
         };
         report.tls.insert(l.name.clone(), result);
     }
@@ -311,8 +313,9 @@ fn reload_listener(
         Attempt::Failed(error) => MaterialReload::Failed { error },
         Attempt::Swapped { old, new } => {
             let trust_changed = new.trust_digest != old.trust_digest;
-            let (checked, refused) = if trust_changed {
-                recheck_live(l, rt, &new)
+            let rules_changed = new.source.identity != old.source.identity;
+            let (checked, refused) = if trust_changed || rules_changed {
+                recheck_live(l, rt, &new, trust_changed)
             } else {
                 (0, 0)
             };
@@ -327,6 +330,7 @@ fn reload_listener(
                 cas = new.cas.len(),
                 crls = new.crls.len(),
                 trust_changed,
+                identity_rules_changed = rules_changed,
                 "TLS material reloaded: new handshakes use it now"
             );
             log_notes(owner, &new);
@@ -387,16 +391,31 @@ fn reload_backend(
     }
 }
 
-/// Checks every live certificate session against `new` (as of when each
-/// was verified) and closes or keeps the refused ones per `on_revoke`.
+/// Checks every live certificate session against `new`: its chain (as of
+/// when it was verified) when `trust_changed`, and its users against the
+/// identity rules; closes or keeps the refused ones per `on_revoke`.
 /// Returns (checked, refused).
-fn recheck_live(l: &ListenerState, rt: &TlsRuntime, new: &ServerTls) -> (usize, usize) {
+fn recheck_live(
+    l: &ListenerState,
+    rt: &TlsRuntime,
+    new: &ServerTls,
+    trust_changed: bool,
+) -> (usize, usize) {
     let sessions = rt.live.snapshot();
     let mut refused = 0;
     for s in &sessions {
-        if let Err(reason) = new.recheck(&s.chain, s.verified_at) {
+        let chain = || {
+            new.recheck(&s.cert.chain, s.cert.verified_at)
+                .err()
+                .map(Revocation::Tls)
+        };
+        let why = trust_changed
+            .then(chain)
+            .flatten()
+            .or_else(|| identity_refusal(new, s));
+        if let Some(why) = why {
             refused += 1;
-            refuse_live(l.name(), rt, new.source.on_revoke, s, reason);
+            refuse_live(l.name(), rt, new.source.on_revoke, s, why);
         }
     }
     if !sessions.is_empty() {
@@ -404,7 +423,7 @@ fn recheck_live(l: &ListenerState, rt: &TlsRuntime, new: &ServerTls) -> (usize, 
             listener = %l.name(),
             checked = sessions.len(),
             refused,
-            "live sessions re-checked against the new CAs and CRLs"
+            "live sessions re-checked against the new CAs, CRLs and identity rules"
         );
     }
     (sessions.len(), refused)

@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::{BackendTlsConfig, OnRevoke, TlsConfig};
+use crate::live::Revocation;
 use crate::sync::lock;
 use crate::time::{rfc3339, unix_seconds};
-use crate::tls::TlsFailure;
 use crate::tls::{ClientTls, Digest, FileMemo, Material, ServerTls, Sources, TlsLoadError};
 
 /// What started a reload, as logs, metrics and `/status` name it.
@@ -347,27 +347,58 @@ impl TlsRuntime {
     }
 }
 
-/// Acts on one live session the material in service refuses.
+/// Acts on one live session the material in service refuses (its trust
+/// material or its identity rules).
 pub fn refuse_live(
     listener: &str,
     rt: &TlsRuntime,
     on_revoke: OnRevoke,
     s: &crate::live::LiveSession,
-    reason_enum: TlsFailure,
+    why: Revocation,
 ) {
-    let reason = reason_enum.label();
+    let reason = why.label();
+    let user = match &why {
+        Revocation::Identity { user, .. } => Some(user.clone()),
+        Revocation::Tls(_) => None,
+    };
+    let what = match why {
+        Revocation::Tls(_) => "its client certificate is refused by the new trust material",
+        Revocation::Identity { .. } => {
+            "the reloaded identity rules no longer let its client certificate use this user"
+        }
+    };
     match on_revoke {
         OnRevoke::Close => {
-            if s.revoke(reason_enum) {
+            if s.revoke(why) {
                 rt.revoked_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(listener, subject = %s.subject, serial = %s.serial, reason,
-                    "closing a live session: its client certificate is refused by the new trust material");
+                tracing::warn!(listener, subject = %s.cert.subject, serial = %s.cert.serial, user, reason,
+                    "closing a live session: {what}");
             }
         }
         OnRevoke::Keep => {
             rt.revoked_kept.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(listener, subject = %s.subject, serial = %s.serial, reason,
-                "live session's client certificate is refused by the new trust material; kept open (on_revoke = \"keep\")");
+            tracing::warn!(listener, subject = %s.cert.subject, serial = %s.cert.serial, user, reason,
+                "live session kept open (on_revoke = \"keep\") although {what}");
         }
     }
+}
+
+/// Whether `tls`'s identity rules still let live session `s` use every
+/// user it logged in or changed to; the first it may not use, otherwise.
+pub fn identity_refusal(tls: &ServerTls, s: &crate::live::LiveSession) -> Option<Revocation> {
+    let rules = tls.source.identity.as_ref()?;
+    let users = s.users();
+    let Some(names) = &s.cert.names else {
+        // Rules without a certificate to check: nobody may stay.
+        return users.first().map(|u| Revocation::Identity {
+            identity: "(none)".into(),
+            user: u.clone(),
+        });
+    };
+    rules
+        .first_refused(names, &users)
+        .map(|u| Revocation::Identity {
+            identity: names.label(),
+            user: u.clone(),
+        })
 }

@@ -5,6 +5,7 @@
 //! being overtaken by a TCP reset.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
@@ -17,8 +18,10 @@ use tokio_util::either::Either;
 use super::info::SessionInfo;
 use super::{ClientIo, ClientStream};
 use crate::backend::BackendRuntime;
+use crate::config::identity::CertNames;
 use crate::config::BackendAddr;
 use crate::listener::ListenerRuntime;
+use crate::live::LiveSession;
 use crate::outcome::{SessionError, Stage};
 use crate::packet_io::{read_packet_exact, write_own_packet, Packet, PacketReader, ReadError};
 use crate::protocol::command::ChangeUser;
@@ -123,10 +126,14 @@ async fn accept_tls<S: ClientIo>(
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
         _ => "other",
     });
-    info.client_cert = conn
+    if let Some(Ok((cert, names))) = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|c| CertInfo::identity(c).ok());
+        .map(|c| CertInfo::client(c))
+    {
+        info.client_cert = Some(cert);
+        info.cert_names = Some(Arc::new(names));
+    }
     if let Err(reason) = tls.deferred_verdict(conn.peer_certificates()) {
         return Err(refuse_certificate(stream, listener, info, reason).await);
     }
@@ -317,11 +324,14 @@ pub(super) fn admit(
     listener: &ListenerRuntime,
     target: &BackendRuntime,
     response: &HandshakeResponse,
+    tls: Option<&tls::ServerTls>,
+    names: Option<&CertNames>,
 ) -> Result<OwnedSemaphorePermit, SessionError> {
     if !response.capabilities.has(Capabilities::PLUGIN_AUTH) {
         return Err(SessionError::ClientWithoutPluginAuth);
     }
     refuse_proxy_user(listener, target, &response.user)?;
+    check_identity(tls, names, &response.user)?;
     listener
         .slots
         .clone()
@@ -350,19 +360,58 @@ pub(super) fn refuse_proxy_user(
     Ok(())
 }
 
+/// The listener's identity rules in `tls` (`[listener.identity]`, none:
+/// anyone): whether the client certificate (`names`) may log in as `user`.
+/// Rules and no certificate: nobody (they need `client_auth =
+/// "required"`, so this does not happen).
+pub(super) fn check_identity(
+    tls: Option<&tls::ServerTls>,
+    names: Option<&CertNames>,
+    user: &str,
+) -> Result<(), SessionError> {
+    let Some(rules) = tls.and_then(|t| t.source.identity.as_ref()) else {
+        return Ok(());
+    };
+    match names {
+        Some(n) if rules.allows(n, user) => Ok(()),
+        _ => Err(SessionError::IdentityRefused {
+            identity: names.map_or_else(|| "(none)".to_string(), CertNames::label),
+            user: user.to_string(),
+        }),
+    }
+}
+
 /// The door's checks again at every COM_CHANGE_USER in the command phase
 /// ([`crate::relay`] holds the packet until this says): the new user must
-/// not be portcullis's own OS user behind a Unix-socket backend.
+/// not be portcullis's own OS user behind a Unix-socket backend, and the
+/// listener's identity rules in service now must let the client
+/// certificate use it. The user is recorded in the live session first
+/// (`live`), so that a reload that narrows the rules re-checks it too.
 pub(super) struct ChangeUserRules<'a> {
     pub listener: &'a ListenerRuntime,
     pub target: &'a BackendRuntime,
+    pub live: Option<&'a LiveSession>,
 }
 
 impl CommandPolicy for ChangeUserRules<'_> {
     fn change_user(&self, cu: &ChangeUser<'_>) -> Verdict {
-        match refuse_proxy_user(self.listener, self.target, &cu.user_lossy()) {
+        let user = cu.user_lossy();
+        if let Err(refusal) = refuse_proxy_user(self.listener, self.target, &user) {
+            return Verdict::Refuse(refusal);
+        }
+        let Some(rt) = &self.listener.tls else {
+            return Verdict::Forward;
+        };
+        let added = self.live.is_some_and(|l| l.add_user(&user));
+        let names = self.live.and_then(|l| l.cert.names.as_deref());
+        match check_identity(Some(&*rt.material.load()), names, &user) {
             Ok(()) => Verdict::Forward,
-            Err(refusal) => Verdict::Refuse(refusal),
+            Err(refusal) => {
+                if let (true, Some(l)) = (added, self.live) {
+                    l.drop_last_user();
+                }
+                Verdict::Refuse(refusal)
+            }
         }
     }
 }

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
 
+use std::sync::Arc;
+
 use crate::backend::Origin;
+use crate::config::identity::CertNames;
 use crate::metrics::Transferred;
 use crate::tls::CertInfo;
 
@@ -15,6 +18,9 @@ pub struct SessionInfo {
     pub id: u32,
     pub tls_version: Option<&'static str>,
     pub client_cert: Option<CertInfo>,
+    /// What identity rules match of the client certificate, read in the
+    /// same parse as `client_cert` (`[listener.identity]`).
+    pub cert_names: Option<Arc<CertNames>>,
     pub user: Option<String>,
     pub database: Option<String>,
     pub backend: Option<String>,
@@ -35,4 +41,8 @@ pub struct SessionInfo {
     /// The `redirect_url` added to the OK that ended authentication (the
     /// `redirect_url` form of the failover redirect), when one was.
     pub redirect_url: Option<String>,
+    /// The users a COM_CHANGE_USER forwarded in the command phase switched
+    /// to, in order (the log's `identity_changed`); `user` stays the login
+    /// user.
+    pub identity_changed: Vec<String>,
 }

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Evicted, Ticket};
 use crate::backend::BackendRuntime;
 use crate::listener::ListenerRuntime;
-use crate::live::Registration;
+use crate::live::{Registration, Revocation, SessionCert};
 use crate::metrics::ByteCounts;
 use crate::outcome::{Finished, SessionError, Stage};
 use crate::packet_io::{write_own_packet, Packet, PacketReader};
@@ -173,6 +173,7 @@ pub async fn serve<S: ClientIo>(
     let rules = door::ChangeUserRules {
         listener,
         target: &target,
+        live: live.as_ref().map(|r| &*r.session),
     };
     let inspect = relay::Inspect {
         policy: &rules,
@@ -189,11 +190,17 @@ pub async fn serve<S: ClientIo>(
     let finished = tokio::select! {
         r = relayed => r,
         _ = cancel.cancelled() => Finished::Closed,
-        reason = revoked => Finished::Revoked { reason },
+        why = revoked => match why {
+            Revocation::Tls(reason) => Finished::Revoked { reason },
+            Revocation::Identity { identity, user } => Finished::IdentityRevoked { identity, user },
+        },
         _ = demoted => Finished::PrimaryChanged,
     };
     match &finished {
-        Finished::Revoked { .. } | Finished::PrimaryChanged | Finished::Closed => {
+        Finished::Revoked { .. }
+        | Finished::IdentityRevoked { .. }
+        | Finished::PrimaryChanged
+        | Finished::Closed => {
             // A clean TLS close (close_notify), so the client reports a
             // lost connection rather than a TLS error ("unexpected eof");
             // an ERR packet cannot be injected mid-command.
@@ -210,6 +217,9 @@ pub async fn serve<S: ClientIo>(
         _ => {}
     }
     info.transferred = bytes.snapshot();
+    if let (Some(r), Some(_)) = (&live, &info.user) {
+        info.identity_changed = r.session.users().into_iter().skip(1).collect();
+    }
     Ok(finished)
 }
 
@@ -273,22 +283,29 @@ fn register_live<'a, S: ClientIo>(
     let chain = tls.get_ref().1.peer_certificates()?.to_vec();
     let (verified_at, generation) = info.verified?;
     let cert = info.client_cert.as_ref();
-    let reg = rt.live.register(
+    let session_cert = SessionCert {
         chain,
         verified_at,
         generation,
-        cert.map(|c| c.subject.clone()).unwrap_or_default(),
-        cert.map(|c| c.serial.clone()).unwrap_or_default(),
-    );
+        subject: cert.map(|c| c.subject.clone()).unwrap_or_default(),
+        serial: cert.map(|c| c.serial.clone()).unwrap_or_default(),
+        names: info.cert_names.clone(),
+    };
+    let reg = rt.live.register(session_cert, info.user.clone());
     let current = rt.material.load();
     if current.generation != generation {
-        if let Err(reason) = current.recheck(&reg.session.chain, verified_at) {
+        let why = current
+            .recheck(&reg.session.cert.chain, verified_at)
+            .err()
+            .map(Revocation::Tls)
+            .or_else(|| reloadable::identity_refusal(&current, &reg.session));
+        if let Some(why) = why {
             reloadable::refuse_live(
                 &listener.config.name,
                 rt,
                 current.source.on_revoke,
                 &reg.session,
-                reason,
+                why,
             );
         }
     }
@@ -374,7 +391,8 @@ async fn connection_phase<S: ClientIo>(
             .await
             .map(Phase::Redirected);
     }
-    let slot = match door::admit(listener, target, &parsed) {
+    let names = info.cert_names.as_deref();
+    let slot = match door::admit(listener, target, &parsed, tls.as_deref(), names) {
         Ok(slot) => slot,
         // A full listener has no session to give a redirect_url client: it
         // gets the error form, like one with no backend.

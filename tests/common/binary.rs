@@ -21,8 +21,22 @@ impl RunningBinary {
     /// for its "serving" log line (every accept loop runs); the events up
     /// to it are kept in `startup`.
     pub async fn start(config: &Path) -> RunningBinary {
+        RunningBinary::spawn(config, &[]).await
+    }
+
+    /// Starts `portcullis --log-format json run --take-over --config
+    /// CONFIG` beside a running one and waits for its "serving" log line
+    /// (it serves on the sockets taken over; the old one is told to drain
+    /// right after).
+    pub async fn take_over(config: &Path) -> RunningBinary {
+        RunningBinary::spawn(config, &["--take-over"]).await
+    }
+
+    async fn spawn(config: &Path, extra: &[&str]) -> RunningBinary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["--log-format", "json", "run", "--config"])
+            .args(["--log-format", "json", "run"])
+            .args(extra)
+            .arg("--config")
             .arg(config)
             .env("PORTCULLIS_LOG", "info")
             .stderr(Stdio::piped())
@@ -53,6 +67,13 @@ impl RunningBinary {
     /// The process id.
     pub fn pid(&self) -> &str {
         &self.pid
+    }
+
+    /// How many file descriptors the process has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Sends a signal (`"TERM"`, `"HUP"`, …).

@@ -13,6 +13,8 @@
 //! | `crl-expired.pem` | CRL by the CA revoking `revoked`, next update yesterday |
 //! | `crl-empty.pem` | CRL by the CA revoking nothing, next update in 30 days |
 //!
+//! Client certificates with URI (SPIFFE) and DNS SANs: [`Pki::issue_client_sans`].
+//!
 //! More CAs per test: [`Pki::root_ca`] (any validity) and [`Pki::intermediate`] (issued by the
 //! CA), each a [`TestCa`] that issues client certificates and CRLs.
 //!
@@ -26,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
-    RevokedCertParams, SerialNumber,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use tempfile::TempDir;
 
@@ -220,9 +222,38 @@ fn issue(
     not_before: SystemTime,
     not_after: SystemTime,
 ) -> ClientCert {
+    issue_with_sans(
+        dir,
+        issuer,
+        name,
+        Some(cn),
+        serial,
+        (not_before, not_after),
+        Vec::new(),
+    )
+}
+
+/// A client certificate (EKU clientAuth), with a CN unless `cn` is `None`,
+/// and `sans` in its SubjectAltName.
+fn issue_with_sans(
+    dir: &Path,
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    name: &str,
+    cn: Option<&str>,
+    serial: u64,
+    (not_before, not_after): (SystemTime, SystemTime),
+    sans: Vec<SanType>,
+) -> ClientCert {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
+    match cn {
+        Some(cn) => params.distinguished_name.push(DnType::CommonName, cn),
+        // Some subject is still needed: an organization only.
+        None => params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Portcullis Test Workloads"),
+    }
+    params.subject_alt_names = sans;
     params.serial_number = Some(SerialNumber::from(serial));
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -235,7 +266,7 @@ fn issue(
         .unwrap_or_else(|e| panic!("sign client certificate {name}: {e}"));
     ClientCert {
         name: name.to_string(),
-        cn: cn.to_string(),
+        cn: cn.unwrap_or_default().to_string(),
         cert: write(dir, &format!("client-{name}.pem"), &cert.pem()),
         key: write(dir, &format!("client-{name}-key.pem"), &key.serialize_pem()),
         serial,
@@ -472,6 +503,37 @@ impl Pki {
     pub fn issue_client(&self, name: &str, cn: &str, serial: u64) -> ClientCert {
         let now = SystemTime::now();
         self.issue_client_with(name, cn, serial, Signer::Ca, now - DAY, now + 365 * DAY)
+    }
+
+    /// Issues a client certificate signed by the CA (valid from yesterday
+    /// for a year) with a CN unless `cn` is `None`, and URI and DNS names in
+    /// its SubjectAltName (a SPIFFE ID is a URI SAN).
+    pub fn issue_client_sans(
+        &self,
+        name: &str,
+        cn: Option<&str>,
+        serial: u64,
+        uris: &[&str],
+        dns: &[&str],
+    ) -> ClientCert {
+        let now = SystemTime::now();
+        let sans = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().expect("URI SAN is IA5")))
+            .chain(
+                dns.iter()
+                    .map(|d| SanType::DnsName((*d).try_into().expect("DNS SAN is IA5"))),
+            )
+            .collect();
+        issue_with_sans(
+            self.dir(),
+            &self.ca_issuer,
+            name,
+            cn,
+            serial,
+            (now - DAY, now + 365 * DAY),
+            sans,
+        )
     }
 
     /// Issues a client certificate (EKU clientAuth) with explicit signer and validity.

@@ -77,10 +77,18 @@ fn validate_listener(
     check_name(&l.name, &mut taken.names, p);
     let address = address(&l.address, &mut taken.addrs, base, p);
     let route = route(&l.route, known, p);
+    let identity = l.identity.take();
+    if let (Some(i), None) = (&identity, &l.tls) {
+        p.at(
+            i.span(),
+            "[listener.identity] needs [listener.tls] with client_auth = \"required\": only a verified client certificate has an identity to check",
+        );
+    }
+    let identity = identity.map(|i| (l.name.get_ref().as_str(), i));
     let tls = l
         .tls
         .take()
-        .map(|t| tls::validate_tls(index, t, base, material, p));
+        .map(|t| tls::validate_tls(index, t, identity, base, material, p));
     if let Some(a) = &address {
         let what = format!("listener {:?}", l.name.get_ref());
         taken.to_bind.push((what, a.clone(), l.address.span()));

@@ -10,6 +10,7 @@
 mod admin;
 mod backend;
 mod failover;
+mod identity;
 mod listener;
 mod monitor;
 mod tls;
@@ -42,6 +43,11 @@ pub(super) fn validate(
     warn_about_config_file(path, &raw, p);
     let shutdown_timeout = duration_or(&raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT, p);
     let workers = workers(&raw.workers, p);
+    let control_socket = raw.control_socket.as_ref().and_then(|c| {
+        super::values::control_socket_path(c.get_ref(), base)
+            .map_err(|e| p.at(c.span(), format!("control_socket: {e}")))
+            .ok()
+    });
     let (backends, backend_names) = backend::validate_backends(raw.backends, base, material, p);
     let known = listener::Known {
         backend_names: &backend_names,
@@ -73,6 +79,7 @@ pub(super) fn validate(
         path: path.to_path_buf(),
         shutdown_timeout,
         workers,
+        control_socket,
         backends,
         listeners,
         admin,

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::{duration_or, value, warn_if_exposed, warn_if_writable};
+use super::{duration_or, identity, value, warn_if_exposed, warn_if_writable};
 use crate::config::model::{
     BackendAddr, BackendTlsConfig, CertRefusal, ClientAuth, CrlPolicy, TlsConfig,
     DEFAULT_CLOCK_SKEW,
 };
 use crate::config::problems::Problems;
-use crate::config::raw::{RawBackendTls, RawTls};
+use crate::config::raw::{RawBackendTls, RawIdentity, RawTls};
 use crate::config::suites;
 use crate::config::values::{host_of, resolve};
 use crate::config::MaterialCheck;
@@ -56,6 +56,7 @@ fn warn_if_crl_writable(path: &Path, p: &mut Problems<'_>) {
 pub(super) fn validate_tls(
     index: usize,
     t: Spanned<RawTls>,
+    identity: Option<(&str, Spanned<RawIdentity>)>,
     base: &Path,
     material: &mut dyn MaterialCheck,
     p: &mut Problems<'_>,
@@ -126,6 +127,18 @@ pub(super) fn validate_tls(
         };
         p.at(at, e);
     }
+    let identity = identity.and_then(|(listener, i)| {
+        if client_auth != ClientAuth::Required {
+            p.at(
+                i.span(),
+                format!(
+                    "[listener.identity] needs client_auth = \"required\" (it is \"{}\"): a client without a certificate would have no identity to check",
+                    client_auth.as_str()
+                ),
+            );
+        }
+        identity::validate_identity(listener, &i, p)
+    });
     let cfg = TlsConfig {
         min_version,
         cipher_suites,
@@ -143,6 +156,7 @@ pub(super) fn validate_tls(
             unknown: value(&t.unknown_revocation).unwrap_or_default(),
         },
         cert_refusal,
+        identity,
     };
     if p.count() == 0 {
         // Files exist: the caller loads and builds the whole TLS config now,
