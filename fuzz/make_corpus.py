@@ -179,6 +179,19 @@ def main():
         "local-infile-wrap": b"\x07\x3f" + infile,
         "max-chunk-then-continuation": b"\x01\x02" + b"\xff\xff\xff\x00\x03" + b"x" * 40,
     }
+    # PROXY headers a load balancer sends (v2 built as portcullis builds it).
+    v2 = b"\r\n\r\n\0\r\nQUIT\n"
+    seeds["proxy_header"] = {
+        "v1-tcp4": b"PROXY TCP4 192.0.2.7 198.51.100.1 50000 3307\r\n" + packet(1, ssl_request()),
+        "v1-tcp6": b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 3307\r\n",
+        "v1-unknown": b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+        "v2-tcp4": v2 + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 7, 198, 51, 100, 1])
+        + struct.pack(">HH", 50000, 3307),
+        "v2-tcp6-tlv": v2 + b"\x21\x21\x00\x27"
+        + bytes.fromhex("20010db8000000000000000000000007" "20010db8000000000000000000000001")
+        + struct.pack(">HH", 40000, 3307) + b"\x04\x00\x00",
+        "v2-local": v2 + b"\x20\x00\x00\x00",
+    }
     for target, files in seeds.items():
         d = os.path.join(HERE, "corpus", target)
         os.makedirs(d, exist_ok=True)

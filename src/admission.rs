@@ -298,6 +298,59 @@ impl Ticket {
         Evicted(self.evict.clone())
     }
 
+    /// The connection turned out to come from `peer` (a PROXY protocol
+    /// header named the real client behind a load balancer): it counts
+    /// towards that source's limit from now on, keeping its age, and the
+    /// oldest waiting connection of that source is closed when the source
+    /// is full. Nothing when it has passed or was already closed.
+    pub fn move_to(&mut self, peer: IpAddr, listener: &str) {
+        if !self.waiting {
+            return;
+        }
+        let source = Source::of(peer);
+        let door = self.door.clone();
+        let evicted = {
+            let mut w = lock(&door.state);
+            let Some(old) = w.by_age.get(&self.id).map(|e| e.source) else {
+                return;
+            };
+            if old == Some(source) {
+                return;
+            }
+            let entry = w.remove(self.id).expect("present");
+            let full = w
+                .by_source
+                .get(&source)
+                .is_some_and(|q| q.len() >= door.per_source);
+            let oldest = w.by_source.get(&source).and_then(|q| q.front().copied());
+            let evicted = match oldest.filter(|_| full) {
+                Some(o) => w.remove(o),
+                None => None,
+            };
+            if let Some(e) = &evicted {
+                let _ = e.evict.why.set(Eviction::Source);
+                w.closing += 1;
+            }
+            w.by_age.insert(
+                self.id,
+                Entry {
+                    source: Some(source),
+                    evict: entry.evict,
+                },
+            );
+            // Oldest first: ids grow with arrival.
+            let q = w.by_source.entry(source).or_default();
+            let at = q.partition_point(|&x| x < self.id);
+            q.insert(at, self.id);
+            evicted
+        };
+        if let Some(e) = evicted {
+            e.evict.token.cancel();
+            door.evicted.fetch_add(1, Ordering::Relaxed);
+            door.log_evictions(listener, Eviction::Source);
+        }
+    }
+
     /// The connection has shown who it is: it leaves the waiting room.
     /// (Dropped, it leaves too.) `Err` with the reason if it had already
     /// been closed to make room, by another thread a moment before: it must
@@ -412,6 +465,46 @@ mod tests {
         assert_eq!(door.closing(), 0);
         drop((c, d));
         assert_eq!((door.closing(), door.waiting()), (0, 0));
+    }
+
+    /// Behind a load balancer every connection arrives from its address;
+    /// the PROXY header moves each to its real client's source, where the
+    /// per-source limit applies by age.
+    #[test]
+    fn moved_tickets_count_for_the_real_client() {
+        let door = Arc::new(Door::new(100, 2));
+        let lb = ip("10.0.0.1");
+        let mut a1 = door.admit(lb, "l");
+        let mut b = door.admit(lb, "l");
+        let mut a2 = door.admit(lb, "l");
+        assert_eq!(
+            is_evicted(&a1),
+            Some(Eviction::Source),
+            "all from the LB so far"
+        );
+        a2.move_to("192.0.2.1".parse().unwrap(), "l");
+        b.move_to("192.0.2.2".parse().unwrap(), "l");
+        let mut a3 = door.admit(lb, "l");
+        a3.move_to("192.0.2.1".parse().unwrap(), "l");
+        assert_eq!(
+            (is_evicted(&a2), is_evicted(&a3), is_evicted(&b)),
+            (None, None, None)
+        );
+        let mut a4 = door.admit(lb, "l");
+        a4.move_to("192.0.2.1".parse().unwrap(), "l");
+        assert_eq!(
+            is_evicted(&a2),
+            Some(Eviction::Source),
+            "the oldest of 192.0.2.1"
+        );
+        assert_eq!(
+            (is_evicted(&a3), is_evicted(&a4), is_evicted(&b)),
+            (None, None, None)
+        );
+        // Passed or closed: nothing moves.
+        assert_eq!(a1.pass(), Err(Eviction::Source));
+        a1.move_to("192.0.2.9".parse().unwrap(), "l");
+        assert_eq!(door.waiting(), 3);
     }
 
     #[tokio::test]

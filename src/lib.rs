@@ -37,12 +37,16 @@
 //!   listeners and backends hold.
 //! - [`live`] — the live sessions that authenticated with a client
 //!   certificate, so that revocation reaches them.
+//! - [`sessions`] — every open session per listener (id, client, who,
+//!   bytes each way), for `GET /sessions` and killing one.
 //! - [`perm`] — the mode checks for secret files (keys, admin token,
 //!   monitor password) that other local users can read, and for trust
 //!   files (CA bundles, CRLs, the config) they can write; the warning about
 //!   running as root.
 //! - [`proxy_protocol`] — the PROXY v2 header that carries the client's
-//!   address to the backend.
+//!   address to the backend, and parsing the v1 and v2 headers a trusted
+//!   load balancer sends (pure); [`proxy_header`] reads those off the
+//!   socket before the greeting (`accept_proxy_protocol`).
 //! - [`backend`] — connecting to the database over TCP or a Unix socket.
 //! - [`monitor`] — the topology: which backend is the primary, for the
 //!   `primary`/`replica`/`any` routes.
@@ -94,11 +98,13 @@ pub mod prefixed;
 pub mod preflight;
 pub mod probe;
 pub mod protocol;
+pub mod proxy_header;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod state;
 pub mod sync;
 pub mod time;

@@ -39,6 +39,8 @@ pub struct ListenerRuntime {
     /// Failover redirect settings, switchable at runtime; read once per
     /// connection at accept time.
     pub failover: ArcSwap<FailoverSettings>,
+    /// Its open sessions (`GET /sessions`).
+    pub sessions: crate::sessions::SessionTable,
 }
 
 /// Where a listener's connections go.
@@ -83,6 +85,7 @@ impl ListenerRuntime {
             route,
             topology,
             tls: tls.map(TlsRuntime::new),
+            sessions: Default::default(),
         }
     }
 

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::admin::{client, AdminTarget, Status};
+use portcullis::admin::sessions::percent_encode;
+use portcullis::admin::{client, AdminTarget, SessionList, Status};
 use portcullis::handover::control::ControlServer;
 use portcullis::handover::take::Taking;
 use portcullis::handover::Port;
@@ -83,17 +84,54 @@ enum Command {
     /// Ask a running portcullis what it is doing, through its admin API,
     /// and print listeners, backends, certificates and CRLs as tables.
     Status {
-        /// The admin address: "127.0.0.1:9306", "[::1]:9306" or
-        /// "unix:/run/portcullis/admin.sock".
-        #[arg(long, default_value = portcullis::config::DEFAULT_ADMIN_ADDRESS)]
-        admin: AdminTarget,
-        /// File holding the admin bearer token (the `[admin] token_file`).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        api: AdminArgs,
         /// Print the JSON document instead of tables.
         #[arg(long)]
         json: bool,
     },
+    /// List the open sessions of a running portcullis (id, listener,
+    /// client, certificate, MySQL user, backend, age, bytes each way,
+    /// state), through its admin API.
+    Sessions {
+        #[command(flatten)]
+        api: AdminArgs,
+        /// Only this listener's sessions.
+        #[arg(long)]
+        listener: Option<String>,
+        /// Only sessions logged in as this MySQL user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions whose client certificate has this subject
+        /// (exactly as listed, e.g. "CN=app").
+        #[arg(long)]
+        subject: Option<String>,
+        /// Print the JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close one session of a running portcullis (its id as `portcullis
+    /// sessions` lists it), with a TLS close_notify; it is logged and
+    /// counted with the outcome `killed_by_admin`. Needs the right to make
+    /// changes (the token, or the admin Unix socket).
+    Kill {
+        #[command(flatten)]
+        api: AdminArgs,
+        /// The session id.
+        id: String,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin address: "127.0.0.1:9306", "[::1]:9306" or
+    /// "unix:/run/portcullis/admin.sock".
+    #[arg(long, default_value = portcullis::config::DEFAULT_ADMIN_ADDRESS)]
+    admin: AdminTarget,
+    /// File holding the admin bearer token (the `[admin] token_file`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -116,20 +154,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Status {
-            admin,
-            token_file,
+        Command::Status { api, json } => print_or_fail("status", status(&api, json)),
+        Command::Sessions {
+            api,
+            listener,
+            user,
+            subject,
             json,
-        } => match status(&admin, token_file.as_deref(), json) {
-            Ok(out) => {
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("portcullis status: {}", one_line(&e));
-                ExitCode::FAILURE
-            }
-        },
+        } => {
+            let query: Vec<String> = [("listener", listener), ("user", user), ("subject", subject)]
+                .into_iter()
+                .filter_map(|(k, v)| Some(format!("{k}={}", percent_encode(&v?))))
+                .collect();
+            let path = if query.is_empty() {
+                "/sessions".to_string()
+            } else {
+                format!("/sessions?{}", query.join("&"))
+            };
+            let out = admin_call(&api, hyper::Method::GET, &path).and_then(|text| {
+                if json {
+                    return Ok(text);
+                }
+                let list: SessionList = serde_json::from_str(&text).with_context(|| {
+                    format!("{} sent a session list this version cannot read", api.admin)
+                })?;
+                Ok(list.render())
+            });
+            print_or_fail("sessions", out)
+        }
+        Command::Kill { api, id } => {
+            let out = admin_call(&api, hyper::Method::DELETE, &format!("/sessions/{id}"))
+                .map(|_| format!("session {id} killed\n"));
+            print_or_fail("kill", out)
+        }
         // Logs go to stderr: a fatal error is logged once, and not printed
         // again beside the log (nor outside it, with --log-format json).
         Command::Run { config, take_over } => match run(config, take_over, cli.log_format) {
@@ -208,24 +265,34 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn status(
-    admin: &AdminTarget,
-    token_file: Option<&std::path::Path>,
-    json: bool,
-) -> anyhow::Result<String> {
-    let token = token_file
+/// Prints a subcommand's output, or its error on one line.
+fn print_or_fail(name: &str, out: anyhow::Result<String>) -> ExitCode {
+    match out {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis {name}: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One admin API request; the body of a successful answer, or the error
+/// it gave.
+fn admin_call(api: &AdminArgs, method: hyper::Method, path: &str) -> anyhow::Result<String> {
+    let admin = &api.admin;
+    let token = api
+        .token_file
+        .as_deref()
         .map(portcullis::config::read_admin_token)
         .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let (code, body) = runtime.block_on(client::request(
-        admin,
-        hyper::Method::GET,
-        "/status",
-        token.as_deref(),
-    ))?;
+    let (code, body) = runtime.block_on(client::request(admin, method, path, token.as_deref()))?;
     let text = String::from_utf8_lossy(&body);
     if !code.is_success() {
         let message = serde_json::from_str::<serde_json::Value>(&text)
@@ -234,11 +301,20 @@ fn status(
             .unwrap_or_else(|| text.trim().to_string());
         anyhow::bail!("{admin} answered {code}: {message}");
     }
+    Ok(text.into_owned())
+}
+
+fn status(api: &AdminArgs, json: bool) -> anyhow::Result<String> {
+    let text = admin_call(api, hyper::Method::GET, "/status")?;
     if json {
-        return Ok(text.into_owned());
+        return Ok(text);
     }
-    let status: Status = serde_json::from_str(&text)
-        .with_context(|| format!("{admin} sent a status document this version cannot read"))?;
+    let status: Status = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} sent a status document this version cannot read",
+            api.admin
+        )
+    })?;
     Ok(status.render())
 }
 

@@ -69,6 +69,10 @@ pub enum SessionError {
     /// logged like a failed handshake.
     #[error("TLS handshake failed ({reason}): client certificate refused after the TLS handshake (cert_refusal = \"mysql_error\"), answered with ERR 1045")]
     CertificateRefused { reason: TlsFailure },
+    /// `accept_proxy_protocol`: a peer in `trusted_proxies` sent no
+    /// PROXY header, or a malformed one, or none in time.
+    #[error("PROXY protocol header from trusted proxy {proxy} refused: {reason}")]
+    ProxyHeader { proxy: SocketAddr, reason: String },
     #[error("client protocol error: {0}")]
     ClientProtocol(String),
     /// A client without CLIENT_PLUGIN_AUTH cannot answer the backend's
@@ -136,6 +140,9 @@ pub enum SessionError {
     TooManyConnections(usize),
     #[error("closed by portcullis shutdown")]
     Shutdown,
+    /// `DELETE /sessions/ID` (`portcullis kill`) before it was relayed.
+    #[error("closed by an operator (DELETE /sessions/ID)")]
+    KilledByAdmin,
     #[error("cannot hand the connection to a session worker: {0}")]
     Worker(io::Error),
 }
@@ -150,6 +157,7 @@ impl SessionError {
             SessionError::TlsHandshake { .. } | SessionError::CertificateRefused { .. } => {
                 "tls_handshake_failed"
             }
+            SessionError::ProxyHeader { .. } => "proxy_header_refused",
             SessionError::ClientProtocol(_) => "client_protocol_error",
             SessionError::ClientWithoutPluginAuth => "client_unsupported",
             SessionError::ProxyUserRefused { .. } => "proxy_user_refused",
@@ -171,6 +179,7 @@ impl SessionError {
             SessionError::TooManyConnections(_) => "too_many_connections",
             SessionError::NoBackend(_) => "no_backend",
             SessionError::Shutdown => "shutdown",
+            SessionError::KilledByAdmin => "killed_by_admin",
             SessionError::Worker(_) => "worker_error",
         }
     }
@@ -189,6 +198,7 @@ impl SessionError {
             SessionError::TooManyConnections(_)
             | SessionError::Evicted(_)
             | SessionError::Shutdown
+            | SessionError::KilledByAdmin
             | SessionError::Worker(_) => Fault::Proxy,
             _ => Fault::Client,
         }
@@ -380,6 +390,9 @@ pub enum Finished {
     RelayError { fault: Fault, error: io::Error },
     /// Closed by portcullis (shutdown deadline).
     Closed,
+    /// Closed by an operator (`DELETE /sessions/ID`), with a TLS
+    /// close_notify like [`Finished::Closed`].
+    KilledByAdmin,
     /// Sent elsewhere with the instant-failover ERR packet.
     Redirected { target: String },
     /// Closed because newly loaded trust material (CRL, CA bundle) refuses
@@ -422,6 +435,7 @@ impl Finished {
             } => "relay_proxy_error",
             Finished::RelayError { .. } => "relay_client_error",
             Finished::Closed => "closed_by_proxy",
+            Finished::KilledByAdmin => "killed_by_admin",
             Finished::Redirected { .. } => "redirected",
             Finished::Revoked { .. } => "closed_revoked",
             Finished::IdentityRevoked { .. } => "closed_identity_refused",
@@ -442,6 +456,9 @@ impl Finished {
                 Some(format!("backend rejected authentication with error {code}"))
             }
             Finished::Redirected { target } => Some(format!("redirected to {target}")),
+            Finished::KilledByAdmin => {
+                Some("closed by an operator (DELETE /sessions/ID)".into())
+            }
             Finished::Revoked { reason } => Some(format!(
                 "closed: the client certificate is refused by newly loaded trust material ({reason})"
             )),
@@ -501,6 +518,8 @@ impl Logged {
                     // One a second is logged by the door for all of them:
                     // a flood must not flood the log.
                     SessionError::Evicted(_) => Level::Debug,
+                    // An operator's own doing, logged by the admin API too.
+                    SessionError::KilledByAdmin => Level::Info,
                     e if e.fault() == Fault::Client => Level::Info,
                     _ => Level::Warn,
                 },
@@ -565,7 +584,9 @@ fn log(
                 target: "portcullis::session",
                 $level,
                 outcome = logged.label,
+                id = info.id,
                 peer = %peer,
+                proxied_by = info.proxied_by.map(tracing::field::display),
                 listener = %listener,
                 tls = info.tls_version.unwrap_or("none"),
                 tls_failure = logged.tls_reason,
@@ -795,6 +816,8 @@ route = "db"
             on_revoke: Default::default(),
             crl_policy: Default::default(),
             cert_refusal: Default::default(),
+            min_version: Default::default(),
+            cipher_suites: None,
             identity: None,
         });
         assert_eq!(

@@ -21,6 +21,8 @@ use crate::metrics::ListenerMetrics;
 use crate::monitor::Topology;
 use crate::outcome::{self, Finished, SessionError};
 use crate::preflight::Preflight;
+use crate::proxy_header;
+use crate::proxy_protocol::Inbound;
 use crate::session::{self, SessionInfo};
 use crate::state::{Lifecycle, ListenerState, ProxyState};
 use crate::workers::Workers;
@@ -481,24 +483,73 @@ async fn accept_loop(
 }
 
 async fn run_session<S: session::ClientIo>(
-    stream: S,
+    mut stream: S,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
     rt: &ListenerRuntime,
     metrics: &ListenerMetrics,
-    ticket: Ticket,
+    mut ticket: Ticket,
     token: &CancellationToken,
 ) {
     let started = Instant::now();
     let _active = metrics.session_started();
     let mut info = SessionInfo {
+        id: session::connection_id(),
         origin: backend::Origin {
             client: peer,
             local,
         },
         ..SessionInfo::default()
     };
-    let result = session::serve(stream, rt, &mut info, ticket, token, metrics.bytes()).await;
+    let mut peer = peer;
+    let trusted = peer.filter(|p| proxy_header::trusted(&rt.config.trusted_proxies, p.ip()));
+    if let Some(proxy) = trusted {
+        // Behind a load balancer: its header says who the client is, for
+        // the door's per-source limit, the logs and the backend.
+        let limit = rt.config.tls_handshake_timeout;
+        match proxy_header::take(&mut stream, proxy, limit, token, &ticket.signal()).await {
+            Ok(Inbound::Proxied {
+                source,
+                destination,
+            }) => {
+                ticket.move_to(source.ip(), &rt.config.name);
+                info.origin = backend::Origin {
+                    client: Some(source),
+                    local: Some(destination),
+                };
+                peer = Some(source);
+            }
+            Ok(Inbound::Local) => {}
+            Err(e) => {
+                info.proxied_by = Some(proxy);
+                finish(rt, metrics, peer, &info, &Err(e), started.elapsed());
+                return;
+            }
+        }
+        info.proxied_by = Some(proxy);
+    }
+    let entry = rt
+        .sessions
+        .register(info.id, peer, info.proxied_by, token.clone());
+    let result = session::serve(
+        stream,
+        rt,
+        &mut info,
+        ticket,
+        token,
+        metrics.bytes(),
+        &entry.record,
+    )
+    .await;
+    // Its close token was cancelled by an operator, not by the drain.
+    let result = match result {
+        Ok(Finished::Closed) if entry.record.was_killed() => Ok(Finished::KilledByAdmin),
+        Err(SessionError::Shutdown) if entry.record.was_killed() => {
+            Err(SessionError::KilledByAdmin)
+        }
+        r => r,
+    };
+    drop(entry);
     finish(rt, metrics, peer, &info, &result, started.elapsed());
 }
 

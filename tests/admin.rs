@@ -194,7 +194,7 @@ token_file = "admin.token"
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(
         r.json(),
-        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover)"})
+        json!({"error": "no such endpoint: /nowhere (endpoints: /health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover, /sessions, /sessions/ID)"})
     );
     let r = http(&proxy.admin_addr(), "POST", "/status", Some(TOKEN)).await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")), "{r:?}");
@@ -261,6 +261,13 @@ token_file = "admin.token"
                     "route": "db",
                     "tls": true,
                     "client_auth": "required",
+                    // The provider's defaults: no [listener.tls] policy.
+                    "tls_min_version": "1.2",
+                    "cipher_suites": portcullis::tls::provider()
+                        .cipher_suites
+                        .iter()
+                        .map(portcullis::config::suites::name)
+                        .collect::<Vec<_>>(),
                     "accepting": true,
                     "active_connections": 0,
                     "total_connections": 0,
@@ -301,6 +308,8 @@ token_file = "admin.token"
                     "route": "spare",
                     "tls": false,
                     "client_auth": null,
+                    "tls_min_version": null,
+                    "cipher_suites": [],
                     "accepting": true,
                     "active_connections": 0,
                     "total_connections": 0,

@@ -49,6 +49,11 @@ fn replay(target: &str, check: fn(&[u8])) {
 }
 
 #[test]
+fn proxy_header_inputs() {
+    replay("proxy_header", checks::proxy_header::check);
+}
+
+#[test]
 fn greeting_inputs() {
     replay("greeting", checks::greeting::check);
 }

@@ -384,3 +384,92 @@ pub mod command_framing {
         assert_eq!(incremental(stream, &sizes), want, "reads of {sizes:?}");
     }
 }
+
+pub mod proxy_header {
+    use std::net::{IpAddr, SocketAddr};
+
+    use portcullis::proxy_protocol::{
+        parse_v1, parse_v2, v2_header, v2_len, version, Inbound, Version, PEEK, V1_MAX, V2_FIXED,
+    };
+
+    /// The PROXY headers a trusted load balancer sends, as read before the
+    /// greeting: `version`, `v2_len`, `parse_v2` and `parse_v1` never panic;
+    /// a v1 line is looked for within 107 bytes; whatever a header is
+    /// accepted as, portcullis's own v2 header of those addresses parses
+    /// back to the same (the addresses it forwards to a backend are the ones
+    /// it read), and so does the v1 line written from them.
+    pub fn check(data: &[u8]) {
+        let Some(first) = data.get(..PEEK) else {
+            return;
+        };
+        let parsed = match version(first.try_into().expect("PEEK bytes")) {
+            Err(_) => return,
+            Ok(Version::V2) => {
+                let Some(fixed) = data.get(..V2_FIXED) else {
+                    return;
+                };
+                let fixed: &[u8; V2_FIXED] = fixed.try_into().expect("16 bytes");
+                let Ok(len) = v2_len(fixed) else {
+                    return;
+                };
+                let Some(body) = data.get(V2_FIXED..V2_FIXED + len) else {
+                    return;
+                };
+                parse_v2(fixed, body)
+            }
+            Ok(Version::V1) => {
+                let window = &data[..data.len().min(V1_MAX)];
+                let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
+                    return;
+                };
+                parse_v1(&data[..end + 2])
+            }
+        };
+        if let Ok(Inbound::Proxied {
+            source,
+            destination,
+        }) = parsed
+        {
+            if source.is_ipv4() == destination.is_ipv4() {
+                assert_eq!(
+                    round_trip_v2(source, destination),
+                    parsed.clone(),
+                    "portcullis's own v2 header of what it read"
+                );
+                let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
+                let line = format!(
+                    "PROXY {family} {} {} {} {}\r\n",
+                    source.ip(),
+                    destination.ip(),
+                    source.port(),
+                    destination.port()
+                );
+                assert_eq!(parse_v1(line.as_bytes()), parsed, "{line:?}");
+            }
+        }
+        // Any pair of addresses portcullis sends a backend reads back.
+        if data.len() >= 36 {
+            let ip = |b: &[u8]| IpAddr::from(<[u8; 16]>::try_from(b).expect("16 bytes"));
+            let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+            let src = SocketAddr::new(ip(&data[0..16]), port(&data[32..34]));
+            let dst = SocketAddr::new(ip(&data[16..32]), port(&data[34..36]));
+            assert_eq!(
+                round_trip_v2(src, dst),
+                Ok(Inbound::Proxied {
+                    source: src,
+                    destination: dst
+                })
+            );
+        }
+    }
+
+    fn round_trip_v2(
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Result<Inbound, portcullis::proxy_protocol::HeaderError> {
+        let h = v2_header(Some(src), Some(dst));
+        let fixed: &[u8; V2_FIXED] = h[..V2_FIXED].try_into().expect("16 bytes");
+        let len = v2_len(fixed)?;
+        parse_v2(fixed, &h[V2_FIXED..V2_FIXED + len])
+    }
+}

@@ -16,6 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::access::{check_host, Access, Verdict, READ_ONLY_REASON};
+use super::sessions;
 use super::slots::Slot;
 use super::status::{AdminStatus, Status};
 use crate::metrics::METRICS_CONTENT_TYPE;
@@ -61,6 +62,8 @@ enum Endpoint<'a> {
     UnpinPrimary,
     GetFailover(&'a str),
     SetFailover(&'a str),
+    Sessions,
+    KillSession(&'a str),
 }
 
 impl Endpoint<'_> {
@@ -70,7 +73,7 @@ impl Endpoint<'_> {
     }
 }
 
-const ENDPOINTS: &str = "/health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover";
+const ENDPOINTS: &str = "/health, /health/primary, /health/listener/NAME, /status, /metrics, /reload, /topology, /primary, /listeners/NAME/failover, /sessions, /sessions/ID";
 
 /// Answers one request.
 pub(super) async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: &Peer) -> Answer {
@@ -94,7 +97,7 @@ pub(super) async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: &Peer) -> An
         drop(body);
         Bytes::new()
     };
-    serve(&endpoint, &body, ctx)
+    serve(&endpoint, parts.uri.query(), &body, ctx)
 }
 
 /// Everything decided from the head before routing: `Host`, the `/health`
@@ -191,14 +194,24 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, Refused> {
             )),
         };
     }
+    if let Some(id) = path.strip_prefix("/sessions/") {
+        return match *method {
+            Method::DELETE => Ok(Endpoint::KillSession(id)),
+            _ => Err(Refused::not_allowed(
+                format!("/sessions/{id} accepts DELETE only"),
+                "DELETE",
+            )),
+        };
+    }
     let allow = match (path, method) {
         ("/status", &Method::GET) => return Ok(Endpoint::Status),
+        ("/sessions", &Method::GET) => return Ok(Endpoint::Sessions),
         ("/metrics", &Method::GET) => return Ok(Endpoint::Metrics),
         ("/topology", &Method::GET) => return Ok(Endpoint::Topology),
         ("/reload", &Method::POST) => return Ok(Endpoint::Reload),
         ("/primary", &Method::POST) => return Ok(Endpoint::PinPrimary),
         ("/primary", &Method::DELETE) => return Ok(Endpoint::UnpinPrimary),
-        ("/status" | "/metrics" | "/topology", _) => "GET",
+        ("/status" | "/metrics" | "/topology" | "/sessions", _) => "GET",
         ("/reload", _) => "POST",
         ("/primary", _) => {
             return Err(Refused::not_allowed(
@@ -241,8 +254,22 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
     }
 }
 
-fn serve(endpoint: &Endpoint<'_>, body: &[u8], ctx: &Ctx) -> Answer {
+fn serve(endpoint: &Endpoint<'_>, query: Option<&str>, body: &[u8], ctx: &Ctx) -> Answer {
     match endpoint {
+        Endpoint::Sessions => match sessions::parse_filter(query) {
+            Ok(f) => json(StatusCode::OK, &sessions::list(&ctx.state, &f)),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e),
+        },
+        Endpoint::KillSession(id) => match sessions::parse_id(id) {
+            Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            Ok(id) => match sessions::kill(&ctx.state, id) {
+                Some(s) => json(StatusCode::OK, &serde_json::json!({ "killed": s })),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no open session with id {id}"),
+                ),
+            },
+        },
         Endpoint::Status => {
             let mut s = Status::collect(&ctx.state);
             s.admin = Some(ctx.admin.clone());
@@ -574,7 +601,7 @@ mod tests {
     ) -> (u16, Option<String>, String) {
         let uri: hyper::Uri = path.parse().unwrap();
         let r = check_head(&m, &uri, h, ctx, peer).unwrap_or_else(|| match route(&m, uri.path()) {
-            Ok(e) => serve(&e, b"", ctx),
+            Ok(e) => serve(&e, None, b"", ctx),
             Err(refused) => refused.answer(),
         });
         let status = r.status().as_u16();

@@ -16,6 +16,8 @@
 //! | `GET /topology` | 200 JSON [`crate::monitor::TopologyStatus`] (404 without `[monitor]`) |
 //! | `POST /primary`, `DELETE /primary` | pin the primary / return to the monitor |
 //! | `GET`/`PUT /listeners/NAME/failover` | read / switch a listener's redirect |
+//! | `GET /sessions[?listener=&user=&subject=]` | 200 JSON [`sessions::SessionList`]: every open session |
+//! | `DELETE /sessions/ID` | close that session (outcome `killed_by_admin`): 200 with what it was, 404 if none |
 //! | `POST /reload` | re-read the config and TLS material (as SIGHUP): 200 with a report, 422 if anything was not applied |
 //!
 //! Who may do what (`access`): the `/health` paths never need a token;
@@ -33,6 +35,7 @@
 mod access;
 mod api;
 pub mod client;
+pub mod sessions;
 mod slots;
 pub mod status;
 
@@ -54,6 +57,7 @@ use slots::Slots;
 
 pub use access::MutationPolicy;
 pub use client::AdminTarget;
+pub use sessions::SessionList;
 pub use status::{AdminStatus, Status};
 
 /// Concurrent admin connections. Scrapers, keepalived and an operator need

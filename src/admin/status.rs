@@ -58,6 +58,14 @@ pub struct ListenerStatus {
     pub tls: bool,
     /// `required`, `optional` or `none`; absent without TLS.
     pub client_auth: Option<String>,
+    /// The oldest TLS version accepted (`1.2` or `1.3`); absent without
+    /// TLS.
+    #[serde(default)]
+    pub tls_min_version: Option<String>,
+    /// The cipher suites offered, in the server's order of preference (rustls
+    /// names); empty without TLS.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
     /// Whether its accept loop runs.
     pub accepting: bool,
     pub active_connections: i64,
@@ -230,6 +238,20 @@ impl Status {
                     route: l.runtime.route.name().to_string(),
                     tls: tls.is_some(),
                     client_auth: cfg.tls.as_ref().map(|t| t.client_auth.as_str().to_string()),
+                    tls_min_version: tls
+                        .as_ref()
+                        .map(|t| t.source.min_version.as_str().to_string()),
+                    cipher_suites: tls
+                        .as_ref()
+                        .map(|t| {
+                            t.config
+                                .crypto_provider()
+                                .cipher_suites
+                                .iter()
+                                .map(crate::config::suites::name)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     accepting: l.is_accepting(),
                     active_connections: l.metrics.active(),
                     total_connections: l.metrics.accepted_total(),
@@ -407,6 +429,22 @@ impl Status {
                 certs,
             ));
         }
+        let policies: Vec<Vec<String>> = self
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                l.tls_min_version
+                    .as_ref()
+                    .map(|v| vec![l.name.clone(), v.clone(), l.cipher_suites.join(",")])
+            })
+            .collect();
+        if !policies.is_empty() {
+            out.push('\n');
+            out.push_str(&table(
+                &["TLS POLICY OF", "MIN VERSION", "CIPHER SUITES"],
+                policies,
+            ));
+        }
         let crls: Vec<Vec<String>> = self
             .listeners
             .iter()
@@ -444,7 +482,7 @@ fn on_off(b: bool) -> &'static str {
 }
 
 /// `3d 04h05m06s`, `05m06s`.
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     let (d, h, m, s) = (
         secs / 86_400,
         secs % 86_400 / 3600,
@@ -478,7 +516,7 @@ fn relative(delta: i64) -> String {
 }
 
 /// Left-aligned columns separated by two spaces, no trailing spaces.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -526,6 +564,11 @@ mod tests {
                     route: "local".into(),
                     tls: true,
                     client_auth: Some("required".into()),
+                    tls_min_version: Some("1.3".into()),
+                    cipher_suites: vec![
+                        "TLS13_AES_256_GCM_SHA384".into(),
+                        "TLS13_AES_128_GCM_SHA256".into(),
+                    ],
                     accepting: true,
                     active_connections: 3,
                     total_connections: 1204,
@@ -568,6 +611,8 @@ mod tests {
                     route: "local".into(),
                     tls: false,
                     client_auth: None,
+                    tls_min_version: None,
+                    cipher_suites: vec![],
                     accepting: true,
                     active_connections: 0,
                     total_connections: 7,
@@ -624,6 +669,9 @@ local    unix:/run/mysqld/mysqld.sock  unmonitored
 
 CERTIFICATE OF  SUBJECT             SERIAL  NOT AFTER                      LOADED                LAST RELOAD
 sidecar         CN=db1.example.net  0a      2023-12-15T00:20:06Z (in 29d)  2023-11-15T23:13:20Z  FAILED 2023-11-16T00:03:20Z (poll): /etc/portcullis/server.pem: bad PEM
+
+TLS POLICY OF  MIN VERSION  CIPHER SUITES
+sidecar        1.3          TLS13_AES_256_GCM_SHA384,TLS13_AES_128_GCM_SHA256
 
 CRL OF   ISSUER       NEXT UPDATE                            REVOKED
 sidecar  CN=Fleet CA  2023-11-14T00:18:26Z (EXPIRED 2d ago)  1

@@ -29,21 +29,24 @@ pub mod failover;
 pub mod identity;
 mod model;
 mod parse;
+mod prefix;
 mod problems;
 mod raw;
+pub mod suites;
 mod validate;
 mod values;
 
 pub use model::{
     default_workers, AdminConfig, BackendAddr, BackendConfig, BackendTlsConfig, CertRefusal,
     ClientAuth, Config, CrlExpired, CrlPolicy, CrlScope, ListenAddr, ListenerConfig, MonitorConfig,
-    OnPrimaryChange, OnRevoke, Route, TlsConfig, TlsReloadConfig, TopologyRoute, UnknownRevocation,
-    DEFAULT_ADMIN_ADDRESS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXPIRY_WARNING,
+    OnPrimaryChange, OnRevoke, Route, TlsConfig, TlsReloadConfig, TlsVersion, TopologyRoute,
+    UnknownRevocation, DEFAULT_ADMIN_ADDRESS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXPIRY_WARNING,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKE_PACKET,
     DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE, DEFAULT_MONITOR_INTERVAL,
     DEFAULT_PRIMARY_WAIT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     DEFAULT_TLS_POLL_INTERVAL, MAX_WORKERS, MIN_ADMIN_TOKEN_LEN,
 };
+pub use prefix::IpPrefix;
 pub use problems::{ConfigError, ConfigProblem, Warning};
 
 pub use values::{parse_duration, read_admin_token, TokenError};

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::failover::FailoverSettings;
 use super::identity::IdentityRules;
+use super::prefix::IpPrefix;
 
 /// Default SIGTERM drain deadline.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -332,6 +333,11 @@ pub struct ListenerConfig {
     /// `unix_socket` authentication would accept them on portcullis's
     /// identity. Off by default (docs/security.md).
     pub allow_proxy_user: bool,
+    /// Connections from these addresses (`accept_proxy_protocol = true`
+    /// with `trusted_proxies`) must start with a PROXY protocol header
+    /// (v1 or v2) naming the real client; empty: no header is read from
+    /// anyone, as without a load balancer.
+    pub trusted_proxies: Vec<IpPrefix>,
     /// Initial failover settings (changeable at runtime).
     pub failover: FailoverSettings,
     pub tls: Option<TlsConfig>,
@@ -364,10 +370,34 @@ pub struct TlsConfig {
     pub crl_policy: CrlPolicy,
     /// How a refused client certificate is reported to the client.
     pub cert_refusal: CertRefusal,
+    /// The oldest TLS version a client may negotiate.
+    pub min_version: TlsVersion,
+    /// The cipher suites offered, by their rustls names, in the server's
+    /// order of preference; `None`: the provider's defaults.
+    pub cipher_suites: Option<Vec<String>>,
     /// `[listener.identity]`: the MySQL users a client certificate may log
     /// in as; `None`: any. Kept with the TLS material, so that a reload
     /// applies it (only with `client_auth = "required"`).
     pub identity: Option<IdentityRules>,
+}
+
+/// `[listener.tls] min_version`: the oldest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
 }
 
 /// How a client whose certificate is refused learns why.

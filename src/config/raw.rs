@@ -9,7 +9,8 @@ use toml::Spanned;
 
 use super::failover::{FailoverMode, FailoverStyle};
 use super::model::{
-    CertRefusal, ClientAuth, CrlExpired, CrlScope, OnPrimaryChange, OnRevoke, UnknownRevocation,
+    CertRefusal, ClientAuth, CrlExpired, CrlScope, OnPrimaryChange, OnRevoke, TlsVersion,
+    UnknownRevocation,
 };
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +94,9 @@ pub(super) struct RawListener {
     pub(super) admin: bool,
     #[serde(default)]
     pub(super) allow_proxy_user: bool,
+    #[serde(default)]
+    pub(super) accept_proxy_protocol: bool,
+    pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) failover: Option<Spanned<FailoverMode>>,
     pub(super) failover_target: Option<Spanned<String>>,
     pub(super) failover_message: Option<Spanned<String>>,
@@ -147,6 +151,8 @@ pub(super) struct RawTls {
     pub(super) crl_expired: Option<Spanned<CrlExpired>>,
     pub(super) unknown_revocation: Option<Spanned<UnknownRevocation>>,
     pub(super) cert_refusal: Option<Spanned<CertRefusal>>,
+    pub(super) min_version: Option<Spanned<TlsVersion>>,
+    pub(super) cipher_suites: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A duration as written: a string like `"5s"`, parsed by validation. A

@@ -137,10 +137,73 @@ fn the_control_socket_is_off_by_default_and_a_path_relative_to_the_file() {
 }
 
 #[test]
-fn cert_refusal_values_and_needs_client_auth() {
-    let with = |tls: &str| {
-        parse(&format!(
-            r#"[[backend]]
+fn accept_proxy_protocol_needs_trusted_proxies_on_tcp() {
+    let with = |address: &str, keys: &str| {
+        check(&format!(
+            "[[backend]]\nname = \"b\"\naddress = \"unix:/x\"\n[[listener]]\nname = \"l\"\naddress = {address:?}\nroute = \"b\"\n{keys}"
+        ))
+        .result
+    };
+    let ok = with(
+        "127.0.0.1:0",
+        "accept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok.listeners[0].trusted_proxies,
+        vec![
+            IpPrefix::parse("10.0.0.0/8").unwrap(),
+            IpPrefix::parse("::1").unwrap()
+        ]
+    );
+    assert!(with("127.0.0.1:0", "").unwrap().listeners[0]
+        .trusted_proxies
+        .is_empty());
+    for (address, keys, want, line) in [
+        (
+            "127.0.0.1:0",
+            "accept_proxy_protocol = true\n",
+            "needs trusted_proxies",
+            Some(4),
+        ),
+        (
+            "127.0.0.1:0",
+            "trusted_proxies = [\"::1\"]\n",
+            "accept_proxy_protocol is not true",
+            Some(8),
+        ),
+        (
+            "unix:/tmp/l.sock",
+            "accept_proxy_protocol = true\ntrusted_proxies = [\"::1\"]\n",
+            "needs a TCP listener",
+            Some(9),
+        ),
+        (
+            "127.0.0.1:0",
+            "accept_proxy_protocol = true\ntrusted_proxies = []\n",
+            "is empty",
+            Some(9),
+        ),
+        (
+            "127.0.0.1:0",
+            "accept_proxy_protocol = true\ntrusted_proxies = [\"10.1.2.3/8\"]\n",
+            "write 10.0.0.0/8",
+            Some(9),
+        ),
+    ] {
+        let e = with(address, keys).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{keys}: {e}");
+        assert!(e.problems[0].message.contains(want), "{keys}: {e}");
+        assert_eq!(e.problems[0].line, line, "{keys}: {e}");
+    }
+}
+
+/// The problems of a TLS listener whose `[listener.tls]` (from line 9:
+/// cert, key) ends with `tls` (from line 11). The files do not exist, so
+/// every such config errs; tests look at which problems are reported.
+fn tls_listener_problems(tls: &str) -> ConfigError {
+    parse(&format!(
+        r#"[[backend]]
 name = "b"
 address = "unix:/x"
 [[listener]]
@@ -151,9 +214,42 @@ route = "b"
 cert = "c.pem"
 key = "k.pem"
 {tls}"#
-        ))
-        .unwrap_err()
+    ))
+    .unwrap_err()
+}
+
+#[test]
+fn tls_policy_problems_name_their_line() {
+    let with = |tls: &str| tls_listener_problems(&format!("client_auth = \"none\"\n{tls}"));
+    let about = |e: &ConfigError, what: &str| {
+        e.problems
+            .iter()
+            .find(|p| p.message.contains(what))
+            .map(|p| (p.line, p.message.clone()))
     };
+    let e = with("min_version = \"1.3\"\ncipher_suites = [\"TLS13_AES_128_GCM_SHA256\"]\n");
+    assert_eq!(about(&e, "cipher"), None, "a valid policy: {e}");
+    let e = with("cipher_suites = [\"TLS13_AES_128_GCM_SHA256\", \"AES128-SHA\"]\n");
+    let (line, msg) = about(&e, "unknown cipher suite").expect("unknown name refused");
+    assert_eq!(line, Some(12));
+    assert!(
+        msg.contains("valid names: TLS13_AES_256_GCM_SHA384"),
+        "{msg}"
+    );
+    let e = with(
+        "min_version = \"1.3\"\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]\n",
+    );
+    let (line, _) = about(&e, "lists only TLS 1.2 suites").expect("nothing left at 1.3");
+    assert_eq!(line, Some(13));
+    let e = with("min_version = \"1.1\"\n");
+    let (line, msg) = about(&e, "1.2").expect("unknown version refused");
+    assert_eq!(line, Some(12));
+    assert!(msg.contains("1.3"), "the accepted values are named: {msg}");
+}
+
+#[test]
+fn cert_refusal_values_and_needs_client_auth() {
+    let with = tls_listener_problems;
     // The files do not exist, so every config errs; what matters is
     // which problems are reported.
     let e = with(

@@ -269,6 +269,21 @@ fn listener(old: &ListenerConfig, l: &ListenerConfig, out: &mut Vec<NotApplied>)
         duration_text(l.idle_timeout.unwrap_or_default()),
     );
     value("admin", old.admin.to_string(), l.admin.to_string());
+    let prefixes = |v: &[crate::config::IpPrefix]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    value(
+        "trusted_proxies",
+        prefixes(&old.trusted_proxies),
+        prefixes(&l.trusted_proxies),
+    );
     value(
         "on_primary_change",
         primary_change_text(old.on_primary_change).into(),
@@ -431,6 +446,21 @@ poll_interval = "1m"
                 "[monitor] password",
                 "changed; applies at the next hand-over"
             )]
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_apply_at_the_next_hand_over() {
+        let lb = format!(
+            "{BASE}accept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n"
+        );
+        let found: Vec<_> = not_applied(&config(BASE), &config(&lb))
+            .into_iter()
+            .map(|n| format!("{}: {}", n.what, n.why))
+            .collect();
+        assert_eq!(
+            found,
+            vec!["listener \"public\" trusted_proxies: changed from none to 10.0.0.0/8,::1/128; applies at the next hand-over"]
         );
     }
 

@@ -423,7 +423,7 @@ impl CommandPolicy for ChangeUserRules<'_> {
 /// QUERY <id>` (the mariadb CLI's Ctrl-C, Connector/J's cancel) is refused
 /// as an unknown thread instead of hitting another session
 /// (docs/design.md §3.9).
-pub(super) fn connection_id() -> u32 {
+pub fn connection_id() -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     0x8000_0000 | (NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff)
 }

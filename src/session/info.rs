@@ -14,6 +14,8 @@ use crate::tls::CertInfo;
 /// Everything known about a session, for its log line and metrics.
 #[derive(Debug, Default)]
 pub struct SessionInfo {
+    /// The connection id: in the greeting, the log line and `/sessions`.
+    pub id: u32,
     pub tls_version: Option<&'static str>,
     pub client_cert: Option<CertInfo>,
     /// What identity rules match of the client certificate, read in the
@@ -32,6 +34,10 @@ pub struct SessionInfo {
     /// The client's and the listener's addresses (TCP), for the PROXY
     /// protocol header.
     pub origin: Origin,
+    /// The load balancer the connection came through, when a PROXY
+    /// protocol header was read from it (`origin.client` is then the
+    /// client it named).
+    pub proxied_by: Option<std::net::SocketAddr>,
     /// The `redirect_url` added to the OK that ended authentication (the
     /// `redirect_url` form of the failover redirect), when one was.
     pub redirect_url: Option<String>,

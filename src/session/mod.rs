@@ -47,8 +47,9 @@ use crate::prefixed::PrefixedIo;
 use crate::protocol::Capabilities;
 use crate::relay;
 use crate::reload::reloadable;
+use crate::sessions::{Identity, SessionRecord};
 use auth::{AuthEnd, AuthRelay, BackendConn};
-pub use door::refuse;
+pub use door::{connection_id, refuse};
 pub use info::SessionInfo;
 use redirect::Plan;
 use route::resolve_route;
@@ -69,8 +70,9 @@ const REVOKE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// it holds `ticket`, its place in the listener's waiting room
 /// (max_unauthenticated; taken by the accept loop), and must show its
 /// certificate within tls_handshake_timeout. Relayed bytes are added
-/// to `totals` (the listener's `portcullis_bytes_total`) as they flow, and
-/// to `info.transferred` when the session ends.
+/// to `totals` (the listener's `portcullis_bytes_total`) and to its
+/// `record` (`/sessions`) as they flow, and to `info.transferred` when the
+/// session ends.
 pub async fn serve<S: ClientIo>(
     client: S,
     listener: &ListenerRuntime,
@@ -78,6 +80,7 @@ pub async fn serve<S: ClientIo>(
     mut ticket: Ticket,
     cancel: &CancellationToken,
     totals: &ByteCounts,
+    record: &SessionRecord,
 ) -> Result<Finished, SessionError> {
     let started = tokio::time::Instant::now();
     let limit = listener.config.handshake_timeout;
@@ -146,6 +149,12 @@ pub async fn serve<S: ClientIo>(
             Phase::Redirected(finished) => return Ok(finished),
         };
     info.handshake_done = Some(started.elapsed());
+    record.relaying(Identity {
+        subject: info.client_cert.as_ref().map(|c| c.subject.clone()),
+        serial: info.client_cert.as_ref().map(|c| c.serial.clone()),
+        user: info.user.clone(),
+        backend: info.backend.clone(),
+    });
     let live = register_live(listener, &client, info);
     let revoked = async {
         match &live {
@@ -159,8 +168,8 @@ pub async fn serve<S: ClientIo>(
             None => std::future::pending().await,
         }
     };
-    let bytes = ByteCounts::default();
-    let meters = [&bytes, totals];
+    let bytes = &record.bytes;
+    let meters = [bytes, totals];
     let rules = door::ChangeUserRules {
         listener,
         target: &target,
@@ -353,7 +362,7 @@ async fn connection_phase<S: ClientIo>(
     // reaches the backend before the client has passed the door.
     let tls = listener.tls.as_ref().map(|t| t.material.load());
     let template = target.greeting();
-    let greeting = template.build(&door::own_scramble(), door::connection_id(), tls.is_some());
+    let greeting = template.build(&door::own_scramble(), info.id, tls.is_some());
     write_own_packet(&mut client, 0, &greeting)
         .await
         .map_err(SessionError::ClientIo)?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{CertificateError, ServerConfig};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use super::anchors::Anchors;
 use super::failure::{Peer, TlsFailure};
@@ -19,6 +19,7 @@ use super::material::{parse_certs, parse_key, valid_leaf, Digest, Material, Part
 use super::trust::{CrlMarks, Trust};
 use super::verifier::{ClientVerifier, Deferred};
 use super::{invalid, provider, TlsLoadError};
+use crate::config::suites::name as suite_name;
 use crate::config::{CertRefusal, ClientAuth, TlsConfig};
 
 /// Each built [`ServerTls`] gets the next number, so a session can tell
@@ -98,10 +99,16 @@ impl ServerTls {
         m: &Material,
         previous: Option<&ServerTls>,
     ) -> Result<ServerTls, TlsLoadError> {
-        let provider = provider();
+        let policy = crate::config::suites::resolve(cfg.min_version, cfg.cipher_suites.as_deref())
+            .map_err(|e| invalid(&cfg.cert, e))?;
+        let provider = Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: policy.suites,
+            ..(*provider()).clone()
+        });
         let now = UnixTime::now();
         let chain = parse_certs(&cfg.cert, m.bytes(Part::Cert))?;
         let key = parse_key(&cfg.key, m.bytes(Part::Key))?;
+        check_suites_fit_key(cfg, &provider, &key)?;
         let unix_now = now.as_secs() as i64;
         let leaf = valid_leaf(&cfg.cert, &chain, unix_now)?;
         let previous_marks = previous.map(|p| p.crl_marks.clone()).unwrap_or_default();
@@ -122,7 +129,7 @@ impl ServerTls {
             (Some(v), CertRefusal::MysqlError) => Arc::new(Deferred(v.clone())),
         };
         let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .with_protocol_versions(&policy.versions)
             .map_err(|e| invalid(&cfg.cert, e))?
             .with_client_cert_verifier(in_handshake)
             .with_single_cert(chain, key)
@@ -243,6 +250,41 @@ fn check_served_chain(
             ),
         )),
     }
+}
+
+/// A `cipher_suites` allow-list that offers TLS 1.2 must have a TLS 1.2
+/// suite for the key's algorithm (`TLS_ECDHE_ECDSA_…` for an ECDSA key,
+/// `TLS_ECDHE_RSA_…` for RSA): otherwise every TLS 1.2 client would fail
+/// with no cipher in common and nothing would say why.
+fn check_suites_fit_key(
+    cfg: &TlsConfig,
+    provider: &rustls::crypto::CryptoProvider,
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), TlsLoadError> {
+    let tls12: Vec<_> = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.tls13().is_none())
+        .collect();
+    if cfg.cipher_suites.is_none() || tls12.is_empty() {
+        return Ok(());
+    }
+    let alg = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| invalid(&cfg.key, e))?
+        .algorithm();
+    if tls12.iter().any(|s| s.usable_for_signature_algorithm(alg)) {
+        return Ok(());
+    }
+    let listed: Vec<String> = tls12.iter().map(|s| suite_name(s)).collect();
+    Err(invalid(
+        &cfg.key,
+        format!(
+            "cipher_suites offers TLS 1.2 only with {} (for another kind of key): no TLS 1.2 client could connect with this {alg:?} key; add a TLS 1.2 suite for {alg:?} keys, or list TLS 1.3 suites only",
+            listed.join(", ")
+        ),
+    ))
 }
 
 /// A verification error as the load error names it.

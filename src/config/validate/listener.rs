@@ -14,6 +14,7 @@ use crate::config::model::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKE_PACKET, DEFAULT_MAX_UNAUTHENTICATED,
     DEFAULT_MAX_UNAUTHENTICATED_PER_SOURCE, DEFAULT_PRIMARY_WAIT, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
 };
+use crate::config::prefix::IpPrefix;
 use crate::config::problems::Problems;
 use crate::config::raw::RawListener;
 use crate::config::values::{parse_listen_addr, valid_name};
@@ -122,6 +123,7 @@ fn validate_listener(
         Some(m) => *m.get_ref(),
         None => DEFAULT_MAX_HANDSHAKE_PACKET,
     };
+    let trusted_proxies = trusted_proxies(&l, l_span.clone(), address.as_ref(), p);
     let failover = failover::validate_failover(&l, l_span, address.as_ref(), known.monitor, p);
     let handshake_timeout = duration_or(&l.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT, p);
     let tls_handshake_timeout =
@@ -151,12 +153,55 @@ fn validate_listener(
         idle_timeout,
         admin: l.admin,
         allow_proxy_user: l.allow_proxy_user,
+        trusted_proxies,
         failover,
         tls,
         on_primary_change: value(&l.on_primary_change).unwrap_or_default(),
         primary_wait,
         max_replica_lag,
     }
+}
+
+/// `accept_proxy_protocol` and `trusted_proxies`: the prefixes PROXY
+/// headers are read from, empty when off. Both keys or neither; a TCP
+/// listener only (a Unix-socket peer has no address to trust).
+fn trusted_proxies(
+    l: &RawListener,
+    l_span: Range<usize>,
+    address: Option<&ListenAddr>,
+    p: &mut Problems<'_>,
+) -> Vec<IpPrefix> {
+    let list = match (&l.trusted_proxies, l.accept_proxy_protocol) {
+        (None, false) => return Vec::new(),
+        (None, true) => {
+            p.at(l_span, "accept_proxy_protocol = true needs trusted_proxies: the addresses or prefixes of the load balancers whose PROXY headers are believed");
+            return Vec::new();
+        }
+        (Some(t), false) => {
+            p.at(t.span(), "trusted_proxies is set but accept_proxy_protocol is not true: no PROXY header would be read");
+            return Vec::new();
+        }
+        (Some(t), true) => t,
+    };
+    if let Some(ListenAddr::Unix(_)) = address {
+        p.at(list.span(), "accept_proxy_protocol needs a TCP listener: a Unix-socket peer has no address to match trusted_proxies");
+    }
+    if list.get_ref().is_empty() {
+        p.at(
+            list.span(),
+            "trusted_proxies is empty: no PROXY header would be believed",
+        );
+    }
+    list.get_ref()
+        .iter()
+        .filter_map(|s| match IpPrefix::parse(s.get_ref()) {
+            Ok(prefix) => Some(prefix),
+            Err(e) => {
+                p.at(s.span(), e);
+                None
+            }
+        })
+        .collect()
 }
 
 /// A count that must be at least 1, or `default` when not given.

@@ -13,6 +13,7 @@ use crate::config::model::{
 };
 use crate::config::problems::Problems;
 use crate::config::raw::{RawBackendTls, RawIdentity, RawTls};
+use crate::config::suites;
 use crate::config::values::{host_of, resolve};
 use crate::config::MaterialCheck;
 
@@ -111,6 +112,21 @@ pub(super) fn validate_tls(
             ),
         );
     }
+    let min_version = value(&t.min_version).unwrap_or_default();
+    let cipher_suites = t.cipher_suites.as_ref().map(|l| {
+        l.get_ref()
+            .iter()
+            .map(|n| n.get_ref().clone())
+            .collect::<Vec<_>>()
+    });
+    if let Err(e) = suites::resolve(min_version, cipher_suites.as_deref()) {
+        let at = match (&t.cipher_suites, &t.min_version) {
+            (Some(l), _) => l.span(),
+            (None, Some(m)) => m.span(),
+            (None, None) => span.clone(),
+        };
+        p.at(at, e);
+    }
     let identity = identity.and_then(|(listener, i)| {
         if client_auth != ClientAuth::Required {
             p.at(
@@ -124,6 +140,8 @@ pub(super) fn validate_tls(
         identity::validate_identity(listener, &i, p)
     });
     let cfg = TlsConfig {
+        min_version,
+        cipher_suites,
         cert,
         key,
         ca,
