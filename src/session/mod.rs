@@ -149,12 +149,7 @@ pub async fn serve<S: ClientIo>(
             Phase::Redirected(finished) => return Ok(finished),
         };
     info.handshake_done = Some(started.elapsed());
-    record.relaying(Identity {
-        subject: info.client_cert.as_ref().map(|c| c.subject.clone()),
-        serial: info.client_cert.as_ref().map(|c| c.serial.clone()),
-        user: info.user.clone(),
-        backend: info.backend.clone(),
-    });
+    record.relaying(identity_of(info));
     let live = register_live(listener, &client, info);
     let revoked = async {
         match &live {
@@ -196,7 +191,32 @@ pub async fn serve<S: ClientIo>(
         },
         _ = demoted => Finished::PrimaryChanged,
     };
-    match &finished {
+    close_after_relay(&mut client, &finished, listener).await;
+    info.transferred = bytes.snapshot();
+    if let (Some(r), Some(_)) = (&live, &info.user) {
+        info.identity_changed = r.session.users().into_iter().skip(1).collect();
+    }
+    Ok(finished)
+}
+
+/// What `/sessions` shows of a session once it relays.
+fn identity_of(info: &SessionInfo) -> Identity {
+    Identity {
+        subject: info.client_cert.as_ref().map(|c| c.subject.clone()),
+        serial: info.client_cert.as_ref().map(|c| c.serial.clone()),
+        user: info.user.clone(),
+        backend: info.backend.clone(),
+    }
+}
+
+/// Ends the client's side of a session portcullis closed: with a TLS
+/// close_notify, after the refusal of a COM_CHANGE_USER when that was why.
+async fn close_after_relay<S: ClientIo>(
+    client: &mut PrefixedIo<ClientStream<S>>,
+    finished: &Finished,
+    listener: &ListenerRuntime,
+) {
+    match finished {
         Finished::Revoked { .. }
         | Finished::IdentityRevoked { .. }
         | Finished::PrimaryChanged
@@ -210,17 +230,12 @@ pub async fn serve<S: ClientIo>(
             // The client waits for the answer to its COM_CHANGE_USER (seq
             // 0): the refusal at seq 1, then the close.
             if let Some(err) = refusal.client_err(&listener.config, &Stage::Door) {
-                let _ = write_own_packet(&mut client, 1, &err.encode()).await;
+                let _ = write_own_packet(client, 1, &err.encode()).await;
             }
             let _ = tokio::time::timeout(REVOKE_CLOSE_GRACE, client.shutdown()).await;
         }
         _ => {}
     }
-    info.transferred = bytes.snapshot();
-    if let (Some(r), Some(_)) = (&live, &info.user) {
-        info.identity_changed = r.session.users().into_iter().skip(1).collect();
-    }
-    Ok(finished)
 }
 
 /// Runs one step of the connection phase until it is done, or `limit`
