@@ -332,6 +332,53 @@ impl Status {
 
     /// The human-readable tables `portcullis status` prints.
     pub fn render(&self) -> String {
+        let mut out = self.headline();
+        section(&mut out, &LISTENER_COLUMNS, self.listener_rows(), true);
+        section(
+            &mut out,
+            &["BACKEND", "ADDRESS", "STATE"],
+            self.backends
+                .iter()
+                .map(|b| vec![b.name.clone(), b.address.clone(), b.state.clone()])
+                .collect(),
+            true,
+        );
+        section(
+            &mut out,
+            &CERTIFICATE_COLUMNS,
+            self.certificate_rows(),
+            false,
+        );
+        section(
+            &mut out,
+            &["TLS POLICY OF", "MIN VERSION", "CIPHER SUITES"],
+            self.listeners
+                .iter()
+                .filter_map(|l| {
+                    l.tls_min_version
+                        .as_ref()
+                        .map(|v| vec![l.name.clone(), v.clone(), l.cipher_suites.join(",")])
+                })
+                .collect(),
+            false,
+        );
+        section(
+            &mut out,
+            &["IDENTITY OF", "CERTIFICATE", "USERS"],
+            self.identity_rows(),
+            false,
+        );
+        section(
+            &mut out,
+            &["CRL OF", "ISSUER", "NEXT UPDATE", "REVOKED"],
+            self.crl_rows(),
+            false,
+        );
+        out
+    }
+
+    /// The version, state and uptime, and who may change things.
+    fn headline(&self) -> String {
         let mut out = format!(
             "portcullis {}: {}, up {}\n",
             self.version,
@@ -351,46 +398,30 @@ impl Status {
                 a.mutation.reason
             );
         }
-        out.push('\n');
-        out.push_str(&table(
-            &[
-                "LISTENER",
-                "ADDRESS",
-                "TLS",
-                "CLIENT AUTH",
-                "ROUTE",
-                "ACTIVE",
-                "TOTAL",
-                "FAILOVER",
-                "ACCEPTING",
-            ],
-            self.listeners
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.name.clone(),
-                        l.address.clone(),
-                        on_off(l.tls).into(),
-                        l.client_auth.clone().unwrap_or_else(|| "-".into()),
-                        l.route.clone(),
-                        l.active_connections.to_string(),
-                        l.total_connections.to_string(),
-                        l.failover_mode.clone(),
-                        if l.accepting { "yes" } else { "no" }.into(),
-                    ]
-                })
-                .collect(),
-        ));
-        out.push('\n');
-        out.push_str(&table(
-            &["BACKEND", "ADDRESS", "STATE"],
-            self.backends
-                .iter()
-                .map(|b| vec![b.name.clone(), b.address.clone(), b.state.clone()])
-                .collect(),
-        ));
-        let certs: Vec<Vec<String>> = self
-            .listeners
+        out
+    }
+
+    fn listener_rows(&self) -> Vec<Vec<String>> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                vec![
+                    l.name.clone(),
+                    l.address.clone(),
+                    on_off(l.tls).into(),
+                    l.client_auth.clone().unwrap_or_else(|| "-".into()),
+                    l.route.clone(),
+                    l.active_connections.to_string(),
+                    l.total_connections.to_string(),
+                    l.failover_mode.clone(),
+                    if l.accepting { "yes" } else { "no" }.into(),
+                ]
+            })
+            .collect()
+    }
+
+    fn certificate_rows(&self) -> Vec<Vec<String>> {
+        self.listeners
             .iter()
             .filter_map(|l| {
                 l.certificate.as_ref().map(|c| {
@@ -414,39 +445,26 @@ impl Status {
                     ]
                 })
             })
-            .collect();
-        if !certs.is_empty() {
-            out.push('\n');
-            out.push_str(&table(
-                &[
-                    "CERTIFICATE OF",
-                    "SUBJECT",
-                    "SERIAL",
-                    "NOT AFTER",
-                    "LOADED",
-                    "LAST RELOAD",
-                ],
-                certs,
-            ));
+            .collect()
+    }
+
+    /// One row per identity rule, in the order they are tried.
+    fn identity_rows(&self) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        for l in &self.listeners {
+            let Some(id) = &l.identity else { continue };
+            if let Some(users) = &id.users {
+                rows.push(vec![l.name.clone(), "any".into(), format!("= {users}")]);
+            }
+            for r in &id.rules {
+                rows.push(vec![l.name.clone(), r.keys(), r.users.join(",")]);
+            }
         }
-        let policies: Vec<Vec<String>> = self
-            .listeners
-            .iter()
-            .filter_map(|l| {
-                l.tls_min_version
-                    .as_ref()
-                    .map(|v| vec![l.name.clone(), v.clone(), l.cipher_suites.join(",")])
-            })
-            .collect();
-        if !policies.is_empty() {
-            out.push('\n');
-            out.push_str(&table(
-                &["TLS POLICY OF", "MIN VERSION", "CIPHER SUITES"],
-                policies,
-            ));
-        }
-        let crls: Vec<Vec<String>> = self
-            .listeners
+        rows
+    }
+
+    fn crl_rows(&self) -> Vec<Vec<String>> {
+        self.listeners
             .iter()
             .flat_map(|l| {
                 l.crls.iter().map(|c| {
@@ -461,15 +479,53 @@ impl Status {
                     ]
                 })
             })
-            .collect();
-        if !crls.is_empty() {
-            out.push('\n');
-            out.push_str(&table(
-                &["CRL OF", "ISSUER", "NEXT UPDATE", "REVOKED"],
-                crls,
-            ));
-        }
-        out
+            .collect()
+    }
+}
+
+const LISTENER_COLUMNS: [&str; 9] = [
+    "LISTENER",
+    "ADDRESS",
+    "TLS",
+    "CLIENT AUTH",
+    "ROUTE",
+    "ACTIVE",
+    "TOTAL",
+    "FAILOVER",
+    "ACCEPTING",
+];
+
+const CERTIFICATE_COLUMNS: [&str; 6] = [
+    "CERTIFICATE OF",
+    "SUBJECT",
+    "SERIAL",
+    "NOT AFTER",
+    "LOADED",
+    "LAST RELOAD",
+];
+
+/// Appends a blank line and a table; an empty table only when `always`.
+fn section(out: &mut String, headers: &[&str], rows: Vec<Vec<String>>, always: bool) {
+    if always || !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(headers, rows));
+    }
+}
+
+impl IdentityRuleStatus {
+    /// The rule's keys as `key=pattern` joined by spaces.
+    fn keys(&self) -> String {
+        [
+            ("cn", &self.cn),
+            ("san_uri", &self.san_uri),
+            ("san_dns", &self.san_dns),
+            ("subject", &self.subject),
+            ("issuer_cn", &self.issuer_cn),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
     }
 }
 
@@ -672,6 +728,9 @@ sidecar         CN=db1.example.net  0a      2023-12-15T00:20:06Z (in 29d)  2023-
 
 TLS POLICY OF  MIN VERSION  CIPHER SUITES
 sidecar        1.3          TLS13_AES_256_GCM_SHA384,TLS13_AES_128_GCM_SHA256
+
+IDENTITY OF  CERTIFICATE   USERS
+sidecar      cn=replica-*  repl
 
 CRL OF   ISSUER       NEXT UPDATE                            REVOKED
 sidecar  CN=Fleet CA  2023-11-14T00:18:26Z (EXPIRED 2d ago)  1
