@@ -11,6 +11,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::client::server_error_code;
@@ -20,7 +22,7 @@ use common::proxy::{tls_section, TestProxy};
 use common::raw::{fixed_prefix, frame, response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use portcullis::protocol::{ErrPacket, Greeting};
+use portcullis::protocol::{ErrPacket, Greeting, HandshakeResponse};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
@@ -54,6 +56,9 @@ enum Misbehaviour {
 struct FakeBackend {
     _dir: TempDir,
     address: String,
+    /// HandshakeResponses relayed to it for a client (user `app`; the
+    /// start-up probe logs in as portcullis's OS user).
+    relayed: Arc<AtomicUsize>,
 }
 
 async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
@@ -67,7 +72,7 @@ async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
 
 const OK_PAYLOAD: &[u8] = &[0x00, 0, 0, 2, 0, 0, 0];
 
-async fn misbehave(mut s: UnixStream, how: Misbehaviour) {
+async fn misbehave(mut s: UnixStream, how: Misbehaviour, relayed: Arc<AtomicUsize>) {
     let greeting = portcullis::protocol::greeting::build_own(&[b'k'; 20], 7, false);
     match how {
         Misbehaviour::GarbageGreeting => {
@@ -82,8 +87,14 @@ async fn misbehave(mut s: UnixStream, how: Misbehaviour) {
         }
         _ => {}
     }
-    if s.write_all(&frame(0, &greeting)).await.is_err() || read_packet(&mut s).await.is_none() {
+    if s.write_all(&frame(0, &greeting)).await.is_err() {
         return;
+    }
+    let Some(response) = read_packet(&mut s).await else {
+        return;
+    };
+    if HandshakeResponse::parse(&response).is_ok_and(|r| r.user == "app") {
+        relayed.fetch_add(1, Ordering::SeqCst);
     }
     match how {
         Misbehaviour::CloseDuringAuth => {}
@@ -111,14 +122,17 @@ impl FakeBackend {
         let dir = short_tempdir("fb");
         let path = dir.path().join("fake.sock");
         let l = UnixListener::bind(&path).expect("bind fake backend");
+        let relayed = Arc::new(AtomicUsize::new(0));
+        let count = relayed.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(misbehave(s, how));
+                tokio::spawn(misbehave(s, how, count.clone()));
             }
         });
         FakeBackend {
             _dir: dir,
             address: format!("unix:{}", path.display()),
+            relayed,
         }
     }
 }
@@ -409,6 +423,46 @@ async fn oversized_handshake_packets_get_bad_handshake() {
     assert!(read_to_end(&mut c.tcp).await.is_empty());
 
     assert_eq!(settled(&proxy).await, only("client_packet_too_large", 2));
+}
+
+/// Inside TLS, the HandshakeResponse must come at seq 2, right after the
+/// SSLRequest. One out of order — a second SSLRequest's seq 1, a replay at
+/// seq 0, a jump ahead — is a bad handshake: ERR 1043 at the next seq, the
+/// close, and no backend dialled. (A fuzz run found it relayed, its
+/// shifted seq reaching the backend out of order.)
+#[tokio::test]
+async fn handshake_response_out_of_order_inside_tls_is_a_bad_handshake() {
+    let pki = Pki::new();
+    let (fake, proxy) = with_fake(&pki, Misbehaviour::AcceptAndIdle, "", "").await;
+    let cases: [(u8, &[u8]); 4] = [
+        (1, &response_payload("app", true)),
+        (0, &response_payload("app", true)),
+        (5, &response_payload("app", true)),
+        // A second SSLRequest, in order or as the first one was.
+        (1, &fixed_prefix(true)),
+    ];
+    for (seq, payload) in cases {
+        let mut c = RawClient::connect(proxy.tcp_addr("public")).await;
+        c.read_packet().await;
+        c.start_tls(&pki, Some(&pki.app)).await.expect("TLS");
+        c.write_packet(seq, payload).await;
+        let p = c.read_packet().await;
+        let e = err_of(&p);
+        assert_eq!(
+            (p[3], e.code, &e.sql_state, e.message.as_str()),
+            (seq.wrapping_add(1), 1043, b"08S01", "Bad handshake"),
+            "response at seq {seq} ({} bytes)",
+            payload.len()
+        );
+        assert!(c.at_eof().await, "closed after the ERR (seq {seq})");
+    }
+    assert_eq!(settled(&proxy).await, only("client_protocol_error", 4));
+    assert_eq!(fake.relayed.load(Ordering::SeqCst), 0, "nothing relayed");
+
+    // The same response at seq 2 is relayed.
+    let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    assert_eq!(c.read_packet().await[4], 0x00, "OK");
+    assert_eq!(fake.relayed.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
