@@ -50,15 +50,26 @@ enum Misbehaviour {
     DieMidResultSet,
     /// Greets, accepts any login, then stays silent (for the idle timeout).
     AcceptAndIdle,
+    /// Greets, answers the response with an auth switch, accepts any
+    /// answer, then reads commands until the peer closes, or accepts a
+    /// COM_CHANGE_USER and closes.
+    SwitchThenCommands,
 }
 
 /// A fake backend on a Unix socket in a temp dir; runs until the test ends.
 struct FakeBackend {
     _dir: TempDir,
     address: String,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
     /// HandshakeResponses relayed to it for a client (user `app`; the
     /// start-up probe logs in as portcullis's OS user).
-    relayed: Arc<AtomicUsize>,
+    relayed: AtomicUsize,
+    /// COM_CHANGE_USER packets it received.
+    change_users: AtomicUsize,
 }
 
 async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
@@ -72,7 +83,7 @@ async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
 
 const OK_PAYLOAD: &[u8] = &[0x00, 0, 0, 2, 0, 0, 0];
 
-async fn misbehave(mut s: UnixStream, how: Misbehaviour, relayed: Arc<AtomicUsize>) {
+async fn misbehave(mut s: UnixStream, how: Misbehaviour, counts: Arc<Counts>) {
     let greeting = portcullis::protocol::greeting::build_own(&[b'k'; 20], 7, false);
     match how {
         Misbehaviour::GarbageGreeting => {
@@ -94,7 +105,7 @@ async fn misbehave(mut s: UnixStream, how: Misbehaviour, relayed: Arc<AtomicUsiz
         return;
     };
     if HandshakeResponse::parse(&response).is_ok_and(|r| r.user == "app") {
-        relayed.fetch_add(1, Ordering::SeqCst);
+        counts.relayed.fetch_add(1, Ordering::SeqCst);
     }
     match how {
         Misbehaviour::CloseDuringAuth => {}
@@ -113,6 +124,22 @@ async fn misbehave(mut s: UnixStream, how: Misbehaviour, relayed: Arc<AtomicUsiz
             let _ = s.write_all(&frame(2, OK_PAYLOAD)).await;
             let _ = s.read(&mut [0u8; 1]).await;
         }
+        Misbehaviour::SwitchThenCommands => {
+            let switch = b"\xfemysql_native_password\x000123456789abcdefghij\x00";
+            if s.write_all(&frame(2, switch)).await.is_err() || read_packet(&mut s).await.is_none()
+            {
+                return;
+            }
+            let _ = s.write_all(&frame(4, OK_PAYLOAD)).await;
+            while let Some(command) = read_packet(&mut s).await {
+                if <[u8]>::first(&command) == Some(&0x11) {
+                    // Taken: the new user is in.
+                    counts.change_users.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(&frame(1, OK_PAYLOAD)).await;
+                    return;
+                }
+            }
+        }
         _ => unreachable!(),
     }
 }
@@ -122,17 +149,17 @@ impl FakeBackend {
         let dir = short_tempdir("fb");
         let path = dir.path().join("fake.sock");
         let l = UnixListener::bind(&path).expect("bind fake backend");
-        let relayed = Arc::new(AtomicUsize::new(0));
-        let count = relayed.clone();
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(misbehave(s, how, count.clone()));
+                tokio::spawn(misbehave(s, how, c.clone()));
             }
         });
         FakeBackend {
             _dir: dir,
             address: format!("unix:{}", path.display()),
-            relayed,
+            counts,
         }
     }
 }
@@ -457,12 +484,61 @@ async fn handshake_response_out_of_order_inside_tls_is_a_bad_handshake() {
         assert!(c.at_eof().await, "closed after the ERR (seq {seq})");
     }
     assert_eq!(settled(&proxy).await, only("client_protocol_error", 4));
-    assert_eq!(fake.relayed.load(Ordering::SeqCst), 0, "nothing relayed");
+    assert_eq!(
+        fake.counts.relayed.load(Ordering::SeqCst),
+        0,
+        "nothing relayed"
+    );
 
     // The same response at seq 2 is relayed.
     let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
     assert_eq!(c.read_packet().await[4], 0x00, "OK");
-    assert_eq!(fake.relayed.load(Ordering::SeqCst), 1);
+    assert_eq!(fake.counts.relayed.load(Ordering::SeqCst), 1);
+}
+
+/// A client that answers the auth switch and pipelines a command behind
+/// its answer, before the backend's OK: the command is not taken for auth
+/// data (which would pass it to the backend unchecked) but waits for the
+/// command phase, where the door's checks apply. Here a COM_CHANGE_USER to
+/// portcullis's own OS user: refused, never reaching the backend.
+#[tokio::test]
+async fn a_command_pipelined_during_authentication_is_inspected() {
+    let pki = Pki::new();
+    let (fake, proxy) = with_fake(&pki, Misbehaviour::SwitchThenCommands, "", "").await;
+    let me = portcullis::os_user::effective_name().expect("the test user has a name");
+    let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    let switch = c.read_packet().await;
+    assert_eq!(
+        (switch[3], switch[4]),
+        (3, 0xfe),
+        "the auth switch at seq 3"
+    );
+    let mut change_user = vec![0x11];
+    change_user.extend_from_slice(me.as_bytes());
+    change_user.extend_from_slice(b"\0\0\0\x2d\x00mysql_native_password\0");
+    let mut both = frame(4, &[0x5a; 20]);
+    both.extend(frame(0, &change_user));
+    c.write_raw(&both).await;
+    assert_eq!(c.read_packet().await[4], 0x00, "the backend's OK");
+    let p = c.read_packet().await;
+    let e = err_of(&p);
+    assert_eq!((p[3], e.code), (1, 1045), "{e:?}");
+    assert!(
+        e.message.contains("it is the OS user portcullis runs as"),
+        "{e:?}"
+    );
+    assert!(c.at_eof().await);
+    assert_eq!(settled(&proxy).await, only("proxy_user_refused", 1));
+    assert_eq!(fake.counts.change_users.load(Ordering::SeqCst), 0);
+
+    // An answer out of order is no answer: Bad handshake.
+    let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    assert_eq!(c.read_packet().await[3], 3);
+    c.write_packet(0, &change_user).await;
+    let p = c.read_packet().await;
+    assert_eq!((p[3], err_of(&p).code), (1, 1043));
+    assert!(c.at_eof().await);
+    assert_eq!(fake.counts.change_users.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -291,7 +291,7 @@ pub(super) async fn client_failed<C: AsyncRead + AsyncWrite + Unpin>(
 /// Answers `e` (a malformed connection-phase packet) with its ERR ("Bad
 /// handshake") at `seq`, then closes lingering; best effort. Hands `e`
 /// back for the log.
-async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
     listener: &ListenerRuntime,
     seq: u8,
