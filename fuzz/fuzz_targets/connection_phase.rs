@@ -514,10 +514,21 @@ async fn run_once(
     // Admitted as the accept loop admits it.
     let ticket = listener.door.admit(None, name);
     let (served_tx, mut served) = tokio::sync::watch::channel(false);
+    // Registered as the accept loop registers it (`GET /sessions`).
+    let entry = listener.sessions.register(1, None, None, cancel.clone());
     let session = async {
         let mut info = SessionInfo::default();
         let totals = ByteCounts::default();
-        let ended = serve(proxy_side, listener, &mut info, ticket, &cancel, &totals).await;
+        let ended = serve(
+            proxy_side,
+            listener,
+            &mut info,
+            ticket,
+            &cancel,
+            &totals,
+            &entry.record,
+        )
+        .await;
         let _ = served_tx.send(true);
         (ended, info)
     };
