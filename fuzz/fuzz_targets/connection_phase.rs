@@ -48,8 +48,9 @@
 //! Invariants (each a panic when it does not hold):
 //! 1. every client is greeted first, with portcullis's own greeting: seq 0,
 //!    the learned (or fallback) template's version and capabilities,
-//!    CLIENT_SSL exactly when the listener has TLS, never compression; a
-//!    connection id from the top half of the range when it is relayed;
+//!    CLIENT_SSL exactly when the listener has TLS, never compression; when
+//!    it is relayed, the session's connection id (from the top half of the
+//!    range);
 //! 2. the backend is dialled only after the door: never for the failover
 //!    and unreachable listeners, never for a connection closed to make room,
 //!    on a TLS listener only after the client's TLS handshake completed, and
@@ -313,9 +314,10 @@ struct Seen {
     dialled_after_tls: bool,
     /// The fake backend accepted and sent its script.
     accepted: bool,
-    /// What the fake backend received (as far as it read before the
-    /// session ended).
+    /// What the fake backend received.
     backend_got: Vec<u8>,
+    /// The session's connection id, as the accept loop assigns it.
+    id: u32,
 }
 
 type Shared = Rc<RefCell<Seen>>;
@@ -514,10 +516,15 @@ async fn run_once(
     // Admitted as the accept loop admits it.
     let ticket = listener.door.admit(None, name);
     let (served_tx, mut served) = tokio::sync::watch::channel(false);
-    // Registered as the accept loop registers it (`GET /sessions`).
-    let entry = listener.sessions.register(1, None, None, cancel.clone());
+    // Numbered and registered as the accept loop does it (`GET /sessions`).
+    let id = portcullis::session::connection_id();
+    seen.borrow_mut().id = id;
+    let entry = listener.sessions.register(id, None, None, cancel.clone());
     let session = async {
-        let mut info = SessionInfo::default();
+        let mut info = SessionInfo {
+            id,
+            ..SessionInfo::default()
+        };
         let totals = ByteCounts::default();
         let ended = serve(
             proxy_side,
@@ -671,6 +678,10 @@ fn check_greeting(case: &Case<'_>, seen: &Seen, listener: &str) -> usize {
         "listener {listener}"
     );
     if relayed {
+        assert_eq!(
+            g.connection_id, seen.id,
+            "listener {listener}: the session's id"
+        );
         assert!(
             g.connection_id & 0x8000_0000 != 0,
             "listener {listener}: connection id {:#x} not in the top half",
