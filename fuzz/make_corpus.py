@@ -17,7 +17,8 @@ CONNECT_WITH_DB = 1 << 3
 PLUGIN_AUTH = 1 << 19
 CONNECT_ATTRS = 1 << 20
 LENENC_DATA = 1 << 21
-CLIENT_CAPS = 0x81BEAA05  # what Connector/C 3.3 sends (without SSL)
+CLIENT_CAPS = 0x81BEAA05  # what Connector/C 3.3 sends when it asks for TLS
+PLAIN_CAPS = CLIENT_CAPS & ~SSL  # ... and when it does not
 
 
 def packet(seq, payload):
@@ -95,14 +96,102 @@ CHANGE_USER_CAPTURES = {
 }
 
 
-def phase(mode, backend, client):
-    return bytes([mode]) + struct.pack("<H", len(backend)) + backend + client
+def phase(mode, client, backend, crowd=0):
+    """A connection_phase input: mode, crowd, the client's script, then the backend's."""
+    return bytes([mode, crowd]) + struct.pack("<H", len(client)) + client + backend
+
+
+# connection_phase mode bits (fuzz_targets/connection_phase.rs says what each means).
+RELAY, FAILOVER, GONE, PROXY_USER = 0, 1, 2, 3
+TLS = 4
+CLIENT_CERT, CLIENT_NO_CERT = 8, 16
+STALL = 0x20
+LEARNED = 0x80
+CROWD = 0x80
+
+
+def change_user(user):
+    """A COM_CHANGE_USER as libmariadb sends it (PLAIN_CAPS: lenenc attributes after the plugin)."""
+    return (b"\x11" + user + b"\0" + b"\x14" + b"\x5a" * 20 + b"shop\0" + b"\x2d\x00"
+            + b"mysql_native_password\0" + b"\x00")
+
+
+def connection_phase_seeds():
+    g = mariadb_greeting()
+    hr = handshake_response()
+    plain_hr = handshake_response(PLAIN_CAPS)
+    answer = b"\x11" * 20
+    result = packet(1, b"\x01") + packet(2, b"\x03def\0\0\0\x09@@version\0\x0c\x21\0\x00\x01\0\0\xfd\0\0\x27\0\0")
+    # The backend: its greeting, the switch portcullis's renamed plugin asks for, the OK.
+    switch_ok = packet(0, g) + packet(2, AUTH_SWITCH) + packet(4, OK)
+    return {
+        # Relay, plaintext listener, raw client: the own greeting (learned from this backend),
+        # the response, the auth switch relayed, the answer, OK, a query and its result.
+        "relay-plain-auth-switch": phase(RELAY | LEARNED,
+                                         packet(1, plain_hr) + packet(3, answer) + packet(0, COM_QUERY)
+                                         + packet(0, COM_QUIT), switch_ok + result),
+        "relay-plain-fallback-greeting": phase(RELAY, packet(1, plain_hr) + packet(3, answer),
+                                               switch_ok),
+        "relay-plain-access-denied": phase(RELAY | LEARNED, packet(1, plain_hr) + packet(3, answer),
+                                           packet(0, g) + packet(2, AUTH_SWITCH)
+                                           + packet(4, err(1045, b"28000", b"Access denied for user 'app'"))),
+        "relay-plain-backend-err": phase(RELAY, packet(1, plain_hr),
+                                         packet(0, err(1040, b"08004", b"Too many connections"))),
+        "relay-plain-backend-closes": phase(RELAY | LEARNED, packet(1, plain_hr), packet(0, g)),
+        "relay-plain-backend-stalls": phase(RELAY | STALL | LEARNED, packet(1, plain_hr),
+                                            packet(0, g) + packet(2, AUTH_SWITCH)),
+        "relay-plain-backend-stalls-mid-greeting": phase(RELAY | STALL, packet(1, plain_hr), packet(0, g)[:30]),
+        "relay-plain-mysql8": phase(RELAY | LEARNED, packet(1, plain_hr) + packet(3, answer),
+                                    packet(0, mysql8_greeting()) + packet(2, AUTH_SWITCH) + packet(4, OK)),
+        "relay-plain-no-plugin-auth": phase(RELAY, packet(1, handshake_response(PLAIN_CAPS & ~PLUGIN_AUTH, attrs=False)),
+                                            switch_ok),
+        "relay-plain-response-out-of-order": phase(RELAY, packet(3, plain_hr), switch_ok),
+        # The OS user portcullis runs as (root on the fuzzing machines): refused at the door
+        # behind a Unix-socket backend, unless allow_proxy_user; and at COM_CHANGE_USER.
+        "relay-plain-os-user": phase(RELAY, packet(1, handshake_response(PLAIN_CAPS, user=b"root")), switch_ok),
+        "proxy-user-plain-os-user": phase(PROXY_USER | LEARNED,
+                                          packet(1, handshake_response(PLAIN_CAPS, user=b"root"))
+                                          + packet(3, answer), switch_ok),
+        "relay-plain-change-user-os-user": phase(RELAY | LEARNED,
+                                                 packet(1, plain_hr) + packet(3, answer)
+                                                 + packet(0, change_user(b"root")), switch_ok),
+        # The waiting room: a second connection arrives before the response (this one is
+        # closed to make room), or long after the door.
+        "relay-plain-crowd-early": phase(RELAY, packet(1, plain_hr) + packet(3, answer), switch_ok, CROWD | 0),
+        "relay-plain-crowd-late": phase(RELAY, packet(1, plain_hr) + packet(3, answer), switch_ok, CROWD | 0x7F),
+        # TLS listener
+        "tls-raw-no-ssl": phase(TLS, packet(1, plain_hr), switch_ok),
+        "tls-raw-sslrequest-garbage": phase(TLS, packet(1, ssl_request()) + CLIENT_HELLO_START, switch_ok),
+        "tls-raw-no-sslrequest": phase(TLS, CLIENT_HELLO_START, switch_ok),
+        "tls-client-cert-auth-switch": phase(TLS | CLIENT_CERT | LEARNED,
+                                             packet(2, hr) + packet(4, answer) + packet(0, COM_QUERY),
+                                             switch_ok + result),
+        "tls-client-cert-access-denied": phase(TLS | CLIENT_CERT | LEARNED, packet(2, hr) + packet(4, answer),
+                                               packet(0, g) + packet(2, AUTH_SWITCH)
+                                               + packet(4, err(1045, b"28000", b"Access denied for user 'app'"))),
+        # The backend refuses after TLS: its ERR reaches the client inside TLS only.
+        "tls-client-cert-backend-refuses": phase(TLS | CLIENT_CERT, packet(2, hr),
+                                                 packet(0, err(1040, b"08004", b"Too many connections"))),
+        "tls-client-cert-backend-stalls": phase(TLS | CLIENT_CERT | STALL | LEARNED, packet(2, hr),
+                                                packet(0, g) + packet(2, AUTH_SWITCH)),
+        # Out of order inside TLS (a fuzz finding): Bad handshake, no backend.
+        "tls-client-cert-response-out-of-order": phase(TLS | CLIENT_CERT, packet(5, hr), switch_ok),
+        "tls-client-cert-second-sslrequest": phase(TLS | CLIENT_CERT, packet(1, ssl_request()) + packet(2, hr),
+                                                   switch_ok),
+        "tls-client-cert-os-user": phase(TLS | CLIENT_CERT, packet(2, handshake_response(user=b"root")), switch_ok),
+        "tls-client-no-cert": phase(TLS | CLIENT_NO_CERT, packet(2, hr), switch_ok),
+        "tls-client-cert-crowd-early": phase(TLS | CLIENT_CERT, packet(2, hr), switch_ok, CROWD | 2),
+        # Failover redirect (error form) and an unreachable backend
+        "failover-plain": phase(FAILOVER, packet(1, plain_hr), b""),
+        "failover-tls": phase(FAILOVER | TLS | CLIENT_CERT, packet(2, hr), b""),
+        "gone-plain": phase(GONE, packet(1, plain_hr), b""),
+        "gone-tls": phase(GONE | TLS | CLIENT_CERT, packet(2, hr), b""),
+    }
 
 
 def main():
     g = mariadb_greeting()
     hr = handshake_response()
-    plain_hr = handshake_response(CLIENT_CAPS)
     seeds = {
         "greeting": {
             "mariadb-10.11": g,
@@ -128,32 +217,7 @@ def main():
             "pre-4.1": b"\xff\x10\x04Too many connections",
             "host-blocked": err(1129, b"HY000", b"Host '10.0.0.7' is blocked because of many connection errors"),
         },
-        "connection_phase": {
-            # relay, plaintext listener, raw client: greeting, response, OK, a query
-            "relay-plain": phase(0, packet(0, g) + packet(2, OK),
-                                 packet(1, plain_hr) + packet(0, COM_QUERY) + packet(0, COM_QUIT)),
-            "relay-plain-auth-switch": phase(0, packet(0, g) + packet(2, AUTH_SWITCH) + packet(4, OK),
-                                             packet(1, plain_hr) + packet(3, b"\x11" * 20)),
-            "relay-plain-backend-err": phase(0, packet(0, err(1040, b"08004", b"Too many connections")), b""),
-            "relay-plain-backend-closes": phase(0, packet(0, g), packet(1, plain_hr)),
-            "relay-plain-backend-stalls": phase(0x20, packet(0, g), packet(1, plain_hr)),
-            "relay-plain-backend-stalls-mid-greeting": phase(0x20, packet(0, g)[:30], b""),
-            "relay-plain-mysql8": phase(0, packet(0, mysql8_greeting()) + packet(2, OK), packet(1, plain_hr)),
-            # TLS listener
-            "tls-raw-no-ssl": phase(4, packet(0, g) + packet(2, OK), packet(1, plain_hr)),
-            "tls-raw-sslrequest-garbage": phase(4, packet(0, g), packet(1, ssl_request()) + CLIENT_HELLO_START),
-            "tls-raw-no-sslrequest": phase(4, packet(0, g), CLIENT_HELLO_START),
-            "tls-client-cert": phase(4 | 8, packet(0, g) + packet(2, OK),
-                                     packet(2, hr) + packet(0, COM_QUERY)),
-            "tls-client-cert-auth-switch": phase(4 | 8, packet(0, g) + packet(2, AUTH_SWITCH) + packet(4, OK),
-                                                 packet(2, hr) + packet(4, b"\x11" * 20)),
-            "tls-client-no-cert": phase(4 | 16, packet(0, g) + packet(2, OK), packet(2, hr)),
-            # failover redirect and unreachable backend
-            "failover-plain": phase(1, b"", packet(1, plain_hr)),
-            "failover-tls": phase(1 | 4 | 8, b"", packet(2, hr)),
-            "gone-plain": phase(2, b"", packet(1, plain_hr)),
-            "gone-tls": phase(2 | 4 | 8, b"", packet(2, hr)),
-        },
+        "connection_phase": connection_phase_seeds(),
     }
     cu = bytes.fromhex(CHANGE_USER_CAPTURES["libmariadb-db-attrs"][1])
     seeds["change_user"] = {
@@ -195,6 +259,9 @@ def main():
     for target, files in seeds.items():
         d = os.path.join(HERE, "corpus", target)
         os.makedirs(d, exist_ok=True)
+        # Seeds of an older layout would only mislead the fuzzer.
+        for old in set(os.listdir(d)) - set(files):
+            os.remove(os.path.join(d, old))
         for name, data in files.items():
             with open(os.path.join(d, name), "wb") as f:
                 f.write(data)

@@ -11,6 +11,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::client::server_error_code;
@@ -20,7 +22,7 @@ use common::proxy::{tls_section, TestProxy};
 use common::raw::{fixed_prefix, frame, response_payload, RawClient};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use portcullis::protocol::{ErrPacket, Greeting};
+use portcullis::protocol::{ErrPacket, Greeting, HandshakeResponse};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
@@ -48,12 +50,26 @@ enum Misbehaviour {
     DieMidResultSet,
     /// Greets, accepts any login, then stays silent (for the idle timeout).
     AcceptAndIdle,
+    /// Greets, answers the response with an auth switch, accepts any
+    /// answer, then reads commands until the peer closes, or accepts a
+    /// COM_CHANGE_USER and closes.
+    SwitchThenCommands,
 }
 
 /// A fake backend on a Unix socket in a temp dir; runs until the test ends.
 struct FakeBackend {
     _dir: TempDir,
     address: String,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// HandshakeResponses relayed to it for a client (user `app`; the
+    /// start-up probe logs in as portcullis's OS user).
+    relayed: AtomicUsize,
+    /// COM_CHANGE_USER packets it received.
+    change_users: AtomicUsize,
 }
 
 async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
@@ -67,7 +83,7 @@ async fn read_packet(s: &mut UnixStream) -> Option<Vec<u8>> {
 
 const OK_PAYLOAD: &[u8] = &[0x00, 0, 0, 2, 0, 0, 0];
 
-async fn misbehave(mut s: UnixStream, how: Misbehaviour) {
+async fn misbehave(mut s: UnixStream, how: Misbehaviour, counts: Arc<Counts>) {
     let greeting = portcullis::protocol::greeting::build_own(&[b'k'; 20], 7, false);
     match how {
         Misbehaviour::GarbageGreeting => {
@@ -82,8 +98,14 @@ async fn misbehave(mut s: UnixStream, how: Misbehaviour) {
         }
         _ => {}
     }
-    if s.write_all(&frame(0, &greeting)).await.is_err() || read_packet(&mut s).await.is_none() {
+    if s.write_all(&frame(0, &greeting)).await.is_err() {
         return;
+    }
+    let Some(response) = read_packet(&mut s).await else {
+        return;
+    };
+    if HandshakeResponse::parse(&response).is_ok_and(|r| r.user == "app") {
+        counts.relayed.fetch_add(1, Ordering::SeqCst);
     }
     match how {
         Misbehaviour::CloseDuringAuth => {}
@@ -102,6 +124,22 @@ async fn misbehave(mut s: UnixStream, how: Misbehaviour) {
             let _ = s.write_all(&frame(2, OK_PAYLOAD)).await;
             let _ = s.read(&mut [0u8; 1]).await;
         }
+        Misbehaviour::SwitchThenCommands => {
+            let switch = b"\xfemysql_native_password\x000123456789abcdefghij\x00";
+            if s.write_all(&frame(2, switch)).await.is_err() || read_packet(&mut s).await.is_none()
+            {
+                return;
+            }
+            let _ = s.write_all(&frame(4, OK_PAYLOAD)).await;
+            while let Some(command) = read_packet(&mut s).await {
+                if <[u8]>::first(&command) == Some(&0x11) {
+                    // Taken: the new user is in.
+                    counts.change_users.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(&frame(1, OK_PAYLOAD)).await;
+                    return;
+                }
+            }
+        }
         _ => unreachable!(),
     }
 }
@@ -111,14 +149,17 @@ impl FakeBackend {
         let dir = short_tempdir("fb");
         let path = dir.path().join("fake.sock");
         let l = UnixListener::bind(&path).expect("bind fake backend");
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(misbehave(s, how));
+                tokio::spawn(misbehave(s, how, c.clone()));
             }
         });
         FakeBackend {
             _dir: dir,
             address: format!("unix:{}", path.display()),
+            counts,
         }
     }
 }
@@ -409,6 +450,95 @@ async fn oversized_handshake_packets_get_bad_handshake() {
     assert!(read_to_end(&mut c.tcp).await.is_empty());
 
     assert_eq!(settled(&proxy).await, only("client_packet_too_large", 2));
+}
+
+/// Inside TLS, the HandshakeResponse must come at seq 2, right after the
+/// SSLRequest. One out of order — a second SSLRequest's seq 1, a replay at
+/// seq 0, a jump ahead — is a bad handshake: ERR 1043 at the next seq, the
+/// close, and no backend dialled. (A fuzz run found it relayed, its
+/// shifted seq reaching the backend out of order.)
+#[tokio::test]
+async fn handshake_response_out_of_order_inside_tls_is_a_bad_handshake() {
+    let pki = Pki::new();
+    let (fake, proxy) = with_fake(&pki, Misbehaviour::AcceptAndIdle, "", "").await;
+    let cases: [(u8, &[u8]); 4] = [
+        (1, &response_payload("app", true)),
+        (0, &response_payload("app", true)),
+        (5, &response_payload("app", true)),
+        // A second SSLRequest, in order or as the first one was.
+        (1, &fixed_prefix(true)),
+    ];
+    for (seq, payload) in cases {
+        let mut c = RawClient::connect(proxy.tcp_addr("public")).await;
+        c.read_packet().await;
+        c.start_tls(&pki, Some(&pki.app)).await.expect("TLS");
+        c.write_packet(seq, payload).await;
+        let p = c.read_packet().await;
+        let e = err_of(&p);
+        assert_eq!(
+            (p[3], e.code, &e.sql_state, e.message.as_str()),
+            (seq.wrapping_add(1), 1043, b"08S01", "Bad handshake"),
+            "response at seq {seq} ({} bytes)",
+            payload.len()
+        );
+        assert!(c.at_eof().await, "closed after the ERR (seq {seq})");
+    }
+    assert_eq!(settled(&proxy).await, only("client_protocol_error", 4));
+    assert_eq!(
+        fake.counts.relayed.load(Ordering::SeqCst),
+        0,
+        "nothing relayed"
+    );
+
+    // The same response at seq 2 is relayed.
+    let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    assert_eq!(c.read_packet().await[4], 0x00, "OK");
+    assert_eq!(fake.counts.relayed.load(Ordering::SeqCst), 1);
+}
+
+/// A client that answers the auth switch and pipelines a command behind
+/// its answer, before the backend's OK: the command is not taken for auth
+/// data (which would pass it to the backend unchecked) but waits for the
+/// command phase, where the door's checks apply. Here a COM_CHANGE_USER to
+/// portcullis's own OS user: refused, never reaching the backend.
+#[tokio::test]
+async fn a_command_pipelined_during_authentication_is_inspected() {
+    let pki = Pki::new();
+    let (fake, proxy) = with_fake(&pki, Misbehaviour::SwitchThenCommands, "", "").await;
+    let me = portcullis::os_user::effective_name().expect("the test user has a name");
+    let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    let switch = c.read_packet().await;
+    assert_eq!(
+        (switch[3], switch[4]),
+        (3, 0xfe),
+        "the auth switch at seq 3"
+    );
+    let mut change_user = vec![0x11];
+    change_user.extend_from_slice(me.as_bytes());
+    change_user.extend_from_slice(b"\0\0\0\x2d\x00mysql_native_password\0");
+    let mut both = frame(4, &[0x5a; 20]);
+    both.extend(frame(0, &change_user));
+    c.write_raw(&both).await;
+    assert_eq!(c.read_packet().await[4], 0x00, "the backend's OK");
+    let p = c.read_packet().await;
+    let e = err_of(&p);
+    assert_eq!((p[3], e.code), (1, 1045), "{e:?}");
+    assert!(
+        e.message.contains("it is the OS user portcullis runs as"),
+        "{e:?}"
+    );
+    assert!(c.at_eof().await);
+    assert_eq!(settled(&proxy).await, only("proxy_user_refused", 1));
+    assert_eq!(fake.counts.change_users.load(Ordering::SeqCst), 0);
+
+    // An answer out of order is no answer: Bad handshake.
+    let mut c = tls_login(&proxy, &pki, &response_payload("app", true)).await;
+    assert_eq!(c.read_packet().await[3], 3);
+    c.write_packet(0, &change_user).await;
+    let p = c.read_packet().await;
+    assert_eq!((p[3], err_of(&p).code), (1, 1043));
+    assert!(c.at_eof().await);
+    assert_eq!(fake.counts.change_users.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

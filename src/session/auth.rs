@@ -259,13 +259,20 @@ impl<S: ClientIo> AuthRelay<'_, S> {
             return Err(self.fail(next_to_client, SessionError::BackendIo(e)).await);
         }
         let mut backend_continues = false;
+        // Whether the backend asked (an auth switch, more data) and the
+        // client has not answered yet. The client is read only then: what it
+        // sends unasked — a command pipelined behind its answer, say a
+        // COM_CHANGE_USER to a user the door refuses — is not taken for auth
+        // data and relayed unchecked, but stays buffered for the command
+        // phase, where the relay inspects it.
+        let mut asked = false;
         loop {
             enum Ev {
                 Client(Result<Packet, ReadError>),
                 Backend(Result<Packet, ReadError>),
             }
             let ev = tokio::select! {
-                r = self.client_reader.read(self.client, limit) => Ev::Client(r),
+                r = self.client_reader.read(self.client, limit), if asked => Ev::Client(r),
                 r = self.backend_reader.read(self.backend, limit) => Ev::Backend(r),
             };
             match ev {
@@ -283,6 +290,18 @@ impl<S: ClientIo> AuthRelay<'_, S> {
                             .await);
                         }
                     };
+                    // An answer follows what it answers (a packet that
+                    // is not one: Bad handshake).
+                    if p.header.seq != next_to_client {
+                        let e = SessionError::ClientProtocol(format!(
+                            "authentication packet has sequence id {}, expected {next_to_client}",
+                            p.header.seq
+                        ));
+                        let seq = p.header.seq.wrapping_add(1);
+                        return Err(door::bad_handshake(self.client, self.listener, seq, e).await);
+                    }
+                    // The rest of a packet over 16 MiB is still owed.
+                    asked = p.header.continues();
                     next_to_client = p.header.seq.wrapping_add(1);
                     p.set_seq(to_backend(p.header.seq));
                     if let Err(e) = self.backend.write_all(&p.bytes).await {
@@ -306,6 +325,9 @@ impl<S: ClientIo> AuthRelay<'_, S> {
                         p.payload().first().copied()
                     };
                     backend_continues = p.header.continues();
+                    // A whole packet that does not end authentication
+                    // asks the client for an answer.
+                    asked = !backend_continues;
                     p.set_seq(to_client(p.header.seq));
                     next_to_client = p.header.seq.wrapping_add(1);
                     let mut redirected = false;

@@ -63,11 +63,7 @@ pub(super) async fn upgrade<S: ClientIo>(
         Err(ReadError::LooksLikeTls) => return Err(SessionError::TlsWithoutSslRequest),
         Err(e) => return Err(client_failed(&mut client, listener, expected, e).await),
     };
-    if first.header.seq != expected {
-        let e = SessionError::ClientProtocol(format!(
-            "first packet has sequence id {}, expected {expected}",
-            first.header.seq,
-        ));
+    if let Err(e) = in_order(&first, expected) {
         return Err(
             bad_handshake(&mut client, listener, first.header.seq.wrapping_add(1), e).await,
         );
@@ -144,9 +140,10 @@ async fn accept_tls<S: ClientIo>(
 }
 
 /// Reads the HandshakeResponse (unless the plaintext listener's upgrade
-/// already did: `first`), records its user and database, and answers an
-/// unparsable one with "Bad handshake". `expected_seq` is the sequence id
-/// it should carry, for an ERR when it cannot be read.
+/// already did: `first`), records its user and database, and answers one
+/// that is out of order or does not parse with "Bad handshake".
+/// `expected_seq` is the sequence id it must carry (2 inside TLS, after the
+/// SSLRequest), also for an ERR when it cannot be read.
 pub(super) async fn read_response<S: ClientIo>(
     client: &mut ClientStream<S>,
     reader: &mut PacketReader,
@@ -165,6 +162,12 @@ pub(super) async fn read_response<S: ClientIo>(
             Err(e) => return Err(client_failed(client, listener, expected_seq, e).await),
         },
     };
+    // Inside TLS nothing has checked its sequence id yet: a response out of
+    // order (a second SSLRequest's seq 1, a replayed packet) must not be
+    // relayed, where the shifted id would reach the backend out of order too.
+    if let Err(e) = in_order(&resp, expected_seq) {
+        return Err(bad_handshake(client, listener, resp.header.seq.wrapping_add(1), e).await);
+    }
     match HandshakeResponse::parse(resp.payload()) {
         Ok(parsed) => {
             info.user = Some(parsed.user.clone());
@@ -176,6 +179,17 @@ pub(super) async fn read_response<S: ClientIo>(
             Err(bad_handshake(client, listener, resp.header.seq.wrapping_add(1), e).await)
         }
     }
+}
+
+/// A connection-phase packet from the client must carry `expected`.
+fn in_order(p: &Packet, expected: u8) -> Result<(), SessionError> {
+    if p.header.seq == expected {
+        return Ok(());
+    }
+    Err(SessionError::ClientProtocol(format!(
+        "handshake packet has sequence id {}, expected {expected}",
+        p.header.seq,
+    )))
 }
 
 /// `cert_refusal = "mysql_error"`: the TLS handshake finished but the
@@ -220,10 +234,18 @@ pub async fn refuse<S: ClientIo>(
     let (mut client, first) = upgrade(client, listener, info, tls.as_deref(), 0, deadline).await?;
     let resp = match first {
         Some(p) => p,
-        None => PacketReader::new()
-            .read(&mut client, listener.config.max_handshake_packet)
-            .await
-            .map_err(SessionError::from_client_read)?,
+        None => {
+            let resp = PacketReader::new()
+                .read(&mut client, listener.config.max_handshake_packet)
+                .await
+                .map_err(SessionError::from_client_read)?;
+            // After the SSLRequest (seq 1), as in `read_response`.
+            if let Err(e) = in_order(&resp, 2) {
+                let seq = resp.header.seq.wrapping_add(1);
+                return Err(bad_handshake(&mut client, listener, seq, e).await);
+            }
+            resp
+        }
     };
     if let Ok(r) = HandshakeResponse::parse(resp.payload()) {
         info.user = Some(r.user);
@@ -269,7 +291,7 @@ pub(super) async fn client_failed<C: AsyncRead + AsyncWrite + Unpin>(
 /// Answers `e` (a malformed connection-phase packet) with its ERR ("Bad
 /// handshake") at `seq`, then closes lingering; best effort. Hands `e`
 /// back for the log.
-async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn bad_handshake<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
     listener: &ListenerRuntime,
     seq: u8,

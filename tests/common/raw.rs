@@ -150,13 +150,17 @@ impl RawClient {
     }
 
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) {
-        let bytes = frame(seq, payload);
+        self.write_raw(&frame(seq, payload)).await;
+    }
+
+    /// Writes `bytes` as they are (inside TLS once it is up), in one write.
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
         match self.tls.as_mut() {
             Some(tls) => {
-                tls.writer().write_all(&bytes).unwrap();
+                tls.writer().write_all(bytes).unwrap();
                 self.flush_tls().await;
             }
-            None => self.tcp.write_all(&bytes).await.unwrap(),
+            None => self.tcp.write_all(bytes).await.unwrap(),
         }
     }
 
