@@ -148,7 +148,7 @@ pub async fn report(backends: &[std::sync::Arc<BackendRuntime>]) -> Vec<(String,
         if let Some(u @ ("root" | "mysql")) = user {
             tracing::warn!(
                 user = u,
-                "portcullis runs as the OS user {u:?} in front of a Unix-socket backend: mariadbd's unix_socket authentication trusts the socket peer's OS user, here portcullis's; portcullis refuses logins as {u:?}, but run it as its own OS user (e.g. \"portcullis\") with no MariaDB account of that name"
+                "portcullis runs as the OS user {u:?} in front of a Unix-socket backend: mariadbd's unix_socket authentication trusts the socket peer's OS user, here portcullis's; portcullis refuses logins as {u:?} (unless a listener sets allow_proxy_user = true), but run it as its own OS user (e.g. \"portcullis\") with no MariaDB account of that name"
             );
         }
     }
