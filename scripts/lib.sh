@@ -187,6 +187,30 @@ start_mariadbd() {
 # PORTCULLIS_RUN_AS, when set, is a command prefix that runs it as another OS user (e.g.
 # `runuser -u portcullis --`).
 PORTCULLIS_RUN_AS=()
+
+# run_as_own_user DIR BIN: portcullis runs as its own OS user, with no MariaDB account of that
+# name, as it is deployed: behind a Unix-socket backend, mariadbd's unix_socket plugin trusts
+# the socket peer's OS user, which is portcullis's (docs/security.md, "Who the backend thinks
+# you are"). As root: creates the system user `portcullis` once, lets it traverse DIR, copies
+# BIN into DIR/bin (so that it can run it wherever the build is) and sets PORTCULLIS_RUN_AS; the
+# caller gives it the files it must read. Otherwise portcullis runs as you (and warns if your
+# user has a MariaDB account that trusts it). Sets PORTCULLIS_BIN to the binary to run.
+run_as_own_user() {
+    local dir="$1" bin="$2"
+    PORTCULLIS_BIN="$bin"
+    [ "$(id -u)" = 0 ] || return 0
+    if ! id -u portcullis >/dev/null 2>&1; then
+        banner "creating the system user portcullis (it runs the proxy; no MariaDB account has its name)"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+            portcullis
+    fi
+    chmod 711 "$dir"
+    install -d -m 0755 "$dir/bin"
+    cp "$bin" "$dir/bin/portcullis"
+    PORTCULLIS_BIN="$dir/bin/portcullis"
+    PORTCULLIS_RUN_AS=(runuser -u portcullis --)
+}
+
 start_portcullis() {
     local bin="$1" config="$2" log="$3" host="$4" port="$5" i
     PORTCULLIS_LOG="${PORTCULLIS_LOG:-info}" "${PORTCULLIS_RUN_AS[@]}" "$bin" run \
