@@ -100,7 +100,7 @@ pub enum SessionError {
     HandshakeTimeout(std::time::Duration),
     /// No verified certificate (on a plaintext listener, no first packet)
     /// within `tls_handshake_timeout` of accept.
-    #[error("no TLS handshake with a verified certificate within {0:?} of accept (tls_handshake_timeout)")]
+    #[error("no verified client certificate (on a plaintext listener: no first packet) within {0:?} of accept (tls_handshake_timeout)")]
     TlsHandshakeTimeout(std::time::Duration),
     /// Closed before it passed the door, to admit a newer connection
     /// (docs/security.md, "What an unauthenticated peer can cost").
