@@ -308,7 +308,7 @@ impl Proxy {
             .map(|e| e.address)
             .collect();
         tracing::info!(
-            successor = ?request.successor,
+            successor = request.successor,
             taken = taken.len(),
             "handed over: the new process serves; no longer accepting, draining"
         );

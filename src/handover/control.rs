@@ -151,7 +151,11 @@ async fn serve(
         let peer = match stream.peer_cred() {
             Ok(c) if c.uid() == me => c.pid(),
             Ok(c) => {
-                tracing::warn!(uid = c.uid(), pid = ?c.pid(), "control socket: refused a peer of another user");
+                tracing::warn!(
+                    uid = c.uid(),
+                    pid = c.pid(),
+                    "control socket: refused a peer of another user"
+                );
                 continue;
             }
             Err(e) => {
@@ -201,7 +205,7 @@ fn hand_over(
     match offer_and_wait(stream, port, handed, peer) {
         Ok(taken) => taken,
         Err(e) => {
-            tracing::warn!(pid = ?peer, error = %e, "hand-over abandoned; still serving");
+            tracing::warn!(pid = peer, error = %e, "hand-over abandoned; still serving");
             false
         }
     }
@@ -234,7 +238,11 @@ fn offer_and_wait(
         }
     }
     conn.send_with_fds(&wire::offer_text(&lines), &fds)?;
-    tracing::info!(pid = ?peer, sockets = lines.len(), "hand-over: offered the listening sockets to a new process");
+    tracing::info!(
+        pid = peer,
+        sockets = lines.len(),
+        "hand-over: offered the listening sockets to a new process"
+    );
     conn.stream().set_read_timeout(Some(SERVING_TIMEOUT))?;
     let line = conn.line()?;
     let positions = wire::parse_drain(&line).ok_or(WireError::Unexpected(line))?;

@@ -23,7 +23,7 @@ pub fn notify(state: &str) {
         }
     });
     if let Err(e) = sent {
-        tracing::warn!(error = %e, socket = ?target, "cannot notify systemd");
+        tracing::warn!(error = %e, socket = %target.to_string_lossy(), "cannot notify systemd");
     }
 }
 

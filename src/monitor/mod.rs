@@ -215,7 +215,10 @@ impl Topology {
                 return Err(format!("no backend named {n:?}"));
             }
         }
-        tracing::warn!(pinned = ?name, "primary pin changed by the admin API");
+        tracing::warn!(
+            pinned = name.as_deref().unwrap_or("none"),
+            "primary pin changed by the admin API"
+        );
         *lock(&self.pinned) = name;
         self.recompute();
         Ok(())
@@ -340,7 +343,7 @@ pub async fn run(topology: Arc<Topology>, cfg: MonitorConfig, stop: Cancellation
             0 => None,
             _ => {
                 tracing::error!(
-                    candidates = ?candidates,
+                    candidates = %candidates.join(","),
                     "two or more writable backends that do not replicate: no primary until exactly one remains (portcullis follows the topology, it never elects)"
                 );
                 None
